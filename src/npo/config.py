@@ -1,0 +1,376 @@
+"""One YAML config per run: dataclasses per concern, every field documented once.
+
+Each field's `help` says what it does and where its default comes from: `[paper]` for a value the
+NPO paper states, `[ours]` for a choice of this project (measured where it says so), `[trl]` for a
+value passed through to TRL. `npo config --help-fields` prints them all.
+
+Loading validates every field (type and range) before any work starts; an error names the file and
+the dotted field and exits with code 2 (see `npo.errors.UserError`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from npo.errors import UserError
+
+METHODS = ("grpo",)
+
+
+def doc(help: str, **kwargs):
+    """A dataclass field with its documentation attached."""
+    return field(metadata={"help": help}, **kwargs)
+
+
+@dataclass
+class TinyModelConfig:
+    """Architecture of the embedded default: a Qwen2 causal LM built from a config."""
+
+    hidden_size: int = doc("Width of the residual stream. [ours: ~1M parameters in all]", default=128)
+    num_hidden_layers: int = doc("Transformer blocks. [ours]", default=4)
+    num_attention_heads: int = doc("Query heads. [ours]", default=4)
+    num_key_value_heads: int = doc("Key/value heads (grouped-query attention). [ours]", default=2)
+    intermediate_size: int = doc("MLP width. [ours]", default=512)
+    max_position_embeddings: int = doc("Longest prompt + completion in tokens. [ours]", default=128)
+
+
+@dataclass
+class WarmupConfig:
+    """`npo warmup`: a short supervised warm start of the embedded default to a *weak* base."""
+
+    steps: int = doc("SFT optimizer steps (cosine schedule); few on purpose, to leave room for RL. [ours]", default=1000)
+    batch_size: int = doc("SFT batch size in sequences. [ours]", default=128)
+    lr: float = doc("SFT AdamW learning rate. [ours]", default=2e-3)
+    lr_floor: float = doc("Cosine decay ends at lr_floor * lr (1.0 = constant after warm-up). [ours]",
+                          default=1.0)
+    seed: int = doc("Seed of the warm start; shared by all RL seeds so they start from one base. [ours]", default=0)
+
+
+@dataclass
+class ModelConfig:
+    path: str = doc(
+        "'tiny' for the embedded default (built, warmed up and cached on first use), or a local Hugging "
+        "Face model folder (config.json + weights + tokenizer). Nothing is downloaded.",
+        default="tiny",
+    )
+    tiny: TinyModelConfig = doc("Architecture of the embedded default.", default_factory=TinyModelConfig)
+    warmup: WarmupConfig = doc("Warm start of the embedded default.", default_factory=WarmupConfig)
+
+
+@dataclass
+class TaskConfig:
+    spec: str = doc(
+        "Task: 'arith' (built in), 'rg:NAME' (reasoning-gym), 'jsonl:PATH' or 'parquet:PATH' "
+        "(question/answer rows verified with math-verify).",
+        default="arith",
+    )
+    options: dict = doc(
+        "Task options: for arith {terms, digits, ops}; for rg:NAME passed to reasoning_gym.create_dataset.",
+        default_factory=dict,
+    )
+    train_size: int = doc("Training prompts (procedural tasks; files use all rows not in eval).", default=20000)
+    eval_size: int = doc("Held-out prompts, never shared with the training split.", default=300)
+    split_seed: int = doc("Seed that draws the train/eval split; fixed so every run sees the same split.", default=1234)
+    question_key: str = doc("Column of the question in jsonl/parquet rows.", default="question")
+    answer_key: str = doc("Column of the reference answer in jsonl/parquet rows.", default="answer")
+    reward_threshold: float = doc(
+        "Reward is 1 when the verifier's score is >= this, else 0 (binary rewards). [paper: r in {0,1}]",
+        default=1.0,
+    )
+    verifier_timeout: float = doc(
+        "Seconds one verification may take before it scores 0 (a hanging or raising verifier never "
+        "kills a run). [ours]",
+        default=5.0,
+    )
+
+
+@dataclass
+class TrainConfig:
+    steps: int = doc("Optimizer steps of the run (its final trajectory).", default=300)
+    prompts_per_step: int = doc("Prompts per optimizer step (B); each gets a group of n samples.", default=16)
+    checkpoint_every: int = doc("Save a full checkpoint (weights, optimizer, scheduler, RNG, data position) "
+                                "every this many steps; rollback targets. [ours]", default=50)
+    grpo: dict = doc(
+        "Fields passed through to trl.GRPOConfig (num_generations = n, learning_rate, temperature, "
+        "max_completion_length, beta, epsilon, loss_type, report_to, ...). Fields that npo owns "
+        "(output_dir, max_steps, seed, save_steps, per_device_train_batch_size) are refused here.",
+        default_factory=dict,
+    )
+
+
+@dataclass
+class EvalConfig:
+    every: int = doc("Evaluate every this many steps (0: only at start and end).", default=50)
+    n: int = doc("Held-out items evaluated (at most task.eval_size).", default=300)
+    samples: int = doc("K sampled answers per item for mean@K (0 disables sampling).", default=4)
+    temperature: float = doc("Sampling temperature of mean@K.", default=1.0)
+    max_new_tokens: int = doc("Longest answer generated at evaluation (0: train.grpo.max_completion_length).",
+                              default=0)
+    batch_size: int = doc("Items per generate() call.", default=256)
+    seed: int = doc("Seed of the sampled evaluation; the training RNG is not touched.", default=999)
+
+
+@dataclass
+class RunConfig:
+    seed: int = doc("Seed of the RL run: data order, sampling, initialisation of anything random.", default=0)
+    method: str = doc(f"Training method, one of {', '.join(METHODS)}.", default="grpo")
+    model: ModelConfig = doc("Which policy to train.", default_factory=ModelConfig)
+    task: TaskConfig = doc("Which prompts and which verifier.", default_factory=TaskConfig)
+    train: TrainConfig = doc("The RL run.", default_factory=TrainConfig)
+    eval: EvalConfig = doc("Held-out evaluation.", default_factory=EvalConfig)
+
+
+# GRPOConfig fields npo sets itself; a user value would silently fight the run directory layout.
+OWNED_GRPO_FIELDS = {
+    "output_dir", "max_steps", "seed", "data_seed", "save_steps", "save_strategy",
+    "per_device_train_batch_size", "logging_steps", "num_train_epochs", "disable_tqdm",
+}
+
+# npo's defaults for the pass-through, applied under the user's values. [ours]
+GRPO_DEFAULTS: dict[str, Any] = {
+    "num_generations": 8,
+    "learning_rate": 1e-4,
+    "temperature": 1.0,
+    "max_completion_length": 8,
+    "beta": 0.0,
+    "loss_type": "grpo",
+    "report_to": "none",
+    "activation_checkpointing": False,
+    "lr_scheduler_type": "constant",
+    "max_grad_norm": 1.0,
+}
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _type_name(tp) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            dict: "a mapping", list: "a list"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _check_type(value, tp, where: str):
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp is int and isinstance(value, bool) or tp is float and isinstance(value, bool):
+        raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if not isinstance(value, tp):
+        raise UserError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def _build(cls, data: Any, where: str):
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise UserError(f"{_join(where, key)}: unknown field (known: {known})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, data[f.name], _join(where, f.name))
+        else:
+            kwargs[f.name] = _check_type(data[f.name], tp, _join(where, f.name))
+    return cls(**kwargs)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _require(cond: bool, where: str, msg: str):
+    if not cond:
+        raise UserError(f"{where}: {msg}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Range checks of every field, then the GRPO pass-through against trl.GRPOConfig."""
+    _require(cfg.method in METHODS, "method", f"expected one of {', '.join(METHODS)}, got {cfg.method!r}")
+    _require(cfg.seed >= 0, "seed", "must be >= 0")
+    m = cfg.model
+    _require(bool(m.path), "model.path", "must not be empty")
+    t = m.tiny
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "intermediate_size", "max_position_embeddings"):
+        _require(getattr(t, name) > 0, f"model.tiny.{name}", "must be > 0")
+    _require(t.hidden_size % t.num_attention_heads == 0, "model.tiny.hidden_size",
+             "must be divisible by num_attention_heads")
+    _require(t.num_attention_heads % t.num_key_value_heads == 0, "model.tiny.num_key_value_heads",
+             "must divide num_attention_heads")
+    _require(m.warmup.steps >= 0, "model.warmup.steps", "must be >= 0")
+    _require(m.warmup.batch_size > 0, "model.warmup.batch_size", "must be > 0")
+    _require(m.warmup.lr > 0, "model.warmup.lr", "must be > 0")
+    _require(0 <= m.warmup.lr_floor <= 1, "model.warmup.lr_floor", "must be in [0, 1]")
+    k = cfg.task
+    _require(bool(k.spec), "task.spec", "must not be empty")
+    _require(k.train_size > 0, "task.train_size", "must be > 0")
+    _require(k.eval_size > 0, "task.eval_size", "must be > 0")
+    _require(0.0 < k.reward_threshold <= 1.0, "task.reward_threshold", "must be in (0, 1]")
+    _require(k.verifier_timeout > 0, "task.verifier_timeout", "must be > 0")
+    r = cfg.train
+    _require(r.steps > 0, "train.steps", "must be > 0")
+    _require(r.prompts_per_step > 0, "train.prompts_per_step", "must be > 0")
+    _require(r.checkpoint_every > 0, "train.checkpoint_every", "must be > 0")
+    e = cfg.eval
+    _require(e.every >= 0, "eval.every", "must be >= 0")
+    _require(0 < e.n <= k.eval_size, "eval.n", f"must be in 1..task.eval_size ({k.eval_size})")
+    _require(e.samples >= 0, "eval.samples", "must be >= 0")
+    _require(e.temperature > 0, "eval.temperature", "must be > 0")
+    _require(e.max_new_tokens >= 0, "eval.max_new_tokens", "must be >= 0")
+    _require(e.batch_size > 0, "eval.batch_size", "must be > 0")
+    grpo_kwargs(cfg, output_dir="/nonexistent-npo-validation")  # raises UserError on a bad pass-through
+    return cfg
+
+
+def grpo_overrides(cfg: RunConfig) -> dict[str, Any]:
+    """The user's GRPO pass-through merged over npo's defaults, keys checked against GRPOConfig."""
+    from trl import GRPOConfig
+
+    fields = {f.name: f for f in dataclasses.fields(GRPOConfig)}
+    merged = dict(GRPO_DEFAULTS)
+    for key, value in cfg.train.grpo.items():
+        where = f"train.grpo.{key}"
+        if key in OWNED_GRPO_FIELDS:
+            raise UserError(f"{where}: set by npo (see train.steps, train.prompts_per_step, "
+                            f"train.checkpoint_every, seed); remove it")
+        if key not in fields:
+            raise UserError(f"{where}: not a field of trl.GRPOConfig")
+        default = fields[key].default
+        if isinstance(default, (bool, int, float, str)) and value is not None:
+            value = _check_type(value, type(default), where)
+        merged[key] = value
+    return merged
+
+
+def grpo_kwargs(cfg: RunConfig, output_dir: str) -> dict[str, Any]:
+    """Everything GRPOConfig needs; constructing it here surfaces TRL's own checks as UserErrors."""
+    import torch
+    from trl import GRPOConfig
+
+    kw = grpo_overrides(cfg)
+    n = kw["num_generations"]
+    kw.update(
+        output_dir=output_dir,
+        max_steps=cfg.train.steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        per_device_train_batch_size=cfg.train.prompts_per_step * n,
+        save_strategy="steps",
+        save_steps=cfg.train.checkpoint_every,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
+    if not torch.cuda.is_available():
+        kw.setdefault("use_cpu", True)
+        kw.setdefault("bf16", False)
+    try:
+        GRPOConfig(**kw)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"train.grpo: {str(exc).splitlines()[0]}") from None
+    return kw
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (['a','b','c'], value parsed as YAML scalar)."""
+    if "=" not in text:
+        raise UserError(f"--set {text}: expected key=value")
+    key, raw = text.split("=", 1)
+    if not key:
+        raise UserError(f"--set {text}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_override(data: dict, path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {'.'.join(path)}: {part} is not a mapping")
+    node[path[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """Read YAML (or start from defaults when `path` is None), apply `--set` overrides, validate."""
+    data: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"{source}: no such config file")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise UserError(f"{source}:{where} not valid YAML") from None
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(data, keys, value)
+    try:
+        cfg = _build(RunConfig, data, "")
+        return validate(cfg)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def field_docs(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted name, help, default) for every field, recursively: the source of README's table."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = _join(prefix, f.name)
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows.extend(field_docs(tp, name))
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((name, f.metadata.get("help", ""), default))
+    return rows
+
+
+def fields_markdown() -> str:
+    """The README's table of config fields, generated from the dataclasses (never edited by hand)."""
+    lines = ["| field | default | meaning |", "|---|---|---|"]
+    for name, help_text, default in field_docs():
+        lines.append(f"| `{name}` | `{default!r}` | {help_text} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m npo.config > the README block between the fields markers
+    print(fields_markdown())

@@ -1,0 +1,9 @@
+"""User-facing errors: one line, exit code 2, no traceback (see `npo.cli.main`)."""
+
+
+class UserError(Exception):
+    """Bad input from the user: a config field, a file, a dataset row, a CLI flag.
+
+    The message names the file, field or row and says what was expected; the CLI prints it on one
+    line and exits with code 2 before any run directory is written.
+    """

@@ -1,0 +1,60 @@
+"""`npo eval MODEL_OR_RUN`: the same evaluation that runs during training, as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from npo.errors import UserError
+from npo.rundir import RunDir
+
+
+def resolve_target(target: str, step: int | None):
+    """(model folder, config path or None) for a run directory, a model folder or 'tiny'."""
+    p = Path(target)
+    if target != "tiny" and (p / "config.yaml").is_file() and (p / "checkpoints").is_dir():
+        run = RunDir(p)
+        steps = run.checkpoint_steps()
+        if not steps:
+            raise UserError(f"{p}: run has no checkpoint yet")
+        if step is None:
+            step = steps[-1]
+        if step not in steps:
+            raise UserError(f"--step {step}: no checkpoint at that step in {p} (have {steps})")
+        return run.checkpoint(step), run.config
+    if step is not None:
+        raise UserError("--step: only for a run directory")
+    return target, None
+
+
+def run_eval(a) -> dict:
+    from npo.config import load_config
+    from npo.evaluate import evaluate
+    from npo.models.load import load_policy, resolve_model_path
+    from npo.prompting import prompt_style
+    from npo.rewards import TaskScorer
+    from npo.train import build_split, eval_max_new_tokens
+
+    model_ref, run_config = resolve_target(a.model, a.step)
+    sets = []
+    if a.task:
+        sets.append(f"task.spec={a.task}")
+    if a.n is not None:
+        sets.append(f"eval.n={a.n}")
+    if a.samples is not None:
+        sets.append(f"eval.samples={a.samples}")
+    if a.temperature is not None:
+        sets.append(f"eval.temperature={a.temperature}")
+    cfg = load_config(a.config or run_config, sets)
+    task, train_items, eval_items = build_split(cfg)
+    if model_ref == "tiny":
+        model_ref = resolve_model_path(cfg, train_items)
+    model, tokenizer = load_policy(model_ref)
+    style = prompt_style(tokenizer)
+    scorer = TaskScorer(task, style, cfg.task.reward_threshold, cfg.task.verifier_timeout)
+    try:
+        result = evaluate(model, tokenizer, eval_items[: cfg.eval.n], scorer, style, samples=cfg.eval.samples,
+                          temperature=cfg.eval.temperature, max_new_tokens=eval_max_new_tokens(cfg),
+                          batch_size=cfg.eval.batch_size, seed=cfg.eval.seed)
+    finally:
+        scorer.close()
+    return {"model": str(model_ref), "task": cfg.task.spec, **result}

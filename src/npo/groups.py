@@ -1,0 +1,26 @@
+"""Group statistics of GRPO: pure functions over the flat reward vector of a generation batch.
+
+A generation batch holds G groups of n consecutive rows (TRL's RepeatSampler layout), so the
+rewards of group g are `r[g*n:(g+1)*n]`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def p_hat(rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """Group accuracy p_hat(x) = mean_i r_i over each group of n rows.  (G*n,) -> (G,)"""
+    if rewards.numel() % n:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {n}")
+    return rewards.view(-1, n).float().mean(dim=1)
+
+
+def group_stats(rewards: torch.Tensor, n: int) -> dict[str, float]:
+    """Per-step signals: mean group accuracy, fraction of all-wrong and of all-right groups."""
+    p = p_hat(rewards, n)  # (G,)
+    return {
+        "signal/group_accuracy": p.mean().item(),
+        "signal/all_wrong_frac": (p == 0).float().mean().item(),
+        "signal/all_right_frac": (p == 1).float().mean().item(),
+    }

@@ -1,0 +1,41 @@
+"""Resolve `model.path` to a local Hugging Face folder and load a policy from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from npo.errors import UserError
+
+TINY = "tiny"
+
+
+def check_model_folder(path: str | Path, field: str = "model.path") -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{field}: no such model folder: {p}")
+    if not (p / "config.json").is_file():
+        raise UserError(f"{field}: {p} is not a Hugging Face model folder (no config.json)")
+    return p
+
+
+def resolve_model_path(cfg, train_items, progress=None) -> Path:
+    """'tiny' -> the cached warm start (built on first use); anything else must be a local folder."""
+    if cfg.model.path == TINY:
+        from npo.models.tiny import warmed_up_path
+
+        return warmed_up_path(cfg.model.tiny, cfg.model.warmup, cfg.task, train_items, progress)
+    return check_model_folder(cfg.model.path)
+
+
+def load_policy(path: str | Path, dtype=None):
+    """(model, tokenizer) from a local folder; the tokenizer pads on the left for generation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = check_model_folder(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    return model, tokenizer

@@ -1,0 +1,151 @@
+"""The embedded default: a ~1M-parameter Qwen2 causal LM with a character-level tokenizer.
+
+Built from a config (no weights are downloaded), saved and loaded as a normal Hugging Face folder
+(`AutoModelForCausalLM` / `AutoTokenizer`). `warmup` gives it a short supervised warm start on a
+task's training split, to a *weak* base that leaves RL room to climb; the result is cached under
+`$NPO_CACHE` (default `~/.cache/npo`) keyed by everything that determines it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from npo.config import TaskConfig, TinyModelConfig, WarmupConfig
+
+SPECIALS = ["<pad>", "<bos>", "<eos>"]
+CHARS = ["\n"] + [chr(c) for c in range(32, 127)]  # newline + printable ASCII
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+
+
+def build_tokenizer():
+    """Character-level tokenizer: one token per printable ASCII character."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
+        unk_token="<pad>", padding_side="left",
+    )
+
+
+def build_model(arch: TinyModelConfig, seed: int):
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=len(SPECIALS) + len(CHARS),
+        hidden_size=arch.hidden_size,
+        intermediate_size=arch.intermediate_size,
+        num_hidden_layers=arch.num_hidden_layers,
+        num_attention_heads=arch.num_attention_heads,
+        num_key_value_heads=arch.num_key_value_heads,
+        max_position_embeddings=arch.max_position_embeddings,
+        tie_word_embeddings=True,
+        pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=EOS_ID, pad_token_id=PAD_ID, bos_token_id=BOS_ID)
+    return model
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("NPO_CACHE", Path.home() / ".cache" / "npo"))
+
+
+def warmup_key(arch: TinyModelConfig, warm: WarmupConfig, task: TaskConfig) -> str:
+    import transformers
+
+    blob = json.dumps({
+        "arch": vars(arch), "warmup": vars(warm), "vocab": SPECIALS + CHARS,
+        "task": [task.spec, task.options, task.train_size, task.eval_size, task.split_seed],
+        "versions": [torch.__version__, transformers.__version__], "format": 3,
+    }, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def sft_batch(tokenizer, items, max_len: int):
+    """Right-padded `question answer <eos>` rows; loss only on the answer and <eos>."""
+    ids, labels = [], []
+    for it in items:
+        q = tokenizer(it.question, add_special_tokens=False)["input_ids"]
+        a = tokenizer(it.answer, add_special_tokens=False)["input_ids"] + [EOS_ID]
+        seq = (q + a)[:max_len]
+        ids.append(seq)
+        labels.append(([-100] * len(q) + a)[:max_len])
+    width = max(len(s) for s in ids)
+    input_ids = torch.full((len(ids), width), PAD_ID)
+    label_t = torch.full((len(ids), width), -100)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, (s, lab) in enumerate(zip(ids, labels)):
+        input_ids[i, : len(s)] = torch.tensor(s)
+        label_t[i, : len(lab)] = torch.tensor(lab)
+        mask[i, : len(s)] = 1
+    return input_ids, mask, label_t
+
+
+def train_warmup(arch: TinyModelConfig, warm: WarmupConfig, train_items, progress=None):
+    """Supervised warm start; deterministic for `warm.seed` on CPU."""
+    tokenizer = build_tokenizer()
+    model = build_model(arch, warm.seed)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=warm.lr)
+    # Linear warm-up, then cosine decay to `lr_floor` * lr. Bases annealed to a small lr were knocked
+    # over by GRPO's first Adam steps at lr >= 2e-4 in our runs, so the floor stays high.
+    warm_steps = max(1, min(50, warm.steps // 10))
+
+    def lr_factor(s: int) -> float:
+        cosine = 0.5 * (1 + math.cos(math.pi * s / max(1, warm.steps)))
+        return min(1.0, (s + 1) / warm_steps) * (warm.lr_floor + (1 - warm.lr_floor) * cosine)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    rng = random.Random(warm.seed)
+    for step in range(warm.steps):
+        batch = rng.sample(train_items, min(warm.batch_size, len(train_items)))
+        input_ids, mask, labels = sft_batch(tokenizer, batch, arch.max_position_embeddings)
+        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if progress is not None:
+            progress(step + 1, warm.steps, loss.item())
+    model.eval()
+    return model, tokenizer
+
+
+def warmed_up_path(arch: TinyModelConfig, warm: WarmupConfig, task_cfg: TaskConfig, train_items,
+                   progress=None) -> Path:
+    """The cached warm-started model folder, built (atomically) on first use."""
+    root = cache_root() / "warmup"
+    path = root / warmup_key(arch, warm, task_cfg)
+    if (path / "config.json").exists():
+        return path
+    root.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = train_warmup(arch, warm, train_items, progress)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "npo_warmup.json").write_text(json.dumps(
+            {"arch": vars(arch), "warmup": vars(warm), "task": task_cfg.spec, "options": task_cfg.options}, indent=2))
+        os.replace(tmp, path)  # atomic; a concurrent builder of the same key loses harmlessly
+    except OSError:
+        if not (path / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

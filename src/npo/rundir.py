@@ -1,0 +1,93 @@
+"""The run directory: atomic files, append-only JSONL logs, and where each thing lives.
+
+Layout (everything needed to understand and resume a run)::
+
+    RUN/config.yaml          the resolved config, exactly what ran
+    RUN/metrics.jsonl        one line per optimizer step (keys documented in README "Metrics")
+    RUN/eval.jsonl           one line per evaluation (step 0 is the starting policy)
+    RUN/events.jsonl         interventions and other decisions (NPO / AutoNPO)
+    RUN/checkpoints/         checkpoint-<step>/: weights, optimizer, scheduler, RNG, trainer state
+    RUN/summary.json         written last; its presence means the run finished
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` via a temp file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append one JSON line. A line is written with a single write call, so a crash can at worst
+    leave a truncated last line, which `read_jsonl` skips."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn last line after a crash
+    return records
+
+
+def truncate_jsonl(path: str | Path, keep: callable) -> None:
+    """Atomically keep only the records for which `keep(record)` is true (used on resume/rollback)."""
+    records = [r for r in read_jsonl(path) if keep(r)]
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+class RunDir:
+    """Paths of one run directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    config = property(lambda self: self.root / "config.yaml")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    evals = property(lambda self: self.root / "eval.jsonl")
+    events = property(lambda self: self.root / "events.jsonl")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    summary = property(lambda self: self.root / "summary.json")
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"checkpoint-{step}"
+
+    def checkpoint_steps(self) -> list[int]:
+        if not self.checkpoints.exists():
+            return []
+        steps = []
+        for p in self.checkpoints.iterdir():
+            if p.name.startswith("checkpoint-") and (p / "trainer_state.json").exists():
+                steps.append(int(p.name.split("-")[1]))
+        return sorted(steps)

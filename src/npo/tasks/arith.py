@@ -1,0 +1,68 @@
+"""`arith`: integer expressions such as `57-8+13=`, exact-match verifier, no dependency.
+
+Options: `terms` (default 2), `digits` (max digits per operand, default 2), `ops` (default "+-").
+Mirrors reasoning-gym's `chain_sum` without its prose, so the tiny character model can learn it.
+"""
+
+from __future__ import annotations
+
+import random
+
+from npo.errors import UserError
+from npo.tasks.base import Item, disjoint_split, register
+
+
+class ArithTask:
+    def __init__(self, terms: int = 2, digits: int = 2, ops: str = "+-"):
+        self.terms, self.digits, self.ops = terms, digits, ops
+        self.name = f"arith(terms={terms},digits={digits},ops={ops})"
+
+    def sample(self, rng: random.Random) -> Item:
+        nums = [rng.randint(0, 10 ** rng.randint(1, self.digits) - 1) for _ in range(self.terms)]
+        ops = [rng.choice(self.ops) for _ in range(self.terms - 1)]
+        expr = str(nums[0]) + "".join(o + str(n) for o, n in zip(ops, nums[1:]))
+        value = eval(expr)  # noqa: S307 - digits and + - * only, built above
+        return Item(question=f"{expr}=", answer=str(value), meta={"expression": expr})
+
+    def _draw(self, n: int, seed: int) -> list[Item]:
+        rng = random.Random(seed)
+        return [self.sample(rng) for _ in range(n)]
+
+    def _draw_unique(self, n: int, seed: int) -> list[Item]:
+        """n distinct questions (fewer only if the task has fewer than n)."""
+        rng, seen, out = random.Random(seed), set(), []
+        for _ in range(50 * n):
+            it = self.sample(rng)
+            if it.question not in seen:
+                seen.add(it.question)
+                out.append(it)
+                if len(out) == n:
+                    break
+        return out
+
+    def splits(self, train_size: int, eval_size: int, seed: int):
+        eval_items = self._draw_unique(eval_size, seed)
+        # Draw a little extra so that removing eval questions still leaves train_size items.
+        train, eval_items = disjoint_split(eval_items, self._draw(train_size * 2, seed + 1))
+        return train[:train_size], eval_items
+
+    def score(self, answer_text: str, item: Item) -> float:
+        return 1.0 if answer_text.strip() == item.answer else 0.0
+
+
+@register("arith")
+def make_arith(arg: str, options: dict, **_) -> ArithTask:
+    if arg:
+        raise UserError(f"task.spec: 'arith' takes no argument, got 'arith:{arg}'")
+    allowed = {"terms", "digits", "ops"}
+    for key in options:
+        if key not in allowed:
+            raise UserError(f"task.options.{key}: unknown option for arith (known: {', '.join(sorted(allowed))})")
+    terms, digits, ops = options.get("terms", 2), options.get("digits", 2), options.get("ops", "+-")
+    if not isinstance(terms, int) or isinstance(terms, bool) or terms < 1:
+        raise UserError(f"task.options.terms: expected an integer >= 1, got {terms!r}")
+    if not isinstance(digits, int) or isinstance(digits, bool) or not 1 <= digits <= 9:
+        raise UserError(f"task.options.digits: expected an integer in 1..9, got {digits!r}")
+    if not isinstance(ops, str) or not ops or set(ops) - set("+-*"):
+        raise UserError(f"task.options.ops: expected a non-empty string of + - *, got {ops!r}")
+    return ArithTask(terms, digits, ops)

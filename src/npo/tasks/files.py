@@ -1,0 +1,104 @@
+"""`jsonl:PATH` and `parquet:PATH`: question/answer rows verified with math-verify.
+
+Columns are `task.question_key` / `task.answer_key`. Answers may be `\\boxed{}`, fractions, LaTeX or
+GSM8K-style `#### 72`; math-verify compares parsed values. Every row is checked up front: a missing
+column or an empty answer is a UserError naming the file and row. Needs the `math` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from npo.errors import UserError
+from npo.tasks.base import Item, disjoint_split, register
+
+
+def read_rows(path: Path, kind: str) -> list[dict]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such dataset file")
+    if kind == "jsonl":
+        rows = []
+        for i, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"{path}: row {i}: not valid JSON") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}: row {i}: expected a JSON object")
+            rows.append(row)
+        return rows
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise UserError(f"{path}: not a readable parquet file ({type(exc).__name__})") from None
+
+
+def rows_to_items(rows: list[dict], path: Path, qkey: str, akey: str) -> list[Item]:
+    items = []
+    for i, row in enumerate(rows, start=1):
+        for key, field_name in ((qkey, "task.question_key"), (akey, "task.answer_key")):
+            if key not in row:
+                raise UserError(f"{path}: row {i}: missing column {key!r} ({field_name})")
+        q, a = row[qkey], row[akey]
+        if q is None or not str(q).strip():
+            raise UserError(f"{path}: row {i}: empty question in column {qkey!r}")
+        if a is None or not str(a).strip():
+            raise UserError(f"{path}: row {i}: empty answer in column {akey!r}")
+        items.append(Item(question=str(q), answer=str(a), meta={"row": i}))
+    if not items:
+        raise UserError(f"{path}: no rows")
+    return items
+
+
+class FileTask:
+    # math-verify runs sympy, which can hang on pathological input: score in a killable worker.
+    needs_isolation = True
+    # math-verify finds the final answer in the whole completion itself.
+    wants_full_text = True
+
+    def __init__(self, path: Path, kind: str, items: list[Item]):
+        self.path, self.items = path, items
+        self.name = f"{kind}:{path}"
+
+    def splits(self, train_size: int, eval_size: int, seed: int):
+        order = list(range(len(self.items)))
+        random.Random(seed).shuffle(order)
+        if eval_size >= len(order):
+            raise UserError(f"task.eval_size: {eval_size} >= the {len(order)} rows of {self.path}")
+        eval_items = [self.items[i] for i in order[:eval_size]]
+        train, eval_items = disjoint_split(eval_items, [self.items[i] for i in order[eval_size:]])
+        return train[:train_size], eval_items
+
+    def score(self, answer_text: str, item: Item) -> float:
+        from npo.tasks.verify import math_verify_score
+
+        return math_verify_score(answer_text, item.answer)
+
+
+def _make(kind: str, arg: str, options: dict, question_key="question", answer_key="answer", **_) -> FileTask:
+    if not arg:
+        raise UserError(f"task.spec: expected {kind}:PATH")
+    if options:
+        raise UserError(f"task.options: {kind} tasks take no options (use task.question_key/answer_key)")
+    try:
+        import math_verify  # noqa: F401
+    except ImportError:
+        raise UserError(f"task.spec: {kind}:PATH needs math-verify; pip install 'npo[math]'") from None
+    path = Path(arg)
+    return FileTask(path, kind, rows_to_items(read_rows(path, kind), path, question_key, answer_key))
+
+
+@register("jsonl")
+def make_jsonl(arg, options, **kw):
+    return _make("jsonl", arg, options, **kw)
+
+
+@register("parquet")
+def make_parquet(arg, options, **kw):
+    return _make("parquet", arg, options, **kw)

@@ -1,0 +1,23 @@
+"""Shared test helpers: a trainer on the embedded default without a run."""
+
+from npo.config import load_config
+from npo.models.load import load_policy, resolve_model_path
+from npo.rewards import TaskScorer
+from npo.rundir import RunDir
+from npo.train import build_split, build_trainer
+
+from conftest import ROOT
+
+
+def tiny_trainer(tmp_path, *sets):
+    cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml", list(sets))
+    task, train_items, _ = build_split(cfg)
+    model, tokenizer = load_policy(resolve_model_path(cfg, train_items))
+    scorer = TaskScorer(task, "plain")
+    trainer = build_trainer(cfg, RunDir(tmp_path), model, tokenizer, scorer, "plain", train_items, [])
+    return cfg, trainer
+
+
+def generation_batch(trainer, prompts: int):
+    n = trainer.num_generations
+    return [trainer.train_dataset[i] for i in range(prompts) for _ in range(n)]

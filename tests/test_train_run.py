@@ -1,0 +1,74 @@
+"""End to end on the embedded default: the run directory, determinism, `npo eval` on a run."""
+
+import json
+
+import torch
+
+from npo.cli import main
+from npo.config import load_config
+from npo.rundir import read_jsonl
+from npo.train import prepare, train
+
+from conftest import ROOT
+
+SHORT = ["train.steps=6", "train.checkpoint_every=3", "eval.every=3", "eval.n=60", "eval.samples=2",
+         "train.prompts_per_step=8"]
+METRIC_KEYS = {"reward/mean", "reward/std", "signal/group_accuracy", "signal/all_wrong_frac",
+               "signal/all_right_frac", "signal/entropy", "train/learning_rate", "train/step_time",
+               "signal/generated_tokens"}
+SUMMARY_KEYS = {"initial_accuracy", "final_accuracy", "best_accuracy", "final_steps", "total_steps",
+                "generated_tokens", "wall_seconds"}
+
+
+def short_run(out, *extra):
+    cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml", SHORT + list(extra))
+    return train(prepare(cfg, out), show_progress=False)
+
+
+def test_run_directory(tmp_path, tiny_model_path):
+    out = tmp_path / "run"
+    summary = short_run(out)
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["final_steps"] == summary["total_steps"] == 6
+    assert json.loads((out / "summary.json").read_text()) == summary
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]
+    for m in metrics:
+        assert METRIC_KEYS <= set(m)
+        assert 0 <= m["signal/all_wrong_frac"] + m["signal/all_right_frac"] <= 1
+        assert abs(m["signal/group_accuracy"] - m["reward/mean"]) < 1e-6  # binary rewards
+    assert summary["generated_tokens"] == metrics[-1]["signal/generated_tokens"] > 0
+    evals = read_jsonl(out / "eval.jsonl")
+    assert [e["step"] for e in evals] == [0, 3, 6] and all(e["n"] == 60 for e in evals)
+    assert summary["initial_accuracy"] == evals[0]["accuracy"]
+    assert summary["final_accuracy"] == evals[-1]["accuracy"]
+    assert summary["best_accuracy"] == max(e["accuracy"] for e in evals)
+    for step in (3, 6):
+        ck = out / "checkpoints" / f"checkpoint-{step}"
+        for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"):
+            assert (ck / name).exists(), (step, name)
+    assert load_config(out / "config.yaml").train.steps == 6
+
+
+def test_a_seed_fixes_a_cpu_run(tmp_path, tiny_model_path):
+    def strip(records):
+        return [{k: v for k, v in r.items() if "time" not in k} for r in records]
+
+    short_run(tmp_path / "a")
+    short_run(tmp_path / "b")
+    short_run(tmp_path / "c", "seed=1")
+    ma, mb, mc = (strip(read_jsonl(tmp_path / x / "metrics.jsonl")) for x in "abc")
+    assert ma == mb
+    assert ma != mc
+    wa = torch.load(tmp_path / "a/checkpoints/checkpoint-6/optimizer.pt", weights_only=False)
+    wb = torch.load(tmp_path / "b/checkpoints/checkpoint-6/optimizer.pt", weights_only=False)
+    assert all(torch.equal(x["exp_avg"], y["exp_avg"]) for x, y in zip(wa["state"].values(), wb["state"].values()))
+
+
+def test_npo_eval_on_a_run_matches_its_summary(tmp_path, tiny_model_path, capsys):
+    out = tmp_path / "run"
+    summary = short_run(out)
+    capsys.readouterr()
+    assert main(["eval", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] == summary["final_accuracy"] and result["n"] == 60
