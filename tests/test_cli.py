@@ -19,8 +19,8 @@ def run_main(capsys, argv):
     return code, err
 
 
-def rows_file(tmp_path, rows):
-    p = tmp_path / "rows.jsonl"
+def rows_file(tmp_path, rows, name):
+    p = tmp_path / name
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return p
 
@@ -35,9 +35,9 @@ def test_bad_input(case, tmp_path, capsys):
     argv = ["train", TINY, "--out", str(out), "--quiet"]
     expect = {
         "unknown_task": (["--set", "task.spec=nosuchtask"], "task.spec"),
-        "missing_column": (["--set", f"task.spec=jsonl:{rows_file(tmp_path, GOOD[:5] + [{'question': 'q'}])}",
+        "missing_column": (["--set", f"task.spec=jsonl:{rows_file(tmp_path, GOOD[:5] + [{'question': 'q'}], 'a.jsonl')}",
                             "--set", "task.options={}"], "row 6: missing column 'answer'"),
-        "empty_answer": (["--set", f"task.spec=jsonl:{rows_file(tmp_path, GOOD[:3] + [{'question': 'q', 'answer': ''}])}",
+        "empty_answer": (["--set", f"task.spec=jsonl:{rows_file(tmp_path, GOOD[:3] + [{'question': 'q', 'answer': ''}], 'b.jsonl')}",
                           "--set", "task.options={}"], "row 4: empty answer"),
         "unknown_key": (["--set", "train.nonsense=1"], "train.nonsense: unknown field"),
         "mistyped_key": (["--set", "eval.sample=3"], "eval.sample: unknown field"),
