@@ -40,7 +40,7 @@ class MetricsWriter(TrainerCallback):
         self.run, self.trainer_ref = run, trainer_ref
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "reward" in logs:
+        if logs and "reward" in logs and state.is_world_process_zero:
             rec = metrics_record(state.global_step, logs)
             stats = self.trainer_ref().scorer.guard.stats
             rec["verify/errors"], rec["verify/timeouts"] = stats.errors, stats.timeouts

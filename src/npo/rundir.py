@@ -61,12 +61,6 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return records
 
 
-def truncate_jsonl(path: str | Path, keep: callable) -> None:
-    """Atomically keep only the records for which `keep(record)` is true (used on resume/rollback)."""
-    records = [r for r in read_jsonl(path) if keep(r)]
-    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
-
-
 class RunDir:
     """Paths of one run directory."""
 

@@ -82,14 +82,11 @@ def build_trainer(cfg: RunConfig, run: RunDir, model, tokenizer, scorer, style, 
 
 
 def train(prep: Prepared, show_progress: bool = True) -> dict:
-    import torch
-
     from npo.callbacks import Evaluator, MetricsWriter, Progress, SaveFinal
     from npo.prompting import prompt_style
     from npo.rewards import TaskScorer
 
     cfg, t_start = prep.cfg, time.perf_counter()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model_path = resolve_model_path(cfg, prep.train_items, _warmup_bar(show_progress))
     warmup_seconds = time.perf_counter() - t_start
     model, tokenizer = load_policy(model_path)
