@@ -3,18 +3,18 @@
 from npo.config import load_config
 from npo.models.load import load_policy, resolve_model_path
 from npo.rewards import TaskScorer
-from npo.rundir import RunDir
 from npo.train import build_split, build_trainer
 
 from conftest import ROOT
 
 
-def tiny_trainer(tmp_path, *sets):
-    cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml", list(sets))
+def tiny_trainer(tmp_path, *sets, config="tiny-grpo.yaml", guidance=None, callbacks=()):
+    cfg = load_config(ROOT / "configs" / config, list(sets))
     task, train_items, _ = build_split(cfg)
     model, tokenizer = load_policy(resolve_model_path(cfg, train_items))
     scorer = TaskScorer(task, "plain")
-    trainer = build_trainer(cfg, RunDir(tmp_path), model, tokenizer, scorer, "plain", train_items, [])
+    trainer = build_trainer(cfg, tmp_path / "checkpoints", model, tokenizer, scorer, "plain", train_items,
+                            list(callbacks), npo=cfg.npo if cfg.method == "npo" else None, guidance=guidance)
     return cfg, trainer
 
 

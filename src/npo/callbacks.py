@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from pathlib import Path
+
 from tqdm import tqdm
 from transformers import TrainerCallback
 
@@ -36,15 +38,17 @@ def metrics_record(step: int, logs: dict) -> dict:
 
 
 class MetricsWriter(TrainerCallback):
-    def __init__(self, run: RunDir, trainer_ref):
-        self.run, self.trainer_ref = run, trainer_ref
+    """One line per optimizer step to `path` (rank 0 only)."""
+
+    def __init__(self, path: Path, trainer_ref):
+        self.path, self.trainer_ref = path, trainer_ref
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "reward" in logs and state.is_world_process_zero:
             rec = metrics_record(state.global_step, logs)
             stats = self.trainer_ref().scorer.guard.stats
             rec["verify/errors"], rec["verify/timeouts"] = stats.errors, stats.timeouts
-            append_jsonl(self.run.metrics, rec)
+            append_jsonl(self.path, rec)
 
 
 class Evaluator(TrainerCallback):
@@ -70,19 +74,55 @@ class Evaluator(TrainerCallback):
             self.evaluate(model, state.global_step)
 
 
-class SaveFinal(TrainerCallback):
-    """Always leave a checkpoint at the last step, whatever checkpoint_every is."""
+class StopAt(TrainerCallback):
+    """End a segment at `step` with a checkpoint there (a rollback target or the run's last step),
+    whatever checkpoint_every is."""
+
+    def __init__(self, step: int):
+        self.step = step
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= state.max_steps:
+        if state.global_step >= min(self.step, state.max_steps):
             control.should_save = True
+            control.should_training_stop = True
+
+
+class PlateauWatch(TrainerCallback):
+    """Stops the final trajectory at the first step where `npo.interventions.plateaued` holds on the
+    on-policy group accuracy (`signal/group_accuracy`; the training reward would count guides),
+    once step >= `earliest` and the look-ahead still fits in the run."""
+
+    def __init__(self, history: list[float], window: int, min_gain: float, earliest: int, latest: int):
+        self.history, self.window, self.min_gain = list(history), window, min_gain
+        self.earliest, self.latest = earliest, latest
+        self.fired_at: int | None = None
+        self.evidence: dict = {}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # on_log, not on_step_end: HF logs a step after its on_step_end, and a save requested here
+        # still happens for this step.
+        if not logs or "signal/group_accuracy" not in logs:
+            return
+        from npo.interventions import plateaued
+
+        self.history.append(float(logs["signal/group_accuracy"]))
+        step = state.global_step
+        if self.earliest <= step <= self.latest and plateaued(self.history, self.window, self.min_gain):
+            w = self.window
+            self.fired_at = step
+            self.evidence = {"signal": "signal/group_accuracy", "window": w, "min_gain": self.min_gain,
+                             "mean_last": sum(self.history[-w:]) / w,
+                             "mean_before": sum(self.history[-2 * w:-w]) / w}
+            control.should_save = True
+            control.should_training_stop = True
 
 
 class Progress(TrainerCallback):
     """A bar with the step's reward and the last held-out accuracy."""
 
-    def __init__(self, total: int, initial: int = 0, desc: str = "train", enabled: bool = True):
-        self.bar = tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True)
+    def __init__(self, total: int, initial: int = 0, desc: str = "train", enabled: bool = True, leave: bool = True):
+        self.bar = tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
+                        leave=leave)
         self.reward = None
         self.acc = None
 

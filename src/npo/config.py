@@ -11,6 +11,7 @@ the dotted field and exits with code 2 (see `npo.errors.UserError`).
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,10 @@ import yaml
 
 from npo.errors import UserError
 
-METHODS = ("grpo",)
+METHODS = ("grpo", "npo")
+GUIDE_SOURCES = ("near_future", "self")
+GUIDE_MODES = ("on_demand", "ahead")
+GUIDE_LOSSES = ("on_policy", "importance", "shaping")
 
 
 def doc(help: str, **kwargs):
@@ -93,7 +97,8 @@ class TaskConfig:
 @dataclass
 class TrainConfig:
     steps: int = doc("Optimizer steps of the run (its final trajectory).", default=300)
-    prompts_per_step: int = doc("Prompts per optimizer step (B); each gets a group of n samples.", default=16)
+    prompts_per_step: int = doc("Prompts per optimizer step (B), over all processes; each gets a group of n "
+                                "samples, and a group may straddle two processes.", default=16)
     checkpoint_every: int = doc("Save a full checkpoint (weights, optimizer, scheduler, RNG, data position) "
                                 "every this many steps; rollback targets. [ours]", default=50)
     grpo: dict = doc(
@@ -117,6 +122,43 @@ class EvalConfig:
 
 
 @dataclass
+class NPOConfig:
+    """Near-Future Policy Optimization (method: npo). Symbols as in NPO_METHOD.md."""
+
+    interventions: list = doc(
+        "The interventions, in order: {kind: bootstrap, lookahead: Delta} (scout 0 -> Delta, restart at "
+        "0 guided by the scout) and {kind: plateau, at_step: t, lookahead: Delta, window: W} (train on to "
+        "t + Delta, roll back to t, retrain W steps guided; at_step may be 'auto-plateau'). W defaults "
+        "to Delta. [paper: the two manual interventions]",
+        default_factory=list,
+    )
+    tau: float = doc("Gate tau: a group is guided when its on-policy accuracy p_hat < tau. [paper: 0.6]",
+                     default=0.6)
+    replace_slot: int = doc("Which slot of a gated group the guide replaces (-1: the last). [paper: the n-th]",
+                            default=-1)
+    source: str = doc(f"Guide source, one of {', '.join(GUIDE_SOURCES)}: the run's checkpoint Delta steps "
+                      "ahead, or the current policy itself (Delta = 0, best-of-k: the control). [ours]",
+                      default="near_future")
+    k: int = doc("Guide tries per prompt: the source samples up to k completions and keeps the first "
+                 "verified-correct one. [ours: small, so Q measures the guide, not resampling luck]", default=4)
+    guide_mode: str = doc(f"When guides are made, one of {', '.join(GUIDE_MODES)}: for the prompts that fail "
+                          "the gate, as they come; or for all the window's prompts right after the rollback "
+                          "(the look-ahead pass saw them; the self source is always on_demand). [ours]",
+                          default="on_demand")
+    guide_temperature: float = doc("Sampling temperature of the guide source. [ours]", default=1.0)
+    guide_loss: str = doc(f"Loss on guide rows, one of {', '.join(GUIDE_LOSSES)}: as if on-policy (no "
+                          "importance weight) [paper], min(pi_theta / pi_guide, c) per token, or LUFFY's "
+                          "f(p) = p / (p + gamma).", default="on_policy")
+    importance_cap: float = doc("c: truncation of the importance weight of guide_loss importance. [ours]",
+                                default=2.0)
+    shaping_gamma: float = doc("gamma of guide_loss shaping. [LUFFY: 0.1]", default=0.1)
+    plateau_window: int = doc("auto-plateau: a plateau is when the mean reward of the last plateau_window "
+                              "steps beats the window before by less than plateau_min_gain. [ours]", default=50)
+    plateau_min_gain: float = doc("auto-plateau: see plateau_window. [ours]", default=0.01)
+    plateau_min_step: int = doc("auto-plateau: no plateau is declared before this step. [ours]", default=100)
+
+
+@dataclass
 class RunConfig:
     seed: int = doc("Seed of the RL run: data order, sampling, initialisation of anything random.", default=0)
     method: str = doc(f"Training method, one of {', '.join(METHODS)}.", default="grpo")
@@ -124,6 +166,7 @@ class RunConfig:
     task: TaskConfig = doc("Which prompts and which verifier.", default_factory=TaskConfig)
     train: TrainConfig = doc("The RL run.", default_factory=TrainConfig)
     eval: EvalConfig = doc("Held-out evaluation.", default_factory=EvalConfig)
+    npo: NPOConfig = doc("NPO: gate, guide source and interventions (method: npo).", default_factory=NPOConfig)
 
 
 # GRPOConfig fields npo sets itself; a user value would silently fight the run directory layout.
@@ -238,8 +281,31 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(e.temperature > 0, "eval.temperature", "must be > 0")
     _require(e.max_new_tokens >= 0, "eval.max_new_tokens", "must be >= 0")
     _require(e.batch_size > 0, "eval.batch_size", "must be > 0")
-    grpo_kwargs(cfg, output_dir="/nonexistent-npo-validation")  # raises UserError on a bad pass-through
+    n = grpo_kwargs(cfg, output_dir="/nonexistent-npo-validation")["num_generations"]  # checks the pass-through
+    validate_npo(cfg, n)
     return cfg
+
+
+def validate_npo(cfg: RunConfig, n: int) -> None:
+    from npo.interventions import parse_interventions
+
+    p = cfg.npo
+    _require(0 < p.tau <= 1, "npo.tau", "must be in (0, 1]")
+    _require(-n <= p.replace_slot < n, "npo.replace_slot", f"must be in -{n}..{n - 1} (a slot of a group of {n})")
+    _require(p.source in GUIDE_SOURCES, "npo.source", f"expected one of {', '.join(GUIDE_SOURCES)}")
+    _require(p.k > 0, "npo.k", "must be > 0")
+    _require(p.guide_mode in GUIDE_MODES, "npo.guide_mode", f"expected one of {', '.join(GUIDE_MODES)}")
+    _require(p.guide_temperature > 0, "npo.guide_temperature", "must be > 0")
+    _require(p.guide_loss in GUIDE_LOSSES, "npo.guide_loss", f"expected one of {', '.join(GUIDE_LOSSES)}")
+    _require(p.importance_cap > 0, "npo.importance_cap", "must be > 0")
+    _require(p.shaping_gamma > 0, "npo.shaping_gamma", "must be > 0")
+    _require(p.plateau_window > 0, "npo.plateau_window", "must be > 0")
+    _require(p.plateau_min_step >= 0, "npo.plateau_min_step", "must be >= 0")
+    parse_interventions(p.interventions, cfg.train.steps)
+    if cfg.method == "npo":
+        _require(bool(p.interventions), "npo.interventions", "method npo needs at least one intervention")
+    else:
+        _require(not p.interventions, "npo.interventions", f"only method npo intervenes (method is {cfg.method})")
 
 
 def grpo_overrides(cfg: RunConfig) -> dict[str, Any]:
@@ -269,12 +335,17 @@ def grpo_kwargs(cfg: RunConfig, output_dir: str) -> dict[str, Any]:
 
     kw = grpo_overrides(cfg)
     n = kw["num_generations"]
+    # prompts_per_step is global: each of the launcher's processes holds an equal share of its rows
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.train.prompts_per_step * n % processes:
+        raise UserError(f"train.prompts_per_step: {cfg.train.prompts_per_step} prompts x {n} samples do not "
+                        f"split over {processes} processes")
     kw.update(
         output_dir=output_dir,
         max_steps=cfg.train.steps,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        per_device_train_batch_size=cfg.train.prompts_per_step * n,
+        per_device_train_batch_size=cfg.train.prompts_per_step * n // processes,
         save_strategy="steps",
         save_steps=cfg.train.checkpoint_every,
         logging_steps=1,

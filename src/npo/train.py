@@ -61,7 +61,8 @@ def make_eval_fn(cfg: RunConfig, tokenizer, scorer, style: str, eval_items):
                    max_new_tokens=eval_max_new_tokens(cfg), batch_size=cfg.eval.batch_size, seed=cfg.eval.seed)
 
 
-def build_trainer(cfg: RunConfig, run: RunDir, model, tokenizer, scorer, style, train_items, callbacks):
+def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style, train_items, callbacks,
+                  npo=None, guidance=None):
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import GRPOConfig
@@ -72,20 +73,24 @@ def build_trainer(cfg: RunConfig, run: RunDir, model, tokenizer, scorer, style, 
 
     dataset = Dataset.from_list([{"prompt": build_prompt(it, style), "item_index": i}
                                  for i, it in enumerate(train_items)])
-    args = GRPOConfig(**grpo_kwargs(cfg, output_dir=str(run.checkpoints)))
+    args = GRPOConfig(**grpo_kwargs(cfg, output_dir=str(out_dir)))
     trainer = NPOTrainer(model=model, reward_funcs=make_reward_fn(scorer, train_items), args=args,
                          train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks,
-                         scorer=scorer, items=train_items)
+                         scorer=scorer, items=train_items, npo=npo, guidance=guidance)
     for cb in (PrinterCallback, ProgressCallback):  # our own bar and files replace TRL's printing
         trainer.remove_callback(cb)
     return trainer
 
 
 def train(prep: Prepared, show_progress: bool = True) -> dict:
-    from npo.callbacks import Evaluator, MetricsWriter, Progress, SaveFinal
+    from npo.callbacks import Evaluator, Progress
+    from npo.loop import Context, ledger_summary, train_loop
     from npo.prompting import prompt_style
     from npo.rewards import TaskScorer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-segment "Loading weights" / "Writing model shards" bars: noise
     cfg, t_start = prep.cfg, time.perf_counter()
     model_path = resolve_model_path(cfg, prep.train_items, _warmup_bar(show_progress))
     warmup_seconds = time.perf_counter() - t_start
@@ -102,27 +107,25 @@ def train(prep: Prepared, show_progress: bool = True) -> dict:
     evaluator = Evaluator(run, make_eval_fn(cfg, tokenizer, scorer, style, prep.eval_items),
                           cfg.eval.every, on_result=progress.eval_result)
     evaluator.evaluate(model, 0)
-    trainer_box = []
-    callbacks = [MetricsWriter(run, lambda: trainer_box[0]), evaluator, SaveFinal(), progress]
-    trainer = build_trainer(cfg, run, model, tokenizer, scorer, style, prep.train_items, callbacks)
-    trainer_box.append(trainer)
+    del model
+    ctx = Context(cfg, run, model_path, scorer, style, prep.train_items, evaluator, progress, show_progress)
     t_train = time.perf_counter()
-    trainer.train()
+    train_loop(ctx)
     if evaluator.last_step != cfg.train.steps:
-        evaluator.evaluate(model, cfg.train.steps)
+        final, _ = load_policy(run.checkpoint(cfg.train.steps))
+        evaluator.evaluate(final, cfg.train.steps)
     progress.close()
     scorer.close()
-    summary = summarize(run, cfg, trainer, evaluator, model_path,
+    summary = summarize(run, cfg, evaluator, model_path, ledger_summary(ctx.ledger, cfg.train.steps),
                         wall=time.perf_counter() - t_start, warmup=warmup_seconds,
                         train=time.perf_counter() - t_train - evaluator.seconds)
     atomic_write_json(run.summary, summary)
     return summary
 
 
-def summarize(run: RunDir, cfg: RunConfig, trainer, evaluator, model_path, wall, warmup, train) -> dict:
+def summarize(run: RunDir, cfg: RunConfig, evaluator, model_path, accounting: dict, wall, warmup, train) -> dict:
     evals = read_jsonl(run.evals)
     first, last = evals[0], evals[-1]
-    steps = trainer.state.global_step
     return {
         "method": cfg.method,
         "seed": cfg.seed,
@@ -134,10 +137,7 @@ def summarize(run: RunDir, cfg: RunConfig, trainer, evaluator, model_path, wall,
         "best_accuracy": max(e["accuracy"] for e in evals),
         "initial_mean_at_k": first.get("mean_at_k"),
         "final_mean_at_k": last.get("mean_at_k"),
-        "final_steps": steps,
-        "total_steps": steps,
-        "generated_tokens": trainer.generated_tokens,
-        "generated_tokens_by_kind": {"on_policy": trainer.generated_tokens},
+        **accounting,
         "wall_seconds": round(wall, 2),
         "warmup_seconds": round(warmup, 2),
         "train_seconds": round(train, 2),

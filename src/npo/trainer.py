@@ -1,49 +1,146 @@
 """The one seam into TRL: `NPOTrainer`, a thin subclass of `trl.GRPOTrainer` (trl==1.16.0).
 
 What it changes, and why:
-- `_generate_and_score_completions(inputs)`: remembers which task items the generation batch holds
-  (the dataset column `item_index`), so that completions can be verified before TRL scores them.
-- `_generate(prompts)`: after TRL generates, verifies this process's completions, gathers the rewards
-  of the whole generation batch across processes (a group can straddle processes) and computes
-  the group signals (`signal/*` metrics). NPO's gate and guide injection attach here (issue 3).
+- `_generate(prompts)`: after TRL samples the n completions of each prompt, verify this process's
+  completions, gather the rewards of the whole generation batch (a group can straddle processes),
+  log the group signals, and -- inside an NPO window -- gate each group (p_hat < tau) and overwrite
+  one slot of each gated group that has a guide (`npo.injection`). TRL then scores the *mixed*
+  group with the unchanged reward function and computes advantages over it.
+- `_generate_and_score_completions(inputs)`: remembers which task items the batch holds, and adds
+  the per-row guide flag `npo_guide` to TRL's output dict. TRL shuffles and splits that dict
+  row-wise, so the flag stays with its row all the way to `_compute_loss`. For `guide_loss`
+  `importance` / `shaping` it turns the advantages of flagged rows into per-token weighted ones
+  (TRL's loss accepts (B, T) advantages); `on_policy` (the paper's) leaves them alone.
 
 Everything else -- rewards, group advantages, the clipped loss, optimizer, logging, checkpoints --
-is TRL's unchanged path. `tests/test_trl_seam.py` pins the private methods overridden here: it fails
-loudly when TRL's signatures or call order change.
+is TRL's path. `tests/test_trl_seam.py` pins the private methods used here by source hash.
 """
 
 from __future__ import annotations
 
 import torch
+from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from npo.groups import group_stats
+from npo.injection import gate, guide_token_weights, inject, local_rows, slot_row, weighted_advantages
 
 
 class NPOTrainer(GRPOTrainer):
-    def __init__(self, *args, scorer, items, **kwargs):
+    def __init__(self, *args, scorer, items, npo=None, guidance=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.scorer = scorer  # npo.rewards.TaskScorer: verified binary rewards
         self.items = items  # the training items; dataset rows carry their index
-        self._batch_items = None
-        self.generated_tokens = 0  # completion tokens generated for training (all processes)
+        self.npo = npo  # npo.config.NPOConfig, or None for plain GRPO
+        self.guidance = guidance  # npo.guides.Guidance for this segment's window, or None
+        self.generated_tokens = 0  # on-policy completion tokens generated for training (all processes)
+        self.visited: list[tuple[int, list[int]]] = []  # (step, item indices): the data order seen
+        self._batch_index: list[int] = []
+        self._guide_flags: list[bool] | None = None
+        self._guide_logps: list[list[float] | None] = []
+
+    # ------------------------------------------------------------------ seam 1: the batch and its flag
 
     def _generate_and_score_completions(self, inputs):
-        self._batch_items = [self.items[x["item_index"]] for x in inputs]
-        return super()._generate_and_score_completions(inputs)
+        self._batch_index = [int(x["item_index"]) for x in inputs]
+        self._guide_flags = None
+        if self.model.training:
+            self.visited.append((self.state.global_step, list(dict.fromkeys(self._batch_index))))
+        output = super()._generate_and_score_completions(inputs)
+        if self._guide_flags is not None:
+            flags = torch.tensor(self._guide_flags, dtype=torch.bool, device=output["advantages"].device)
+            output["npo_guide"] = flags
+            self._score_guides(output, flags)
+        return output
+
+    # ------------------------------------------------------------------ seam 2: verify, gate, inject
 
     def _generate(self, prompts):
         out = super()._generate(prompts)
         if not self.model.training:
             return out
-        _, completion_ids, _, completions, *_ = out
+        prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images = out
         device = self.accelerator.device
-        local = torch.tensor([self.scorer.reward(c, it) for c, it in zip(completions, self._batch_items)],
-                             device=device)
-        rewards = self.accelerator.gather(local)  # (B*n,) in global row order
+        items = [self.items[i] for i in self._batch_index]
+        local = torch.tensor([self.scorer.reward(c, it) for c, it in zip(completions, items)], device=device)
+        rewards = self.accelerator.gather(local)  # (G*n,) in global row order
         lengths = self.accelerator.gather(torch.tensor([len(c) for c in completion_ids], device=device))
         self.generated_tokens += int(lengths.sum().item())
+        metrics = self._metrics["train"]
         for key, value in group_stats(rewards, self.num_generations).items():
-            self._metrics["train"][key].append(value)
-        self._metrics["train"]["signal/generated_tokens"].append(float(self.generated_tokens))
-        return out
+            metrics[key].append(value)  # on-policy signals, before any injection
+        metrics["signal/generated_tokens"].append(float(self.generated_tokens))
+        if self.npo is not None:
+            self._guide_flags = [False] * len(completion_ids)
+            self._guide_logps = [None] * len(completion_ids)
+            if self.guidance is not None and self.guidance.active(self.state.global_step):
+                completion_ids, completions, logprobs = self._inject(rewards, completion_ids, completions, logprobs)
+            else:  # outside a window the gate is still measured: how many groups a guide could help
+                metrics["npo/gated_groups"].append(float(gate(rewards, self.num_generations, self.npo.tau).sum()))
+                metrics["npo/replaced_groups"].append(0.0)
+        return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images
+
+    def _inject(self, rewards, completion_ids, completions, logprobs):
+        n, L, step = self.num_generations, len(completion_ids), self.state.global_step
+        pid = self.accelerator.process_index
+        gated = gate(rewards, n, self.npo.tau)  # (G,) identical on every process
+        rows = torch.tensor([slot_row(int(g), n, self.npo.replace_slot) for g in torch.nonzero(gated).flatten()],
+                            dtype=torch.long)
+        mine = local_rows(rows, pid, L)  # gated slots this process holds
+        indices = [self._batch_index[r] for r in mine]
+        self.guidance.fill(indices, [self.items[i] for i in indices], step, salt=pid)
+        new = self.guidance.drain_new()
+        if self.accelerator.num_processes > 1:  # keep every process's bank identical
+            new = [e for part in gather_object([new]) for e in part]
+            self.guidance.merge(new)
+        if new and self.accelerator.is_main_process:
+            self.guidance.save()
+        guides = self.guidance.lookup(indices)
+        hit = [(r, g) for r, g in zip(mine, guides) if g is not None]
+        completion_ids, completions, logprobs, flags = inject(
+            completion_ids, completions, logprobs, [r for r, _ in hit], [g for _, g in hit])
+        for r, g in hit:
+            self._guide_logps[r] = g.logps
+        self._guide_flags = flags
+        replaced = int(self.accelerator.gather(torch.tensor([len(hit)], device=self.accelerator.device)).sum())
+        self.guidance.stats.injected += replaced
+        metrics = self._metrics["train"]
+        metrics["npo/gated_groups"].append(float(gated.sum()))
+        metrics["npo/replaced_groups"].append(float(replaced))
+        if gated.any():
+            metrics["npo/guide_hit_rate"].append(replaced / float(gated.sum()))
+        return completion_ids, completions, logprobs
+
+    # ------------------------------------------------------------------ guide rows before the loss
+
+    @torch.no_grad()
+    def _score_guides(self, output, flags):
+        """Per-token log-probs of the guide rows under the current policy: the `npo/guide_logp`
+        metric, and the weights of `guide_loss` importance / shaping."""
+        if self.guidance is None or not self.guidance.active(self.state.global_step):
+            return
+        device = flags.device
+        sums = torch.zeros(3, device=device)  # sum of token log-probs, tokens, rows
+        if flags.any():
+            prompt_ids, completion_ids = output["prompt_ids"][flags], output["completion_ids"][flags]
+            mask = output["completion_mask"][flags]
+            input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+            attention = torch.cat([output["prompt_mask"][flags], mask], dim=1)
+            logps, _, _ = self._get_per_token_logps_and_entropies(self.model, input_ids, attention,
+                                                                   completion_ids.size(1))
+            sums += torch.stack([(logps * mask).sum(), mask.sum(), flags.sum()]).float()
+            if self.npo.guide_loss != "on_policy":
+                guide = None
+                if self.npo.guide_loss == "importance":
+                    guide = torch.zeros_like(logps)
+                    for j, r in enumerate(torch.nonzero(flags).flatten().tolist()):
+                        lp = self._guide_logps[r]
+                        guide[j, :len(lp)] = torch.tensor(lp[:logps.size(1)], device=device)
+                weights = guide_token_weights(self.npo.guide_loss, logps, guide, self.npo.importance_cap,
+                                              self.npo.shaping_gamma) * mask
+                output["advantages"] = weighted_advantages(output["advantages"], flags, weights,
+                                                           completion_ids.size(1))
+        total = self.accelerator.gather(sums.unsqueeze(0)).sum(0)
+        if total[2] > 0:
+            self._metrics["train"]["npo/guide_logp"].append(float(total[0] / total[1].clamp(min=1)))
+            self._metrics["train"]["npo/guide_length"].append(float(total[1] / total[2]))

@@ -1,0 +1,36 @@
+"""NPO's gate across two CPU processes: a group straddling the processes is gated on its *whole*
+group's rewards, and the decisions equal a single-process run's (tests/dist_gate_worker.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 has p_hat 0.75)
+    "0": [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
+    "-1": [0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0],
+}
+
+
+def launch(processes: int, out: Path) -> dict:
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([str(torchrun), "--nproc_per_node", str(processes), "--master_port", str(29500 + processes),
+                    str(ROOT / "tests" / "dist_gate_worker.py"), str(out)],
+                   check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
+    return json.loads(out.read_text())
+
+
+def test_gate_decisions_match_across_process_counts(tmp_path):
+    two = launch(2, tmp_path / "two.json")
+    one = launch(1, tmp_path / "one.json")
+    assert two["processes"] == 2 and one["processes"] == 1
+    for slot, flags in EXPECTED_FLAGS.items():
+        assert [int(f) for f in two[slot]["flags"]] == flags
+        assert two[slot] == one[slot]
+        assert two[slot]["gated"] == 2 and two[slot]["replaced"] == 2
+    # two real guided steps ran in both processes, and their guide banks stayed identical
+    assert two["trained_steps"] == 2 and len(set(two["bank_sizes"])) == 1

@@ -1,0 +1,137 @@
+"""NPO inside TRL on the embedded default: guide rows reach the loss with their flag; guide sources."""
+
+import pytest
+import torch
+
+from helpers import tiny_trainer
+from npo.guides import Guide, GuideBank, Guidance, PolicySource, completion_lengths
+from npo.rewards import TaskScorer
+
+NPO = ["method=npo", "npo.interventions=[{kind: bootstrap, lookahead: 2}]"]
+
+
+class NeverAsked:
+    """A source for a bank that already holds every prompt: the trainer must not ask it."""
+
+    k, name, step, model = 4, "prefilled", 0, None
+
+    def propose(self, items, seed):
+        raise AssertionError("the bank had a guide; the source must not be asked")
+
+
+def answer_bank(trainer) -> GuideBank:
+    """A verified-correct guide (the reference answer) for every training prompt."""
+    tok, bank = trainer.processing_class, GuideBank()
+    for i, item in enumerate(trainer.items):
+        ids = tok.encode(item.answer, add_special_tokens=False) + [tok.eos_token_id]
+        bank.add(i, Guide(ids, item.answer, "reference", 0, [-1.0] * len(ids)))
+    return bank
+
+
+@pytest.mark.parametrize("guide_loss", ["on_policy", "importance", "shaping"])
+def test_guide_rows_reach_the_loss_with_their_flag(tmp_path, guide_loss):
+    cfg, trainer = tiny_trainer(tmp_path, *NPO, "train.steps=2", "train.prompts_per_step=8",
+                                "train.grpo.steps_per_generation=2", f"npo.guide_loss={guide_loss}")
+    trainer.guidance = Guidance(NeverAsked(), answer_bank(trainer), 0, 5, seed=0)
+    seen = []
+    original = trainer._compute_loss
+
+    def spy(model, inputs):
+        seen.append({k: inputs[k].detach().clone() for k in ("npo_guide", "completion_ids", "completion_mask",
+                                                            "advantages")})
+        return original(model, inputs)
+
+    trainer._compute_loss = spy
+    trainer.train()
+    assert len(seen) == 2  # one generation batch, shuffled and split over 2 optimizer steps
+    tok = trainer.processing_class
+    answers = {it.answer for it in trainer.items}
+    flagged = 0
+    for batch in seen:
+        flags = batch["npo_guide"]
+        assert flags.dtype == torch.bool and flags.shape == (batch["completion_ids"].size(0),)
+        for row in torch.nonzero(flags).flatten().tolist():
+            ids = batch["completion_ids"][row][batch["completion_mask"][row].bool()].tolist()
+            assert ids[-1] == tok.eos_token_id and tok.decode(ids, skip_special_tokens=True) in answers
+            adv = batch["advantages"][row]
+            adv = adv[batch["completion_mask"][row].bool()] if adv.dim() else adv
+            assert (adv > 0).all()  # a correct answer in a group below the gate
+        flagged += int(flags.sum())
+        if guide_loss == "on_policy":
+            assert batch["advantages"].dim() == 1
+        elif flags.any():
+            adv = batch["advantages"]
+            assert adv.dim() == 2
+            unflagged = adv[~flags]
+            assert torch.equal(unflagged, unflagged[:, :1].expand_as(unflagged))  # untouched rows
+            assert not torch.equal(adv[flags], adv[flags][:, :1].expand_as(adv[flags]))  # per-token weights
+    logged = [x for x in trainer.state.log_history if "npo/replaced_groups" in x]
+    assert flagged > 0 and flagged == sum(x["npo/replaced_groups"] for x in logged)
+
+
+def test_no_guidance_outside_the_window(tmp_path):
+    cfg, trainer = tiny_trainer(tmp_path, *NPO, "train.steps=2", "train.prompts_per_step=8")
+    trainer.guidance = Guidance(NeverAsked(), answer_bank(trainer), 5, 10, seed=0)  # window [5, 10)
+    trainer.train()
+    assert all(x.get("npo/replaced_groups", 0) == 0 for x in trainer.state.log_history)
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_cfg, tiny_model_path):
+    from npo.models.load import load_policy
+    from npo.train import build_split
+
+    task, train_items, _ = build_split(tiny_cfg)
+    model, tok = load_policy(tiny_model_path)
+    return model, tok, TaskScorer(task, "plain"), train_items[:24]
+
+
+def test_policy_source_keeps_verified_guides_with_their_logps(policy):
+    model, tok, scorer, items = policy
+    src = PolicySource(model, tok, scorer, "plain", k=4, temperature=1.0, max_new_tokens=6, name="base", step=0)
+    state = torch.random.get_rng_state()
+    guides, tokens = src.propose(items, seed=7)
+    assert torch.equal(state, torch.random.get_rng_state())  # the training RNG stream is untouched
+    again, _ = src.propose(items, seed=7)
+    assert [g and g.token_ids for g in guides] == [g and g.token_ids for g in again]  # seeded
+    found = [(it, g) for it, g in zip(items, guides) if g is not None]
+    assert 0 < len(found) < len(items) and tokens > 0
+    for item, g in found:
+        assert scorer.reward(g.text, item) == 1.0
+        assert len(g.logps) == len(g.token_ids) <= 6
+        prompt = tok(text=[item.question])["input_ids"][0]
+        ids = torch.tensor([prompt + g.token_ids])
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(prompt) - 1:-1]
+        ref = logits.log_softmax(-1).gather(-1, torch.tensor(g.token_ids)[:, None]).squeeze(-1)
+        assert torch.allclose(ref, torch.tensor(g.logps), atol=1e-4)
+
+
+def test_completion_lengths_cut_after_the_first_eos():
+    c = torch.tensor([[5, 2, 0, 0], [5, 6, 7, 8], [2, 0, 0, 0]])
+    assert completion_lengths(c, eos_id=2).tolist() == [2, 4, 1]
+
+
+def test_guide_bank_round_trip_is_atomic(tmp_path):
+    bank = GuideBank()
+    bank.add(3, Guide([1, 2], "x", "ckpt", 10, [-0.5, -0.1]))
+    bank.add(4, None)
+    path = tmp_path / "guides" / "bank.json"
+    bank.save(path)
+    assert [p.name for p in path.parent.iterdir()] == ["bank.json"]  # no temp file left
+    back = GuideBank.load(path)
+    assert back.get(3) == bank.get(3) and 4 in back and back.get(4) is None and 5 not in back
+
+
+def test_guidance_asks_the_source_once_per_prompt(policy):
+    model, tok, scorer, items = policy
+    src = PolicySource(model, tok, scorer, "plain", k=2, temperature=1.0, max_new_tokens=6, name="base", step=0)
+    g = Guidance(src, GuideBank(), 0, 10, seed=0)
+    g.fill([0, 1, 1, 2], [items[0], items[1], items[1], items[2]], step=0)
+    assert g.stats.requested == 3 and g.stats.samples == 6
+    g.fill([0, 1], items[:2], step=1)
+    assert g.stats.requested == 3  # cached, hits and misses alike
+    fresh = Guidance(src, GuideBank(), 0, 10, seed=0, cache=False)  # the `self` source asks every time
+    fresh.fill([0], items[:1], step=0)
+    fresh.fill([0], items[:1], step=1)
+    assert fresh.stats.requested == 2
