@@ -29,7 +29,8 @@ GOOD = [{"question": f"{i}+{i}=", "answer": str(2 * i)} for i in range(30)]
 
 
 @pytest.mark.parametrize("case", ["unknown_task", "missing_column", "empty_answer", "unknown_key",
-                                  "mistyped_key", "missing_model", "non_numeric_set", "bad_grpo_field"])
+                                  "mistyped_key", "missing_model", "non_numeric_set", "bad_grpo_field",
+                                  "lookahead_past_end", "npo_without_interventions"])
 def test_bad_input(case, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["train", TINY, "--out", str(out), "--quiet"]
@@ -44,6 +45,10 @@ def test_bad_input(case, tmp_path, capsys):
         "missing_model": (["--set", f"model.path={tmp_path / 'no-model'}"], "model.path: no such model folder"),
         "non_numeric_set": (["--set", "train.steps=many"], "train.steps: expected an integer"),
         "bad_grpo_field": (["--set", "train.grpo.temperatur=1.0"], "train.grpo.temperatur"),
+        "lookahead_past_end": (["--set", "method=npo", "--set",
+                                "npo.interventions=[{kind: plateau, at_step: 590, lookahead: 40}]"],
+                               "npo.interventions[0]: at_step + max(lookahead, window) = 630 exceeds train.steps"),
+        "npo_without_interventions": (["--set", "method=npo"], "npo.interventions: method npo needs"),
     }[case]
     code, err = run_main(capsys, argv + expect[0])
     assert code == 2

@@ -85,3 +85,22 @@ def test_bootstrap_run_end_to_end(tmp_path, tiny_model_path):
     assert tokens["on_policy"] > g["generated_tokens"]  # the discarded scout counts
     bank = json.loads((tmp_path / "npo" / "guides" / "0-bootstrap.json").read_text())
     assert len(bank["guides"]) == event["guides"]["found"]
+
+
+def test_ahead_mode_and_auto_plateau(tmp_path, tiny_model_path):
+    """Guides made ahead of time for the window's prompts (the look-ahead saw them); a plateau found
+    by the rule (min_gain 1.0: any two windows are a plateau) at the first step it can fire."""
+    cfg = load_config(ROOT / "configs" / "tiny-npo-plateau.yaml", [
+        "train.steps=10", "train.checkpoint_every=5", "eval.every=0", "eval.n=50", "eval.samples=0",
+        "npo.interventions=[{kind: plateau, at_step: auto-plateau, lookahead: 2}]", "npo.guide_mode=ahead",
+        "npo.plateau_window=3", "npo.plateau_min_gain=1.0", "npo.plateau_min_step=0"])
+    summary = train(prepare(cfg, tmp_path / "run"), show_progress=False)
+    detected, event = read_jsonl(tmp_path / "run" / "events.jsonl")
+    assert detected["event"] == "plateau_detected" and detected["step"] == 6  # 2 windows of 3 steps
+    assert event["trigger"] == "auto-plateau" and event["step"] == 6 and event["window"] == [6, 8]
+    assert event["guide_mode"] == "ahead" and event["guide_step"] == 8
+    scout = read_jsonl(tmp_path / "run" / "lookahead" / "0-plateau" / "metrics.jsonl")
+    assert [m["step"] for m in scout] == [7, 8]
+    # every guide was made before the window: 2 steps x 16 prompts asked once, none on demand
+    assert event["guides"]["requested"] == 32 and event["guides"]["injected"] > 0
+    assert summary["total_steps"] == 12 and summary["interventions"] == 1

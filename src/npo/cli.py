@@ -74,8 +74,9 @@ def cmd_train(a) -> int:
     cfg = load_config(a.config, a.set)
     prep = prepare(cfg, a.out or default_out(a.config))
     summary = train(prep, show_progress=not a.quiet)
-    print(json.dumps({"run": str(prep.out), **{k: summary[k] for k in (
-        "initial_accuracy", "final_accuracy", "best_accuracy", "final_steps", "wall_seconds")}}))
+    keys = ("initial_accuracy", "final_accuracy", "best_accuracy", "final_steps", "total_steps",
+            "generated_tokens", "interventions", "wall_seconds")
+    print(json.dumps({"run": str(prep.out), **{k: summary[k] for k in keys}}))
     return 0
 
 

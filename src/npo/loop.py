@@ -119,7 +119,8 @@ def _run_to_plateau(ctx: Context, pos: int, iv: Intervention) -> int | None:
 
     p, steps = ctx.cfg.npo, ctx.cfg.train.steps
     history = [r["signal/group_accuracy"] for r in read_jsonl(ctx.run.metrics) if "signal/group_accuracy" in r]
-    watch = PlateauWatch(history, p.plateau_window, p.plateau_min_gain, earliest=max(p.plateau_min_step, pos + p.plateau_window),
+    watch = PlateauWatch(history, p.plateau_window, p.plateau_min_gain,
+                         earliest=max(p.plateau_min_step, pos + p.plateau_window),
                          latest=steps - max(iv.lookahead, iv.window))
     run_segment(ctx, pos, steps, out_dir=ctx.run.checkpoints, watch=watch)
     if watch.fired_at is not None:
