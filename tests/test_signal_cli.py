@@ -1,0 +1,89 @@
+"""`npo signal` on a short GRPO run of the embedded default: table, JSON, PNG, source kinds, bad input."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import ROOT
+from npo.cli import main
+from npo.config import load_config
+from npo.guides import token_logps
+from npo.train import prepare, train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("signal") / "run"
+    cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml",
+                      ["train.steps=10", "train.checkpoint_every=5", "eval.every=0", "eval.n=20", "eval.samples=0"])
+    train(prepare(cfg, out), show_progress=False)
+    return out
+
+
+def test_signal_table_json_png_and_source_kinds(run_dir, tmp_path, capsys):
+    traces = tmp_path / "teacher.jsonl"
+    from npo.train import build_split
+
+    cfg = load_config(run_dir / "config.yaml")
+    _, items, _ = build_split(cfg)
+    traces.write_text("".join(json.dumps({"question": it.question, "completion": it.answer}) + "\n"
+                              for it in items))
+    argv = ["signal", str(run_dir), "--step", "5", "--deltas", "5", "--k", "2", "--prompts", "48",
+            "--bootstrap", "30", "--source", "replay", "--source", f"checkpoint:{run_dir / 'checkpoints' / 'checkpoint-10'}",
+            "--source", f"teacher:{traces}"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| self | 0 | 5 |" in out and "| near_future | 5 | 5 |" in out and "| replay | -5 | 5 |" in out
+    result = json.loads((run_dir / "signal" / "step-5.json").read_text())
+    assert (run_dir / "signal" / "step-5.png").stat().st_size > 10_000
+    rows = {r["source"] if r["source"] != "near_future" else "future": r for r in result["rows"]}
+    assert set(rows) == {"self", "future", "replay", f"checkpoint:{run_dir / 'checkpoints' / 'checkpoint-10'}",
+                         f"teacher:{traces}"}
+    assert rows["self"]["V"] == pytest.approx(1.0) and rows["self"]["S"] == pytest.approx(rows["self"]["Q"])
+    for r in result["rows"]:
+        assert 0 <= r["Q"] <= 1 and r["n_failed"] == rows["self"]["n_failed"] > 0
+        assert r["Q_ci"][0] <= r["Q"] <= r["Q_ci"][1]
+    teacher = rows[f"teacher:{traces}"]
+    assert teacher["Q"] == 1.0 and "proxy" in teacher["V_kind"]  # the traces are the reference answers
+    # the checkpoint source at step 10 is the same model as the near-future source at Delta = 5
+    assert rows[f"checkpoint:{run_dir / 'checkpoints' / 'checkpoint-10'}"]["Q"] == rows["future"]["Q"]
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--step", "7"], "no checkpoint at step 7"),
+    (["--step", "5", "--deltas", "5,x"], "--deltas 5,x: expected comma-separated integers"),
+    (["--step", "5", "--source", "teacher:/nonexistent.jsonl"], "no such file"),
+    (["--step", "5", "--source", "oracle"], "--source oracle: expected replay"),
+])
+def test_signal_bad_input(run_dir, capsys, argv, expect):
+    assert main(["signal", str(run_dir), "--prompts", "8", "--k", "1", "--bootstrap", "0", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expect in err
+
+
+def test_token_logps_with_left_padding_match_unpadded(tiny_model_path):
+    from npo.models.load import load_policy
+
+    model, tok = load_policy(tiny_model_path)
+    prompts = [tok.encode("12+3=", add_special_tokens=False), tok.encode("7-45=", add_special_tokens=False)[:3]]
+    comps = [tok.encode("15", add_special_tokens=False) + [tok.eos_token_id], tok.encode("-3", add_special_tokens=False)]
+    batched = token_logps(model, tok.pad_token_id, prompts, comps)
+    for p, c, got in zip(prompts, comps, batched):
+        with torch.no_grad():
+            logits = model(torch.tensor([p + c])).logits[0, len(p) - 1:-1]
+        ref = logits.log_softmax(-1).gather(-1, torch.tensor(c)[:, None]).squeeze(-1)
+        assert torch.allclose(ref, torch.tensor(got), atol=1e-5)
+
+
+def test_signal_is_deterministic_for_a_seed(run_dir):
+    from npo.signal_cli import run_signal
+
+    def rows(seed):
+        r = run_signal(run_dir, 5, [5], k=2, prompts=24, seed=seed, boot=20, backward=True)
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in r["rows"]]
+
+    first = rows(1)
+    assert first == rows(1)
+    assert first != rows(2)
+    assert (run_dir / "signal" / "step-5-backward.png").exists()
