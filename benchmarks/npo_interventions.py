@@ -1,4 +1,4 @@
-"""NPO's two manual interventions beside plain GRPO and the `self` control, same seeds.
+"""NPO's two manual interventions and AutoNPO beside plain GRPO and the `self` control, same seeds.
 
     .venv/bin/python benchmarks/npo_interventions.py --seeds 0 1 2 --out runs/npo-bench
 
@@ -25,6 +25,7 @@ VARIANTS = {
     "self-bootstrap": [CFG / "tiny-npo-bootstrap.yaml", "npo.source=self"],
     "npo-plateau": [CFG / "tiny-npo-plateau.yaml"],
     "self-plateau": [CFG / "tiny-npo-plateau.yaml", "npo.source=self"],
+    "autonpo": [CFG / "tiny-autonpo.yaml"],
 }
 
 

@@ -1,9 +1,10 @@
 """AutoNPO's controller on synthetic streams: triggers exactly when the rules say, never inside a
 cooldown, honours the caps, chooses argmax S, declines when S is too small."""
 
-from npo.autonpo import AutoRules, Controller, StepRecord
+from npo.autonpo import Controller, StepRecord
+from npo.config import AutoNPOConfig
 
-RULES = AutoRules(ema=0.0, warmup_steps=10, r_low=0.2, stagnation_window=5, stagnation_eps=0.01,
+RULES = AutoNPOConfig(ema=0.0, warmup_steps=10, r_low=0.2, stagnation_window=5, stagnation_eps=0.01,
                   entropy_fraction=0.5, cooldown=8, max_interventions=2, max_extra_fraction=0.5,
                   min_s=0.1, min_q=0.0, pool_size=100, pool_age=20)
 
@@ -71,6 +72,8 @@ def test_candidates_need_a_checkpoint_and_fit_the_compute_cap():
     c.extra_steps = 35
     assert c.candidates(60, [10, 20, 40, 80], checkpoints=[20, 40, 50]) == [10]
     assert c.candidates(60, [60], checkpoints=[]) == []  # 60 > the 15 steps left of the cap
+    c.extra_steps = 0
+    assert c.candidates(57, [10, 20], checkpoints=[20, 40, 50]) == [17, 37]  # rounded to checkpoints 40, 20
 
 
 def test_mistake_pool_is_bounded_and_ages_out():
@@ -78,6 +81,6 @@ def test_mistake_pool_is_bounded_and_ages_out():
     feed(c, [0.5] * 30, [1.0] * 30, failed=lambda s: [s, 1000 + s])
     assert all(step >= 30 - RULES.pool_age for _, step in c.pool) and len(c.pool) <= RULES.pool_size
     assert c.pool_prompts(around=25, width=1) == [24, 1024, 25, 1025, 26, 1026]
-    small = Controller(AutoRules(pool_size=3, pool_age=1000), 100)
+    small = Controller(AutoNPOConfig(pool_size=3, pool_age=1000), 100)
     feed(small, [0.5] * 5, [1.0] * 5, failed=lambda s: [s])
     assert [p for p, _ in small.pool] == [3, 4, 5]

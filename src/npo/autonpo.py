@@ -46,25 +46,9 @@ class Decision:
     reason: str
 
 
-@dataclass
-class AutoRules:
-    ema: float = 0.9
-    warmup_steps: int = 30
-    r_low: float = 0.2
-    stagnation_window: int = 50
-    stagnation_eps: float = 0.01
-    entropy_fraction: float = 0.9
-    cooldown: int = 50
-    max_interventions: int = 2
-    max_extra_fraction: float = 0.5
-    min_s: float = 0.0
-    min_q: float = 0.0
-    pool_size: int = 1024
-    pool_age: int = 200
-
-
 class Controller:
-    def __init__(self, rules: AutoRules, total_steps: int):
+    def __init__(self, rules, total_steps: int):
+        """`rules`: an `npo.config.AutoNPOConfig` (every threshold, window, decay and cap)."""
         self.rules, self.total_steps = rules, total_steps
         self.reward_ema: float | None = None
         self.entropy_ema: float | None = None
@@ -108,11 +92,17 @@ class Controller:
 
     # ------------------------------------------------------------------ choices
     def candidates(self, step: int, grid: list[int], checkpoints: list[int]) -> list[int]:
-        """Look-aheads Delta of the grid whose rollback target step - Delta has a checkpoint (0 = the
-        starting model) and whose discarded segment fits the extra-compute cap."""
+        """Look-aheads for a trigger at `step`: each Delta of the grid rounded up to the nearest rollback
+        target that has a checkpoint (the last one at or before step - Delta; 0 = the starting model),
+        dropping those whose discarded segment would break the extra-compute cap."""
         budget = self.rules.max_extra_fraction * self.total_steps - self.extra_steps
-        have = set(checkpoints) | {0}
-        return [d for d in grid if 0 < d <= step and step - d in have and d <= budget]
+        have = sorted(set(checkpoints) | {0})
+        out = []
+        for d in grid:
+            targets = [c for c in have if c <= step - d]
+            if d <= step and targets and step - targets[-1] <= budget:
+                out.append(step - targets[-1])
+        return list(dict.fromkeys(out))
 
     def pool_prompts(self, around: int, width: int) -> list[int]:
         """Distinct mistake-pool prompts that failed within `width` steps of step `around`."""

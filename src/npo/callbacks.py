@@ -117,6 +117,29 @@ class PlateauWatch(TrainerCallback):
             control.should_training_stop = True
 
 
+class AutoWatch(TrainerCallback):
+    """Feeds AutoNPO's controller one record per step of the final trajectory; stops the segment with
+    a checkpoint at the step where it triggers."""
+
+    def __init__(self, controller, trainer_ref):
+        self.controller, self.trainer_ref = controller, trainer_ref
+        self.trigger = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "signal/group_accuracy" not in logs:
+            return
+        from npo.autonpo import StepRecord
+
+        trainer = self.trainer_ref()
+        rec = StepRecord(state.global_step, float(logs["signal/group_accuracy"]), float(logs.get("entropy", 0.0)),
+                         list(trainer.step_failed), list(trainer.step_histogram))
+        trigger = self.controller.observe(rec)
+        if trigger is not None and state.global_step < state.max_steps:
+            self.trigger = trigger
+            control.should_save = True
+            control.should_training_stop = True
+
+
 class Progress(TrainerCallback):
     """A bar with the step's reward and the last held-out accuracy."""
 

@@ -36,6 +36,7 @@ class Ledger:
     lookahead_steps: int = 0
     on_policy_tokens: int = 0  # final trajectory and look-aheads
     guide_tokens: int = 0
+    estimation_tokens: int = 0  # AutoNPO's Q/V/S measurements
     guide_samples: int = 0
     interventions: int = 0
 
@@ -55,7 +56,7 @@ class Context:
 
 
 def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance: Guidance | None = None,
-                main: bool = True, watch=None):
+                main: bool = True, watch=None, on_trainer=None):
     """Train from step `start` (its checkpoint, or the base model at 0) to `stop`, checkpoint there."""
     from npo.callbacks import MetricsWriter, Progress, StopAt
     from npo.models.load import load_policy
@@ -74,8 +75,10 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
     if guidance is not None and guidance.source.model is None:  # the `self` source: the policy itself
         guidance.source.model, guidance.source.tokenizer = model, tokenizer
     trainer = build_trainer(cfg, out_dir, model, tokenizer, ctx.scorer, ctx.style, ctx.train_items, callbacks,
-                            npo=cfg.npo if cfg.method == "npo" else None, guidance=guidance)
+                            npo=cfg.npo if cfg.method in ("npo", "autonpo") else None, guidance=guidance)
     box.append(trainer)
+    if on_trainer is not None:
+        on_trainer(trainer)
     trainer.generated_tokens = ctx.ledger.on_policy_tokens  # `signal/generated_tokens` counts the whole run
     # look-aheads branch off the final trajectory too: every segment starts from its checkpoints
     trainer.train(resume_from_checkpoint=str(run.checkpoint(start)) if start > 0 else None)
@@ -87,6 +90,10 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
 
 def train_loop(ctx: Context) -> None:
     cfg, run, steps = ctx.cfg, ctx.run, ctx.cfg.train.steps
+    if cfg.method == "autonpo":
+        from npo.autoloop import train_autonpo
+
+        return train_autonpo(ctx)
     interventions = parse_interventions(cfg.npo.interventions, steps) if cfg.method == "npo" else []
     pos = 0  # the final trajectory has a checkpoint at `pos` (or is the base model at 0)
     for i, iv in enumerate(interventions):
@@ -180,7 +187,8 @@ def _record(ctx: Context, i, iv: Intervention, t, end, guidance: Guidance, looka
 
 
 def ledger_summary(ledger: Ledger, final_steps: int) -> dict:
-    tokens = {"on_policy": ledger.on_policy_tokens, "guide": ledger.guide_tokens}
+    tokens = {"on_policy": ledger.on_policy_tokens, "guide": ledger.guide_tokens,
+              "estimation": ledger.estimation_tokens}
     return {"final_steps": final_steps, "total_steps": final_steps + ledger.lookahead_steps,
             "lookahead_steps": ledger.lookahead_steps, "generated_tokens": sum(tokens.values()),
             "generated_tokens_by_kind": tokens, "guide_samples": ledger.guide_samples,

@@ -45,6 +45,7 @@ class Probe:
         self.scorer = TaskScorer(task, self.style, self.cfg.task.reward_threshold, self.cfg.task.verifier_timeout)
         g = grpo_overrides(self.cfg)
         self.n, self.temperature, self.max_new = g["num_generations"], g["temperature"], g["max_completion_length"]
+        self.train_items = train_items
         self.items = random.Random(seed).sample(train_items, min(prompts, len(train_items)))
         self.k, self.boot, self.seed, self.tau = k, boot, seed, self.cfg.npo.tau
         self._models: dict = {}
@@ -83,12 +84,16 @@ class Probe:
             self._failed[step] = failed_set(p_hat, self.tau)
         return self._failed[step]
 
-    def measure(self, current: int, source, label: str, delta: int | None) -> dict:
-        """Q, V, S of `source` (a step, a folder, or a list of traces) for the policy at `current`."""
+    def measure(self, current: int, source, label: str, delta: int | None, failed: list[int] | None = None) -> dict:
+        """Q, V, S of `source` (a step, a folder, or a list of traces) for the policy at `current`, on F
+        measured by fresh rollouts, or on `failed` (training item indices known to fail, e.g. AutoNPO's
+        mistake pool)."""
         t0 = time.perf_counter()
-        F = self.failed(current)
         model, tok = self.policy(current)
-        items = [self.items[i] for i in F]
+        if failed is None:
+            items = [self.items[i] for i in self.failed(current)]
+        else:
+            items = [self.train_items[i] for i in failed]
         prompts = _prompt_ids(tok, items, self.style)
         if isinstance(source, dict):  # teacher traces: question -> completions
             cands = [[(tok.encode(c, add_special_tokens=False) + [tok.eos_token_id], c, None)

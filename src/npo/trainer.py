@@ -38,6 +38,8 @@ class NPOTrainer(GRPOTrainer):
         self._batch_index: list[int] = []
         self._guide_flags: list[bool] | None = None
         self._guide_logps: list[list[float] | None] = []
+        self.step_failed: list[int] = []  # item indices of this step's groups below the gate
+        self.step_histogram: list[float] = []  # fraction of groups with 0, 1, ..., n correct
 
     # ------------------------------------------------------------------ seam 1: the batch and its flag
 
@@ -71,6 +73,7 @@ class NPOTrainer(GRPOTrainer):
             metrics[key].append(value)  # on-policy signals, before any injection
         metrics["signal/generated_tokens"].append(float(self.generated_tokens))
         if self.npo is not None:
+            self._record_failed(rewards)
             self._guide_flags = [False] * len(completion_ids)
             self._guide_logps = [None] * len(completion_ids)
             if self.guidance is not None and self.guidance.active(self.state.global_step):
@@ -79,6 +82,15 @@ class NPOTrainer(GRPOTrainer):
                 metrics["npo/gated_groups"].append(float(gate(rewards, self.num_generations, self.npo.tau).sum()))
                 metrics["npo/replaced_groups"].append(0.0)
         return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images
+
+    def _record_failed(self, rewards):
+        """The step's prompts below the gate and its group-accuracy histogram (AutoNPO's mistake pool)."""
+        n = self.num_generations
+        items = self.accelerator.gather(torch.tensor(self._batch_index, device=rewards.device))[::n]
+        gated = gate(rewards, n, self.npo.tau)
+        self.step_failed = items[gated.to(items.device)].tolist()
+        levels = (rewards.view(-1, n).sum(1)).long()
+        self.step_histogram = (torch.bincount(levels, minlength=n + 1).float() / levels.numel()).tolist()
 
     def _inject(self, rewards, completion_ids, completions, logprobs):
         n, L, step = self.num_generations, len(completion_ids), self.state.global_step
