@@ -49,7 +49,7 @@ def test_never_inside_a_cooldown_and_at_most_max_interventions():
         t = c.observe(StepRecord(i, r, e))
         if t:
             steps.append(i)
-            c.record(c.decide(t, [{"delta": 5, "Q": 0.5, "V": 1.0, "S": 0.5}]))
+            c.record(c.decide(t, [{"delta": 5, "Q": 0.5, "V": 1.0, "S": 0.5}]), window_end=i)
     assert steps == [6, 14]  # cooldown 8 after each, then the cap of 2
     assert c.interventions == 2 and c.extra_steps == 10
 
@@ -74,6 +74,8 @@ def test_candidates_need_a_checkpoint_and_fit_the_compute_cap():
     assert c.candidates(60, [60], checkpoints=[]) == []  # 60 > the 15 steps left of the cap
     c.extra_steps = 0
     assert c.candidates(57, [10, 20], checkpoints=[20, 40, 50]) == [17, 37]  # rounded to checkpoints 40, 20
+    c.floor = 30  # the last guided window ended at 30: never roll back into it
+    assert c.candidates(57, [10, 20], checkpoints=[20, 40, 50]) == [17]
 
 
 def test_mistake_pool_is_bounded_and_ages_out():

@@ -47,8 +47,8 @@ def train_autonpo(ctx: Context) -> None:
         if decision.delta is None:
             pos = T
             continue
-        ctrl.record(decision)
         t0 = T - decision.delta
+        ctrl.record(decision, window_end=min(t0 + cfg.autonpo.window, steps))
         pos = _intervene(ctx, ctrl, index, decision, t0, T, visited)
         index += 1
 

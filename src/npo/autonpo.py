@@ -59,6 +59,7 @@ class Controller:
         self.interventions = 0
         self.extra_steps = 0
         self.bootstrapped = False
+        self.floor = 0  # no rollback before the end of the last guided window (it would undo it)
 
     # ------------------------------------------------------------------ signals
     def observe(self, rec: StepRecord) -> Trigger | None:
@@ -93,10 +94,11 @@ class Controller:
     # ------------------------------------------------------------------ choices
     def candidates(self, step: int, grid: list[int], checkpoints: list[int]) -> list[int]:
         """Look-aheads for a trigger at `step`: each Delta of the grid rounded up to the nearest rollback
-        target that has a checkpoint (the last one at or before step - Delta; 0 = the starting model),
-        dropping those whose discarded segment would break the extra-compute cap."""
+        target that has a checkpoint (the last one at or before step - Delta; 0 = the starting model) and
+        is not inside an earlier guided window, dropping those whose discarded segment would break the
+        extra-compute cap."""
         budget = self.rules.max_extra_fraction * self.total_steps - self.extra_steps
-        have = sorted(set(checkpoints) | {0})
+        have = sorted(c for c in set(checkpoints) | {0} if c >= self.floor)
         out = []
         for d in grid:
             targets = [c for c in have if c <= step - d]
@@ -123,8 +125,9 @@ class Controller:
         self.cooldown_until = trigger.step + self.rules.cooldown
         return Decision(trigger, None, table, reason)
 
-    def record(self, decision: Decision) -> None:
-        """Book an intervention that was carried out."""
+    def record(self, decision: Decision, window_end: int) -> None:
+        """Book an intervention that was carried out (its guided window ends at `window_end`)."""
         self.interventions += 1
         self.extra_steps += decision.delta
         self.cooldown_until = decision.trigger.step + self.rules.cooldown
+        self.floor = window_end
