@@ -43,7 +43,8 @@ def train_autonpo(ctx: Context) -> None:
         decision = _decide(ctx, ctrl, watch.trigger)
         append_jsonl(run.events, {"event": "autonpo_decision", "step": T, "trigger": watch.trigger.kind,
                                   "signals": watch.trigger.signals, "table": decision.table,
-                                  "delta": decision.delta, "reason": decision.reason})
+                                  "delta": decision.delta, "reason": decision.reason,
+                                  "estimation_tokens": decision.estimation_tokens})
         if decision.delta is None:
             pos = T
             continue
@@ -70,7 +71,8 @@ def _decide(ctx: Context, ctrl: Controller, trigger) -> Decision:
     probe.scorer.close()
     ctx.ledger.estimation_tokens += probe.generated_tokens
     decision = ctrl.decide(trigger, table)
-    decision.reason += f" (measured in {time.perf_counter() - t0:.1f} s, {probe.generated_tokens} tokens)"
+    decision.reason += f" (measured in {time.perf_counter() - t0:.1f} s)"
+    decision.estimation_tokens = probe.generated_tokens
     return decision
 
 

@@ -44,6 +44,7 @@ class Decision:
     delta: int | None  # Delta*; None = declined
     table: list[dict]  # Q, V, S per candidate Delta
     reason: str
+    estimation_tokens: int = 0  # rollouts spent measuring the table
 
 
 class Controller:

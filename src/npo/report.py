@@ -1,0 +1,171 @@
+"""The comparison report of `npo compare` (and the demo): methods x seeds of finished runs -> a markdown
+table, a PNG of the curves, and summary.json. Pure over the run directories' files.
+
+- Target accuracy: the baseline method's (the first one's) mean final held-out accuracy.
+- Steps to target: per seed, the first evaluated final-trajectory step whose accuracy reaches the
+  target (None if never); tokens to target: the run's generated tokens (on-policy including
+  look-aheads, guide, estimation) at that step.
+- Speed-up per step / per compute: the baseline's mean steps (tokens) to target over the method's,
+  over the seeds that reached it; None when either never does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+from npo.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
+
+FIELDS = ("final_accuracy", "best_accuracy", "steps_to_target", "final_steps", "total_steps", "generated_tokens",
+          "wall_seconds", "interventions")
+
+
+def load_run(folder: Path, metric: str) -> dict:
+    """What the report needs from one run directory."""
+    summary = json.loads((folder / "summary.json").read_text())
+    evals = [(e["step"], e[metric]) for e in read_jsonl(folder / "eval.jsonl") if e.get(metric) is not None]
+    tokens = {m["step"]: m.get("signal/generated_tokens", 0.0) for m in read_jsonl(folder / "metrics.jsonl")}
+    events = read_jsonl(folder / "events.jsonl")
+    extra = []  # (step from which they count, tokens): guides per window, estimation per decision
+    for e in events:
+        if e.get("event") == "intervention":
+            extra.append((e["window"][0], e["compute"].get("guide_tokens", 0)))
+        if e.get("event") == "autonpo_decision":  # spent before the retrain from the rollback target
+            extra.append((e["step"] - (e["delta"] or 0), e.get("estimation_tokens", 0)))
+    starts = sorted(e["window"][0] for e in events if e.get("event") == "intervention")
+    return {"summary": summary, "evals": evals, "tokens": tokens, "extra": extra, "interventions": starts}
+
+
+def tokens_at(run: dict, step: int) -> float:
+    """Generated tokens of the whole run when the final trajectory reached `step`."""
+    base = run["tokens"].get(step, 0.0)
+    return base + sum(t for s, t in run["extra"] if s < step)
+
+
+def steps_to(evals: list[tuple[int, float]], target: float) -> int | None:
+    return next((s for s, acc in evals if acc >= target - 1e-12), None)
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _se(xs):
+    if len(xs) < 2:
+        return 0.0
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+
+
+def build(runs: dict[str, list[dict]]) -> dict:
+    """runs: method -> one loaded run per seed (baseline first). Returns summary.json's content."""
+    baseline = next(iter(runs))
+    finals = {m: [r["evals"][-1][1] for r in rs] for m, rs in runs.items()}
+    target = sum(finals[baseline]) / len(finals[baseline])
+    methods = {}
+    for m, rs in runs.items():
+        seeds = []
+        for r in rs:
+            s = r["summary"]
+            reach = steps_to(r["evals"], target)
+            seeds.append({
+                "final_accuracy": r["evals"][-1][1], "best_accuracy": max(a for _, a in r["evals"]),
+                "steps_to_target": reach, "tokens_to_target": None if reach is None else tokens_at(r, reach),
+                "final_steps": s["final_steps"], "total_steps": s["total_steps"],
+                "generated_tokens": s["generated_tokens"], "wall_seconds": s["wall_seconds"],
+                "interventions": s.get("interventions", 0),
+            })
+        mean = {k: _mean([x[k] for x in seeds]) for k in (*FIELDS, "tokens_to_target")}
+        mean["reached"] = sum(x["steps_to_target"] is not None for x in seeds)
+        mean["final_accuracy_se"] = _se([x["final_accuracy"] for x in seeds])
+        mean["final_accuracy_range"] = [min(finals[m]), max(finals[m])]
+        methods[m] = {"mean": mean, "seeds": seeds}
+    base = methods[baseline]["mean"]
+    for m in methods.values():
+        mm = m["mean"]
+        mm["speedup_per_step"] = _ratio(base["steps_to_target"], mm["steps_to_target"])
+        mm["speedup_per_compute"] = _ratio(base["tokens_to_target"], mm["tokens_to_target"])
+    return {"target_accuracy": target, "baseline": baseline, "order": list(runs), "methods": methods}
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _fmt(x, spec=".3f"):
+    return "never" if x is None else format(x, spec)
+
+
+def _speed(x):
+    return "never" if x is None else f"{x:.2f}x"
+
+
+def markdown(result: dict, metric: str, commands: list[str]) -> str:
+    n = max(len(m["seeds"]) for m in result["methods"].values())
+    lines = [f"# npo compare: {', '.join(result['methods'])}", "",
+             f"Held-out metric: `{metric}`; {n} seed(s) per method. Target = the baseline "
+             f"(`{result['baseline']}`) mean final accuracy = {result['target_accuracy']:.4f}.", "",
+             "| method | final (mean ± SE) | final range | best | steps to target (reached) | speed-up per step |"
+             " speed-up per compute | final steps | total steps | generated tokens | wall s | interventions |",
+             "|---" * 12 + "|"]
+    for name, m in result["methods"].items():
+        a = m["mean"]
+        lines.append(
+            f"| {name} | {a['final_accuracy']:.4f} ± {a['final_accuracy_se']:.4f} | "
+            f"{a['final_accuracy_range'][0]:.4f}-{a['final_accuracy_range'][1]:.4f} | {a['best_accuracy']:.4f} | "
+            f"{_fmt(a['steps_to_target'], '.0f')} ({a['reached']}/{len(m['seeds'])}) | "
+            f"{_speed(a['speedup_per_step'])} | {_speed(a['speedup_per_compute'])} | "
+            f"{a['final_steps']:.0f} | {a['total_steps']:.0f} | {a['generated_tokens']:.0f} | "
+            f"{a['wall_seconds']:.0f} | {a['interventions']:.1f} |")
+    lines += ["", "Steps (tokens) to target average the seeds that reached it; a speed-up is the baseline's over "
+              "the method's. Total steps count discarded look-ahead steps; generated tokens count on-policy, "
+              "look-ahead, guide and estimation tokens.", "", "Reproduce:", "", "```bash", *commands, "```", ""]
+    return "\n".join(lines)
+
+
+def plot(runs: dict[str, list[dict]], result: dict, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (name, rs) in enumerate(runs.items()):
+        steps = sorted({s for r in rs for s, _ in r["evals"]})
+        per = [[a for r in rs for s2, a in r["evals"] if s2 == s] for s in steps]
+        mean = [sum(p) / len(p) for p in per]
+        color = f"C{i}"
+        axes[0].plot(steps, mean, marker=".", color=color, label=name)
+        axes[0].fill_between(steps, [min(p) for p in per], [max(p) for p in per], color=color, alpha=0.12)
+        toks = [sum(tokens_at(r, s) for r in rs) / len(rs) for s in steps]
+        axes[1].plot(toks, mean, marker=".", color=color, label=name)
+        for s in sorted({s for r in rs for s in r["interventions"]}):
+            axes[0].axvline(s, color=color, linestyle=":", linewidth=1)
+    for ax in axes:
+        ax.axhline(result["target_accuracy"], color="gray", linestyle="--", linewidth=1, label="target")
+    axes[0].set(xlabel="optimizer step on the final trajectory", ylabel=f"held-out {metric}",
+                title="per step (dotted: interventions)")
+    axes[1].set(xlabel="generated tokens (on-policy + look-ahead + guide + estimation)", title="per compute")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_report(folders: dict[str, list[Path]], out: Path, commands: list[str], metric: str | None = None) -> dict:
+    """Load the runs, write out/report.md, out/curves.png, out/summary.json; return the summary."""
+    if metric is None:  # mean@K is steadier than greedy when every run has it
+        evs = [read_jsonl(f / "eval.jsonl") for fs in folders.values() for f in fs]
+        metric = "mean_at_k" if all(e and e[0].get("mean_at_k") is not None for e in evs) else "accuracy"
+    runs = {m: [load_run(f, metric) for f in fs] for m, fs in folders.items()}
+    result = build(runs)
+    result["metric"] = metric
+    atomic_write_json(out / "summary.json", result)
+    atomic_write_text(out / "report.md", markdown(result, metric, commands))
+    plot(runs, result, metric, out / "curves.png")
+    return result
