@@ -21,16 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import tiny_trainer  # noqa: E402
-from npo.guides import Guide, GuideBank, Guidance  # noqa: E402
-
-
-def answer_bank(trainer) -> GuideBank:
-    tok, bank = trainer.processing_class, GuideBank()
-    for i, item in enumerate(trainer.items):
-        ids = tok.encode(item.answer, add_special_tokens=False) + [tok.eos_token_id]
-        bank.add(i, Guide(ids, item.answer, "reference", 0, [-1.0] * len(ids)))
-    return bank
+from helpers import answer_bank, tiny_trainer  # noqa: E402
+from npo.guides import Guidance  # noqa: E402
 
 
 def step_times(trainer) -> list[float]:

@@ -1,6 +1,7 @@
 """Shared test helpers: a trainer on the embedded default without a run."""
 
 from npo.config import load_config
+from npo.guides import Guide, GuideBank
 from npo.models.load import load_policy, resolve_model_path
 from npo.rewards import TaskScorer
 from npo.train import build_split, build_trainer
@@ -16,6 +17,15 @@ def tiny_trainer(tmp_path, *sets, config="tiny-grpo.yaml", guidance=None, callba
     trainer = build_trainer(cfg, tmp_path / "checkpoints", model, tokenizer, scorer, "plain", train_items,
                             list(callbacks), npo=cfg.npo if cfg.method == "npo" else None, guidance=guidance)
     return cfg, trainer
+
+
+def answer_bank(trainer) -> GuideBank:
+    """A verified-correct guide (the reference answer) for every training prompt."""
+    tok, bank = trainer.processing_class, GuideBank()
+    for i, item in enumerate(trainer.items):
+        ids = tok.encode(item.answer, add_special_tokens=False) + [tok.eos_token_id]
+        bank.add(i, Guide(ids, item.answer, "reference", 0, [-1.0] * len(ids)))
+    return bank
 
 
 def generation_batch(trainer, prompts: int):

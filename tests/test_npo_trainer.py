@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import tiny_trainer
+from helpers import answer_bank, tiny_trainer
 from npo.guides import Guide, GuideBank, Guidance, PolicySource, completion_lengths
 from npo.rewards import TaskScorer
 
@@ -17,15 +17,6 @@ class NeverAsked:
 
     def propose(self, items, seed):
         raise AssertionError("the bank had a guide; the source must not be asked")
-
-
-def answer_bank(trainer) -> GuideBank:
-    """A verified-correct guide (the reference answer) for every training prompt."""
-    tok, bank = trainer.processing_class, GuideBank()
-    for i, item in enumerate(trainer.items):
-        ids = tok.encode(item.answer, add_special_tokens=False) + [tok.eos_token_id]
-        bank.add(i, Guide(ids, item.answer, "reference", 0, [-1.0] * len(ids)))
-    return bank
 
 
 @pytest.mark.parametrize("guide_loss", ["on_policy", "importance", "shaping"])

@@ -20,8 +20,8 @@ import shutil
 import time
 
 from npo.autonpo import Controller, Decision
-from npo.guides import GuideBank, Guidance, PolicySource
-from npo.loop import Context, run_segment
+from npo.guides import GuideBank, Guidance
+from npo.loop import Context, guide_source, run_segment
 from npo.rundir import append_jsonl, atomic_write_text, read_jsonl
 
 
@@ -60,7 +60,7 @@ def _decide(ctx: Context, ctrl: Controller, trigger) -> Decision:
     a, T = ctx.cfg.autonpo, trigger.step
     deltas = ctrl.candidates(T, a.deltas, ctx.run.checkpoint_steps())
     t0 = time.perf_counter()
-    probe = Probe(ctx.run.root, prompts=1, seed=ctx.cfg.seed, k=a.signal_k, boot=200)
+    probe = Probe(ctx.run.root, prompts=0, seed=ctx.cfg.seed, k=a.signal_k, boot=200)  # F: the pool
     table = []
     for d in deltas:
         pool = ctrl.pool_prompts(around=T - d, width=a.pool_width)[:a.signal_prompts]
@@ -80,27 +80,21 @@ def _intervene(ctx: Context, ctrl: Controller, index: int, decision: Decision, t
                visited: dict[int, list[int]]) -> int:
     from npo.models.load import load_policy
 
-    cfg, run, p, a = ctx.cfg, ctx.run, ctx.cfg.npo, ctx.cfg.autonpo
+    cfg, run, a = ctx.cfg, ctx.run, ctx.cfg.autonpo
     start = time.perf_counter()
     folder = run.root / "lookahead" / f"{index}-auto"
     _discard(run, t0, T, folder)
     ctx.ledger.lookahead_steps += T - t0
     model, tokenizer = load_policy(folder / f"checkpoint-{T}")
-    source = PolicySource(model, tokenizer, ctx.scorer, ctx.style, k=p.k, temperature=p.guide_temperature,
-                          max_new_tokens=_max_new(cfg), name=str((folder / f"checkpoint-{T}").relative_to(run.root)),
-                          step=T)
+    source = guide_source(ctx, model, tokenizer, str((folder / f"checkpoint-{T}").relative_to(run.root)), T)
     end = min(t0 + a.window, cfg.train.steps)
     guidance = Guidance(source, GuideBank(), t0, end, seed=cfg.seed, bank_path=run.root / "guides" / f"{index}-auto.json")
     ahead = list(dict.fromkeys(ctrl.pool_prompts(around=t0, width=a.pool_width)
                                + [x for s in range(t0, end) for x in visited.get(s, [])]))
-    guidance.fill(ahead, [ctx.train_items[x] for x in ahead], step=t0)
-    guidance.drain_new()
-    guidance.save()
+    guidance.prefill(ahead, [ctx.train_items[x] for x in ahead], step=t0)
     run_segment(ctx, t0, end, out_dir=run.checkpoints, guidance=guidance)
     s = guidance.stats
-    ctx.ledger.guide_tokens += s.tokens
-    ctx.ledger.guide_samples += s.samples
-    ctx.ledger.interventions += 1
+    ctx.ledger.book(s)
     append_jsonl(run.events, {
         "event": "intervention", "index": index, "kind": f"auto-{decision.trigger.kind}", "step": t0,
         "trigger": "autonpo", "trigger_step": T, "lookahead": T - t0, "window": [t0, end], "source": "near_future",
@@ -124,9 +118,3 @@ def _discard(run, t0: int, T: int, folder) -> None:
         gone = [r for r in records if r["step"] > t0]
         atomic_write_text(folder / name, "".join(json.dumps(r, sort_keys=True) + "\n" for r in gone))
         atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
-
-
-def _max_new(cfg) -> int:
-    from npo.config import grpo_overrides
-
-    return grpo_overrides(cfg)["max_completion_length"]

@@ -207,6 +207,12 @@ class Guidance:
         self.stats.tokens += tokens
         self.stats.seconds += time.perf_counter() - t0
 
+    def prefill(self, indices: list[int], items: list, step: int) -> None:
+        """Ahead-of-time guides for prompts known before the window (the look-ahead saw them)."""
+        self.fill(indices, items, step)
+        self.drain_new()
+        self.save()
+
     def lookup(self, indices: list[int]) -> list[GuideRow | None]:
         return [g.row() if (g := self.bank.get(i)) is not None else None for i in indices]
 

@@ -36,11 +36,6 @@ def replacement_rows(gated: torch.Tensor, has_guide: torch.Tensor, n: int, slot:
     return groups * n + (slot % n)
 
 
-def slot_row(group: int, n: int, slot: int) -> int:
-    """Global row index of `slot` in group `group`."""
-    return group * n + (slot % n)
-
-
 def local_rows(global_rows: torch.Tensor, process_index: int, rows_per_process: int) -> list[int]:
     """The rows of `global_rows` held by this process, as indices into its local lists."""
     lo = process_index * rows_per_process

@@ -40,6 +40,12 @@ class Ledger:
     guide_samples: int = 0
     interventions: int = 0
 
+    def book(self, guides) -> None:
+        """An intervention's guide generation (`npo.guides.GuideStats`)."""
+        self.guide_tokens += guides.tokens
+        self.guide_samples += guides.samples
+        self.interventions += 1
+
 
 @dataclass
 class Context:
@@ -156,22 +162,23 @@ def _make_guidance(ctx: Context, i: int, iv: Intervention, t: int) -> tuple[Guid
         window_prompts = [x for s, idx in scout.visited if t <= s < t + iv.window for x in idx]
     else:  # set to the policy being trained by run_segment
         model, tokenizer, name, step = None, None, "self", None
-    source = PolicySource(model, tokenizer, ctx.scorer, ctx.style, k=p.k, temperature=p.guide_temperature,
-                          max_new_tokens=grpo_overrides(cfg)["max_completion_length"], name=name, step=step)
-    guidance = Guidance(source, GuideBank(), t, t + iv.window, seed=cfg.seed,
-                        bank_path=run.root / "guides" / f"{i}-{iv.kind}.json", cache=p.source != "self")
+    guidance = Guidance(guide_source(ctx, model, tokenizer, name, step), GuideBank(), t, t + iv.window,
+                        seed=cfg.seed, bank_path=run.root / "guides" / f"{i}-{iv.kind}.json", cache=p.source != "self")
     if p.guide_mode == "ahead" and window_prompts:
-        guidance.fill(window_prompts, [ctx.train_items[x] for x in window_prompts], step=t)
-        guidance.drain_new()
-        guidance.save()
+        guidance.prefill(window_prompts, [ctx.train_items[x] for x in window_prompts], step=t)
     return guidance, lookahead
 
 
+def guide_source(ctx: Context, model, tokenizer, name: str, step: int | None) -> PolicySource:
+    """A guide policy with the run's npo.* settings (k tries at the guide temperature)."""
+    p = ctx.cfg.npo
+    return PolicySource(model, tokenizer, ctx.scorer, ctx.style, k=p.k, temperature=p.guide_temperature,
+                        max_new_tokens=grpo_overrides(ctx.cfg)["max_completion_length"], name=name, step=step)
+
+
 def _record(ctx: Context, i, iv: Intervention, t, end, guidance: Guidance, lookahead: dict, seconds) -> None:
-    s, ledger = guidance.stats, ctx.ledger
-    ledger.guide_tokens += s.tokens
-    ledger.guide_samples += s.samples
-    ledger.interventions += 1
+    s = guidance.stats
+    ctx.ledger.book(s)
     append_jsonl(ctx.run.events, {
         "event": "intervention", "index": i, "kind": iv.kind, "step": t,
         "trigger": "auto-plateau" if iv.auto else ("start" if iv.kind == "bootstrap" else "at_step"),

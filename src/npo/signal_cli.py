@@ -130,16 +130,11 @@ def read_traces(path: str) -> dict[str, list[str]]:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--source teacher:{path}: no such file")
+    from npo.tasks.files import read_rows
+
     traces: dict[str, list[str]] = {}
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise UserError(f"{path}: row {i}: not valid JSON") from None
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(
-                row.get("completion"), str):
+    for i, row in enumerate(read_rows(p, "jsonl"), 1):
+        if not isinstance(row.get("question"), str) or not isinstance(row.get("completion"), str):
             raise UserError(f"{path}: row {i}: expected {{\"question\": str, \"completion\": str}}")
         traces.setdefault(row["question"], []).append(row["completion"])
     return traces

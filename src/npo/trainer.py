@@ -23,7 +23,7 @@ from accelerate.utils import gather_object
 from trl import GRPOTrainer
 
 from npo.groups import group_stats
-from npo.injection import gate, guide_token_weights, inject, local_rows, slot_row, weighted_advantages
+from npo.injection import gate, guide_token_weights, inject, local_rows, replacement_rows, weighted_advantages
 
 
 class NPOTrainer(GRPOTrainer):
@@ -73,31 +73,30 @@ class NPOTrainer(GRPOTrainer):
             metrics[key].append(value)  # on-policy signals, before any injection
         metrics["signal/generated_tokens"].append(float(self.generated_tokens))
         if self.npo is not None:
-            self._record_failed(rewards)
+            gated = gate(rewards, self.num_generations, self.npo.tau)  # (G,) identical on every process
+            self._record_failed(rewards, gated)
             self._guide_flags = [False] * len(completion_ids)
             self._guide_logps = [None] * len(completion_ids)
             if self.guidance is not None and self.guidance.active(self.state.global_step):
-                completion_ids, completions, logprobs = self._inject(rewards, completion_ids, completions, logprobs)
+                completion_ids, completions, logprobs = self._inject(gated, completion_ids, completions, logprobs)
             else:  # outside a window the gate is still measured: how many groups a guide could help
-                metrics["npo/gated_groups"].append(float(gate(rewards, self.num_generations, self.npo.tau).sum()))
+                metrics["npo/gated_groups"].append(float(gated.sum()))
                 metrics["npo/replaced_groups"].append(0.0)
         return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images
 
-    def _record_failed(self, rewards):
+    def _record_failed(self, rewards, gated):
         """The step's prompts below the gate and its group-accuracy histogram (AutoNPO's mistake pool)."""
         n = self.num_generations
         items = self.accelerator.gather(torch.tensor(self._batch_index, device=rewards.device))[::n]
-        gated = gate(rewards, n, self.npo.tau)
         self.step_failed = items[gated.to(items.device)].tolist()
         levels = (rewards.view(-1, n).sum(1)).long()
         self.step_histogram = (torch.bincount(levels, minlength=n + 1).float() / levels.numel()).tolist()
 
-    def _inject(self, rewards, completion_ids, completions, logprobs):
+    def _inject(self, gated, completion_ids, completions, logprobs):
         n, L, step = self.num_generations, len(completion_ids), self.state.global_step
         pid = self.accelerator.process_index
-        gated = gate(rewards, n, self.npo.tau)  # (G,) identical on every process
-        rows = torch.tensor([slot_row(int(g), n, self.npo.replace_slot) for g in torch.nonzero(gated).flatten()],
-                            dtype=torch.long)
+        # every gated group's slot; whether its prompt has a guide is known only after `fill` below
+        rows = replacement_rows(gated, torch.ones_like(gated), n, self.npo.replace_slot)
         mine = local_rows(rows, pid, L)  # gated slots this process holds
         indices = [self._batch_index[r] for r in mine]
         self.guidance.fill(indices, [self.items[i] for i in indices], step, salt=pid)
