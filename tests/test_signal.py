@@ -74,3 +74,19 @@ def test_decision_v_uses_all_samples_and_v_correct_only_the_correct_ones():
     e = estimate([True], [right, wrong], boot=0, groups=1)
     assert e["V_correct"] == pytest.approx(0.25) and e["V"] == pytest.approx(2.125)
     assert e["V_seq"] == pytest.approx(0.25) and e["n_correct"] == 1 and e["n_trajectories"] == 2
+
+
+def test_q_gain_is_paired_and_its_ci_excludes_zero_only_for_a_real_gain():
+    from npo.signal import q_gain
+
+    ref = [True, False, False, True] * 25  # Q(0) = 0.5 on 100 prompts of F
+    better = [True, True, False, True] * 25  # solves every prompt the reference solves, and 25 more
+    g = q_gain(ref, better, boot=300, seed=1)
+    assert g["dQ"] == pytest.approx(0.25)
+    assert 0 < g["dQ_ci"][0] < 0.25 < g["dQ_ci"][1]
+    same_rate = [False, True, True, False] * 25  # Q = 0.5 too, on other prompts: no gain, wide paired CI
+    g0 = q_gain(ref, same_rate, boot=300, seed=1)
+    assert g0["dQ"] == 0 and g0["dQ_ci"][0] < 0 < g0["dQ_ci"][1]
+    assert q_gain(ref, better, boot=300, seed=1) == g  # seeded
+    with pytest.raises(ValueError):
+        q_gain(ref, better[:-1])

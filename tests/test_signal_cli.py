@@ -48,6 +48,10 @@ def test_signal_table_json_png_and_source_kinds(run_dir, tmp_path, capsys):
     assert teacher["Q"] == 1.0 and "proxy" in teacher["V_kind"]  # the traces are the reference answers
     # the checkpoint source at step 10 is the same model as the near-future source at Delta = 5
     assert rows[f"checkpoint:{run_dir / 'checkpoints' / 'checkpoint-10'}"]["Q"] == rows["future"]["Q"]
+    # the premise, paired on the same F: Q - Q(0) from the per-prompt outcomes of both rows
+    assert rows["future"]["dQ"] == pytest.approx(rows["future"]["Q"] - rows["self"]["Q"])
+    assert rows["future"]["dQ_ci"][0] <= rows["future"]["dQ"] <= rows["future"]["dQ_ci"][1]
+    assert "dQ" not in rows["self"]
 
 
 @pytest.mark.parametrize("argv,expect", [

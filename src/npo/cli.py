@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -44,9 +45,13 @@ def _add_warmup(sub):
 
 
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="the main job on the embedded default")
-    p.add_argument("--out", help="output directory (default: runs/demo-<time>)")
-    p.add_argument("--config", default=None, help="config (default: configs/tiny-grpo.yaml)")
+    p = sub.add_parser("demo", help="the main job: GRPO, self, NPO and AutoNPO side by side on the embedded default")
+    p.add_argument("--seeds", type=int, default=1, help="paired seeds 0..N-1 (default 1; 3 for the full comparison)")
+    p.add_argument("--out", help="output folder (default: runs/demo-<time>)")
+    p.add_argument("--quick", action="store_true", help="toy-size runs: a first look in about a minute")
+    p.add_argument("--config", default=None, help="the NPO config the presets apply to (default: configs/demo.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every method")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _deltas(text: str) -> list[int]:
@@ -155,10 +160,11 @@ def cmd_compare(a) -> int:
     from npo.compare import run_compare
 
     out = Path(a.out or default_out(None, "compare-"))
-    command = ["compare", *a.configs, "--seeds", str(a.seeds), "--out", str(out)]
+    command = ["npo", "compare", *a.configs, "--seeds", str(a.seeds), "--out", str(out)]
     for text in a.set:
         command += ["--set", text]
-    result = run_compare(a.configs, a.seeds, out, a.set, show_progress=not a.quiet, argv=command)
+    result = run_compare(a.configs, a.seeds, out, a.set, show_progress=not a.quiet,
+                         command=" ".join(shlex.quote(x) for x in command))
     print((out / "report.md").read_text())
     print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'summary.json'} "
           f"(target {result['target_accuracy']:.4f})")

@@ -3,13 +3,11 @@
 
 A config may be named `NAME=PATH` (default name: the file's stem); the first is the baseline whose
 mean final accuracy is the target. Every config is validated and every run folder checked before
-the first run starts.
+the first run starts. `npo demo` is the same job over presets of one config (npo.demo).
 """
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 from npo.errors import UserError
@@ -27,25 +25,31 @@ def parse_specs(specs: list[str]) -> dict[str, Path]:
     return out
 
 
-def run_compare(specs: list[str], seeds: int, out: Path, overrides: list[str] = (), show_progress: bool = True,
-                argv: list[str] | None = None) -> dict:
+def run_methods(methods: dict[str, tuple[Path, list[str]]], seeds: int, out: Path, commands: list[str],
+                show_progress: bool = True) -> dict:
+    """methods: name -> (config, overrides), baseline first. Trains every method for seeds 0..N-1
+    (seed-major, so a partial comparison is still paired) into out/runs/NAME-sS, then writes the report."""
     from npo.config import load_config
     from npo.report import write_report
     from npo.train import prepare, train
 
     if seeds < 1:
         raise UserError("--seeds: must be >= 1")
-    configs = parse_specs(specs)
     preps = {}
-    for name, path in configs.items():  # everything that can fail on bad input, before any work
+    for name, (path, overrides) in methods.items():  # everything that can fail on bad input, before any work
         for seed in range(seeds):
             cfg = load_config(path, [*overrides, f"seed={seed}"])
             preps[name, seed] = prepare(cfg, out / "runs" / f"{name}-s{seed}")
-    folders: dict[str, list[Path]] = {name: [] for name in configs}
-    for seed in range(seeds):
-        for name in configs:
-            prep = preps[name, seed]
-            train(prep, show_progress=show_progress)
-            folders[name].append(prep.out)
-    command = "npo " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    return write_report(folders, out, [command])
+    folders: dict[str, list[Path]] = {name: [] for name in methods}
+    for i, (name, seed) in enumerate((n, s) for s in range(seeds) for n in methods):
+        if show_progress:
+            print(f"[{i + 1}/{len(preps)}] {name}, seed {seed}", flush=True)
+        train(preps[name, seed], show_progress=show_progress, label=f"{name} s{seed}")
+        folders[name].append(preps[name, seed].out)
+    return write_report(folders, out, commands)
+
+
+def run_compare(specs: list[str], seeds: int, out: Path, overrides: list[str] = (), show_progress: bool = True,
+                command: str = "") -> dict:
+    methods = {name: (path, list(overrides)) for name, path in parse_specs(specs).items()}
+    return run_methods(methods, seeds, out, [command], show_progress)

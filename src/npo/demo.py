@@ -1,36 +1,122 @@
-"""`npo demo`: the main job on the embedded default.
+"""`npo demo`: the main job. GRPO, the `self` control, NPO and AutoNPO from the same warm start with
+the same seeds, on the demo regime (configs/demo.yaml), then one report: report.md, curves.png,
+summary.json (npo.report) and the issue's targets checked against what was measured.
 
-Until the NPO comparison lands (issue 6), the demo warms up the embedded default (cached after the
-first run), trains it with plain GRPO using `configs/tiny-grpo.yaml`, and prints held-out greedy
-accuracy before and after.
+The four methods are presets over the one config, so they differ only where the method does:
+- grpo:    plain GRPO (no interventions)
+- self:    NPO's interventions and windows, guides from the current policy (Delta = 0, same k): the
+           control that separates "a later checkpoint" from "more tries"
+- npo:     early bootstrapping and a plateau breakthrough, guides from the run's own near future
+- autonpo: the controller decides when and how far (no manual interventions)
 """
 
 from __future__ import annotations
 
-import json
+import shlex
 import time
 from pathlib import Path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tiny-grpo.yaml"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+
+PRESETS = {
+    "grpo": ["method=grpo", "npo.interventions=[]"],
+    "self": ["npo.source=self"],
+    "npo": [],
+    "autonpo": ["method=autonpo", "npo.interventions=[]"],
+}
+
+METHODS_NOTE = """## Methods
+
+All four start from the same warm start and see the same prompts in the same order per seed.
+
+- `grpo`: plain GRPO on TRL's GRPOTrainer.
+- `self`: NPO's interventions and windows with guides from the current policy (Delta = 0, same k): the
+  control that separates a later checkpoint from more tries.
+- `npo`: early bootstrapping and a plateau breakthrough, guides from the run's own near future.
+- `autonpo`: the controller decides when to intervene and how far to look (no manual interventions).
+"""
+
+# --quick: the same four methods at toy size (a first look in about a minute; the tests use it).
+QUICK = [
+    "train.steps=40", "train.prompts_per_step=8", "train.checkpoint_every=5",
+    "eval.every=10", "eval.n=100", "eval.samples=2",
+    "npo.interventions=[{kind: bootstrap, lookahead: 10, window: 10}, "
+    "{kind: plateau, at_step: 20, lookahead: 10, window: 10}]",
+    "autonpo.deltas=[5, 10]", "autonpo.window=10", "autonpo.warmup_steps=5", "autonpo.stagnation_window=10",
+    "autonpo.cooldown=5",
+]
+
+
+def method_overrides(quick: bool, extra: list[str]) -> dict[str, list[str]]:
+    """name -> overrides of the config: the preset, then --quick, then the user's --set."""
+    size = QUICK if quick else []  # before the presets: grpo's and autonpo's "no interventions" must win
+    return {name: [*size, *preset, *extra] for name, preset in PRESETS.items()}
+
+
+def targets(result: dict) -> list[dict]:
+    """The issue's targets, each with what was measured and whether it was met (None: not measurable)."""
+    m = {name: x["mean"] for name, x in result["methods"].items()}
+    seeds = {name: x["seeds"] for name, x in result["methods"].items()}
+
+    def reached_all(name):
+        return all(s["steps_to_target"] is not None for s in seeds[name])
+
+    half = m["grpo"]["final_steps"] / 2
+    npo_steps, self_steps = m["npo"]["steps_to_target"], m["self"]["steps_to_target"]
+    out = [{
+        "target": f"NPO reaches GRPO's final accuracy in at most half of GRPO's steps (<= {half:.0f})",
+        "measured": f"NPO {_steps(npo_steps)} steps ({m['npo']['reached']}/{len(seeds['npo'])} seeds reached), "
+                    f"GRPO {_steps(m['grpo']['steps_to_target'])}",
+        "met": reached_all("npo") and npo_steps <= half,
+    }, {
+        "target": "NPO reaches it sooner than the self control",
+        "measured": f"NPO {_steps(npo_steps)}, self {_steps(self_steps)} "
+                    f"({m['self']['reached']}/{len(seeds['self'])} seeds reached)",
+        "met": reached_all("npo") and (self_steps is None or not reached_all("self") or npo_steps < self_steps),
+    }]
+    for other in ("grpo", "self"):
+        a, b = m["autonpo"], m[other]
+        out.append({
+            "target": f"AutoNPO's final accuracy is above {other}'s",
+            "measured": f"{a['final_accuracy']:.4f} ± {a['final_accuracy_se']:.4f} vs "
+                        f"{b['final_accuracy']:.4f} ± {b['final_accuracy_se']:.4f} (mean ± SE over seeds)",
+            "met": a["final_accuracy"] > b["final_accuracy"],
+        })
+    return out
+
+
+def _steps(x) -> str:
+    return "never" if x is None else f"{x:.0f}"
+
+
+def targets_markdown(rows: list[dict]) -> str:
+    lines = ["## Targets (issue 6), as measured", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {r['target']} | {r['measured']} | {'yes' if r['met'] else 'no'} |" for r in rows]
+    return "\n".join(lines + ["", "A target is met on the means over the seeds above; with one seed it is one "
+                              "sample, not evidence (run `--seeds 3`).", ""])
 
 
 def run_demo(a) -> int:
     from npo.cli import default_out
-    from npo.config import load_config
-    from npo.train import prepare, train
+    from npo.compare import run_methods
+    from npo.rundir import atomic_write_text
 
-    config = a.config or str(DEFAULT_CONFIG)
-    cfg = load_config(config)
-    prep = prepare(cfg, a.out or default_out(config, prefix="demo-"))
+    config = Path(a.config or DEFAULT_CONFIG)
+    out = Path(a.out or default_out(str(config), prefix="demo-"))
+    command = ["npo", "demo", "--seeds", str(a.seeds), "--out", str(out), *(["--quick"] if a.quick else [])]
+    if a.config:
+        command += ["--config", str(config)]
+    for text in a.set:
+        command += ["--set", text]
+    methods = {name: (config, sets) for name, sets in method_overrides(a.quick, a.set).items()}
     t0 = time.perf_counter()
-    s = train(prep)
-    print()
-    print(f"GRPO on the embedded default ({cfg.task.spec}, {s['eval_items']} held-out items, greedy):")
-    print(f"  before: {s['initial_accuracy']:.3f}   after {s['final_steps']} steps: {s['final_accuracy']:.3f}"
-          f"   (best {s['best_accuracy']:.3f})")
-    print(f"  mean@{cfg.eval.samples} at T={cfg.eval.temperature}: {s['initial_mean_at_k']:.3f} -> "
-          f"{s['final_mean_at_k']:.3f}" if cfg.eval.samples else "")
-    print(f"  wall {time.perf_counter() - t0:.0f}s (warm-up {s['warmup_seconds']:.0f}s, "
-          f"training {s['train_seconds']:.0f}s, evaluation {s['eval_seconds']:.0f}s); run directory: {prep.out}")
-    print(json.dumps({k: s[k] for k in ("initial_accuracy", "final_accuracy", "final_steps", "wall_seconds")}))
+    result = run_methods(methods, a.seeds, out, [" ".join(shlex.quote(x) for x in command),
+                                                 f"# one run alone: npo train {out}/runs/npo-s0/config.yaml"],
+                         show_progress=not a.quiet)
+    rows = targets(result)
+    report = (out / "report.md").read_text().replace("# npo compare:", "# npo demo:", 1)
+    atomic_write_text(out / "report.md", report + "\n" + METHODS_NOTE + "\n" + targets_markdown(rows))
+    print((out / "report.md").read_text())
+    print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'summary.json'}; "
+          f"wall {time.perf_counter() - t0:.0f} s")
     return 0

@@ -34,8 +34,17 @@ def load_run(folder: Path, metric: str) -> dict:
             extra.append((e["window"][0], e["compute"].get("guide_tokens", 0)))
         if e.get("event") == "autonpo_decision":  # spent before the retrain from the rollback target
             extra.append((e["step"] - (e["delta"] or 0), e.get("estimation_tokens", 0)))
-    starts = sorted(e["window"][0] for e in events if e.get("event") == "intervention")
-    return {"summary": summary, "evals": evals, "tokens": tokens, "extra": extra, "interventions": starts}
+    made = [e for e in events if e.get("event") == "intervention"]
+    return {"summary": summary, "evals": evals, "tokens": tokens, "extra": extra,
+            "interventions": sorted(e["window"][0] for e in made), "made": [describe(e) for e in made]}
+
+
+def describe(e: dict) -> str:
+    """One intervention of events.jsonl in a line: kind, step, Delta, W, guides injected / requested."""
+    g = e.get("guides", {})
+    return (f"{e.get('kind', '?')} at {e['window'][0]} (Delta {e.get('lookahead')}, window "
+            f"{e['window'][0]}-{e['window'][1]}, {e.get('source', '?')}): {g.get('injected', 0)} of "
+            f"{g.get('requested', 0)} requested guides injected")
 
 
 def tokens_at(run: dict, step: int) -> float:
@@ -76,19 +85,32 @@ def build(runs: dict[str, list[dict]]) -> dict:
                 "steps_to_target": reach, "tokens_to_target": None if reach is None else tokens_at(r, reach),
                 "final_steps": s["final_steps"], "total_steps": s["total_steps"],
                 "generated_tokens": s["generated_tokens"], "wall_seconds": s["wall_seconds"],
-                "interventions": s.get("interventions", 0),
+                "interventions": s.get("interventions", 0), "interventions_made": r["made"],
             })
         mean = {k: _mean([x[k] for x in seeds]) for k in (*FIELDS, "tokens_to_target")}
         mean["reached"] = sum(x["steps_to_target"] is not None for x in seeds)
         mean["final_accuracy_se"] = _se([x["final_accuracy"] for x in seeds])
         mean["final_accuracy_range"] = [min(finals[m]), max(finals[m])]
+        mean["best_accuracy_se"] = _se([x["best_accuracy"] for x in seeds])
+        mean["best_accuracy_range"] = [min(x["best_accuracy"] for x in seeds), max(x["best_accuracy"] for x in seeds)]
         methods[m] = {"mean": mean, "seeds": seeds}
+    curves = {m: mean_curve(rs) for m, rs in runs.items()}
     base = methods[baseline]["mean"]
     for m in methods.values():
         mm = m["mean"]
         mm["speedup_per_step"] = _ratio(base["steps_to_target"], mm["steps_to_target"])
         mm["speedup_per_compute"] = _ratio(base["tokens_to_target"], mm["tokens_to_target"])
-    return {"target_accuracy": target, "baseline": baseline, "order": list(runs), "methods": methods}
+    return {"target_accuracy": target, "baseline": baseline, "order": list(runs), "methods": methods,
+            "curves": curves}
+
+
+def mean_curve(rs: list[dict]) -> dict[int, float]:
+    """Evaluated step -> held-out accuracy averaged over the seeds evaluated at that step."""
+    per: dict[int, list[float]] = {}
+    for r in rs:
+        for step, acc in r["evals"]:
+            per.setdefault(step, []).append(acc)
+    return {step: sum(v) / len(v) for step, v in sorted(per.items())}
 
 
 def _ratio(a, b):
@@ -108,21 +130,36 @@ def markdown(result: dict, metric: str, commands: list[str]) -> str:
     lines = [f"# npo compare: {', '.join(result['methods'])}", "",
              f"Held-out metric: `{metric}`; {n} seed(s) per method. Target = the baseline "
              f"(`{result['baseline']}`) mean final accuracy = {result['target_accuracy']:.4f}.", "",
-             "| method | final (mean ± SE) | final range | best | steps to target (reached) | speed-up per step |"
+             "| method | final (mean ± SE) | final range | best (mean ± SE) | best range | steps to target (reached) |"
+             " speed-up per step |"
              " speed-up per compute | final steps | total steps | generated tokens | wall s | interventions |",
-             "|---" * 12 + "|"]
+             "|---" * 13 + "|"]
     for name, m in result["methods"].items():
         a = m["mean"]
         lines.append(
             f"| {name} | {a['final_accuracy']:.4f} ± {a['final_accuracy_se']:.4f} | "
-            f"{a['final_accuracy_range'][0]:.4f}-{a['final_accuracy_range'][1]:.4f} | {a['best_accuracy']:.4f} | "
+            f"{a['final_accuracy_range'][0]:.4f}-{a['final_accuracy_range'][1]:.4f} | "
+            f"{a['best_accuracy']:.4f} ± {a['best_accuracy_se']:.4f} | "
+            f"{a['best_accuracy_range'][0]:.4f}-{a['best_accuracy_range'][1]:.4f} | "
             f"{_fmt(a['steps_to_target'], '.0f')} ({a['reached']}/{len(m['seeds'])}) | "
             f"{_speed(a['speedup_per_step'])} | {_speed(a['speedup_per_compute'])} | "
             f"{a['final_steps']:.0f} | {a['total_steps']:.0f} | {a['generated_tokens']:.0f} | "
             f"{a['wall_seconds']:.0f} | {a['interventions']:.1f} |")
     lines += ["", "Steps (tokens) to target average the seeds that reached it; a speed-up is the baseline's over "
               "the method's. Total steps count discarded look-ahead steps; generated tokens count on-policy, "
-              "look-ahead, guide and estimation tokens.", "", "Reproduce:", "", "```bash", *commands, "```", ""]
+              "look-ahead, guide and estimation tokens.", ""]
+    names = list(result["methods"])
+    lines += [f"Held-out `{metric}` per evaluated step (mean over seeds):", "",
+              "| step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for step in sorted({st for c in result["curves"].values() for st in c}, key=int):
+        lines.append(f"| {step} | " + " | ".join(_fmt(result["curves"][n].get(step), ".4f").replace("never", "")
+                                                 for n in names) + " |")
+    lines.append("")
+    made = [(name, i, line) for name, m in result["methods"].items() for i, x in enumerate(m["seeds"])
+            for line in x["interventions_made"]]
+    if made:
+        lines += ["Interventions made:", "", *[f"- {name} seed {i}: {line}" for name, i, line in made], ""]
+    lines += ["Reproduce:", "", "```bash", *commands, "```", ""]
     return "\n".join(lines)
 
 

@@ -20,6 +20,9 @@ Given the current policy pi_t and a source (a checkpoint pi_g, or fixed traces):
   block, not the estimate. All of it runs in log space (logsumexp), so 200-token sequences with large
   log-prob gaps neither overflow nor give NaN.
 - S_hat = Q_hat / V_hat, with percentile bootstrap confidence intervals over the prompts of F.
+- The premise of NPO, that a later checkpoint solves more of F than the present policy's own k tries:
+  Q_hat(Delta) - Q_hat(0), with a *paired* bootstrap CI (both sources tried on the same prompts of F,
+  so the prompts are resampled once for both).
 """
 
 from __future__ import annotations
@@ -145,6 +148,19 @@ def estimate(found: list[bool], trajs: list[Trajectory], *, boot: int = 500, see
     for key, xs in draws.items():
         out[f"{key}_ci"] = _percentiles(xs, lo, hi)
     return out
+
+
+def q_gain(found_ref: list[bool], found: list[bool], *, boot: int = 500, seed: int = 0,
+           level: float = 0.95) -> dict:
+    """Q_hat(source) - Q_hat(reference) on the same prompts of F, with a paired percentile bootstrap CI."""
+    if len(found_ref) != len(found):
+        raise ValueError("q_gain: both sources must be tried on the same prompts of F")
+    n = len(found)
+    diff = [float(b) - float(a) for a, b in zip(found_ref, found)]
+    gen = torch.Generator().manual_seed(seed)
+    draws = [sum(diff[i] for i in torch.randint(n, (n,), generator=gen).tolist()) / n for _ in range(boot if n else 0)]
+    lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+    return {"dQ": sum(diff) / n if n else float("nan"), "dQ_ci": _percentiles(draws, lo, hi)}
 
 
 def _percentiles(xs: list[float], lo: float, hi: float) -> list[float] | None:

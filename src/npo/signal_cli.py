@@ -24,7 +24,7 @@ from pathlib import Path
 from npo.errors import UserError
 from npo.guides import sample_completions, token_logps
 from npo.rundir import RunDir, atomic_write_bytes, atomic_write_json
-from npo.signal import Trajectory, estimate, failed_set
+from npo.signal import Trajectory, estimate, failed_set, q_gain
 
 
 class Probe:
@@ -115,7 +115,7 @@ class Probe:
         trajs = [Trajectory(f, lp, c[2], r) for (f, c, r), lp in zip(keep, current_logps)]
         row = {"source": label, "delta": delta, "current_step": current,
                "source_ref": source if not isinstance(source, dict) else "traces",
-               **estimate(found, trajs, boot=self.boot, seed=self.seed)}
+               **estimate(found, trajs, boot=self.boot, seed=self.seed), "found": found}
         row["seconds"] = round(time.perf_counter() - t0, 2)
         return row
 
@@ -166,6 +166,7 @@ def run_signal(run_root, step: int, deltas: list[int], *, k: int = 8, prompts: i
         else:
             rows.append(probe.measure(step, traces[spec], spec, None))
     probe.scorer.close()
+    add_q_gains(rows, probe.boot, seed)
     result = {"run": str(probe.run.root), "step": step, "backward": backward, "k": k, "prompts": len(probe.items),
               "n": probe.n, "tau": probe.tau, "seed": seed, "bootstrap": boot,
               "decision_V": "token-level second moment E[mean_j w_j^2] over all k samples on F, median of 5 means",
@@ -178,16 +179,27 @@ def run_signal(run_root, step: int, deltas: list[int], *, k: int = 8, prompts: i
     return result
 
 
+def add_q_gains(rows: list[dict], boot: int, seed: int) -> None:
+    """Q - Q(0) with a paired CI on every row probed on the same F as a `self` (Delta = 0) row."""
+    reference = {}
+    for r in rows:
+        if r["source"] == "self":
+            reference = r
+        elif reference and r["current_step"] == reference["current_step"] and len(r["found"]) == len(
+                reference["found"]):
+            r.update(q_gain(reference["found"], r["found"], boot=boot, seed=seed))
+
+
 def table(result: dict) -> str:
     def ci(r, key):
         c = r.get(f"{key}_ci")
         return f"{r[key]:.3g} [{c[0]:.3g}, {c[1]:.3g}]" if c else f"{r[key]:.3g}"
 
-    lines = ["| source | Delta | policy step | F | found | Q [95% CI] | V [95% CI] | S [95% CI] | V correct | V seq |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| source | Delta | policy step | F | found | Q [95% CI] | Q - Q(0) [paired 95% CI] | V [95% CI] |"
+             " S [95% CI] | V correct | V seq |", "|---" * 11 + "|"]
     for r in result["rows"]:
         lines.append(f"| {r['source']} | {'' if r['delta'] is None else r['delta']} | {r['current_step']} |"
-                     f" {r['n_failed']} | {r['n_found']} | {ci(r, 'Q')} | {ci(r, 'V')} | {ci(r, 'S')} |"
+                     f" {r['n_failed']} | {r['n_found']} | {ci(r, 'Q')} | {ci(r, 'dQ') if 'dQ' in r else ''} | {ci(r, 'V')} | {ci(r, 'S')} |"
                      f" {r.get('V_correct', float('nan')):.3g} | {r.get('V_seq', float('nan')):.3g} |")
     kinds = sorted({r["V_kind"] for r in result["rows"] if "V_kind" in r})
     return "\n".join(lines + ["", "V: " + "; ".join(kinds) + " (decisions use V; V correct and V seq: the "

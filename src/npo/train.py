@@ -82,7 +82,7 @@ def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style
     return trainer
 
 
-def train(prep: Prepared, show_progress: bool = True) -> dict:
+def train(prep: Prepared, show_progress: bool = True, label: str | None = None) -> dict:
     from npo.callbacks import Evaluator, Progress
     from npo.loop import Context, ledger_summary, train_loop
     from npo.prompting import prompt_style
@@ -103,7 +103,7 @@ def train(prep: Prepared, show_progress: bool = True) -> dict:
     atomic_write_text(run.config, dump_yaml(cfg))
     atomic_write_json(run.root / "model.json", {"model_path": str(model_path), "prompt_style": style})
 
-    progress = Progress(cfg.train.steps, desc=f"{cfg.method} seed {cfg.seed}", enabled=show_progress)
+    progress = Progress(cfg.train.steps, desc=label or f"{cfg.method} seed {cfg.seed}", enabled=show_progress)
     evaluator = Evaluator(run, make_eval_fn(cfg, tokenizer, scorer, style, prep.eval_items),
                           cfg.eval.every, on_result=progress.eval_result)
     evaluator.evaluate(model, 0)
