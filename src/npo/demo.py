@@ -102,7 +102,7 @@ def run_demo(a) -> int:
     from npo.rundir import atomic_write_text
 
     config = Path(a.config or DEFAULT_CONFIG)
-    out = Path(a.out or default_out(str(config), prefix="demo-"))
+    out = Path(a.out or default_out(str(config)))  # runs/demo-<time> for the default config
     command = ["npo", "demo", "--seeds", str(a.seeds), "--out", str(out), *(["--quick"] if a.quick else [])]
     if a.config:
         command += ["--config", str(config)]
