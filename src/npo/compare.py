@@ -26,9 +26,10 @@ def parse_specs(specs: list[str]) -> dict[str, Path]:
 
 
 def run_methods(methods: dict[str, tuple[Path, list[str]]], seeds: int, out: Path, commands: list[str],
-                show_progress: bool = True) -> dict:
+                show_progress: bool = True, **report) -> dict:
     """methods: name -> (config, overrides), baseline first. Trains every method for seeds 0..N-1
-    (seed-major, so a partial comparison is still paired) into out/runs/NAME-sS, then writes the report."""
+    (seed-major, so a partial comparison is still paired) into out/runs/NAME-sS, then writes the report
+    (`report`: write_report's title and appendix)."""
     from npo.config import load_config
     from npo.report import write_report
     from npo.train import prepare, train
@@ -46,7 +47,7 @@ def run_methods(methods: dict[str, tuple[Path, list[str]]], seeds: int, out: Pat
             print(f"[{i + 1}/{len(preps)}] {name}, seed {seed}", flush=True)
         train(preps[name, seed], show_progress=show_progress, label=f"{name} s{seed}")
         folders[name].append(preps[name, seed].out)
-    return write_report(folders, out, commands)
+    return write_report(folders, out, commands, **report)
 
 
 def run_compare(specs: list[str], seeds: int, out: Path, overrides: list[str] = (), show_progress: bool = True,

@@ -99,7 +99,6 @@ def targets_markdown(rows: list[dict]) -> str:
 def run_demo(a) -> int:
     from npo.cli import default_out
     from npo.compare import run_methods
-    from npo.rundir import atomic_write_text
 
     config = Path(a.config or DEFAULT_CONFIG)
     out = Path(a.out or default_out(str(config)))  # runs/demo-<time> for the default config
@@ -110,12 +109,10 @@ def run_demo(a) -> int:
         command += ["--set", text]
     methods = {name: (config, sets) for name, sets in method_overrides(a.quick, a.set).items()}
     t0 = time.perf_counter()
-    result = run_methods(methods, a.seeds, out, [" ".join(shlex.quote(x) for x in command),
-                                                 f"# one run alone: npo train {out}/runs/npo-s0/config.yaml"],
-                         show_progress=not a.quiet)
-    rows = targets(result)
-    report = (out / "report.md").read_text().replace("# npo compare:", "# npo demo:", 1)
-    atomic_write_text(out / "report.md", report + "\n" + METHODS_NOTE + "\n" + targets_markdown(rows))
+    run_methods(methods, a.seeds, out, [" ".join(shlex.quote(x) for x in command),
+                                        f"# one run alone: npo train {out}/runs/npo-s0/config.yaml"],
+                show_progress=not a.quiet, title="npo demo",
+                appendix=lambda result: METHODS_NOTE + "\n" + targets_markdown(targets(result)))
     print((out / "report.md").read_text())
     print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'summary.json'}; "
           f"wall {time.perf_counter() - t0:.0f} s")

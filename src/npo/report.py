@@ -125,9 +125,9 @@ def _speed(x):
     return "never" if x is None else f"{x:.2f}x"
 
 
-def markdown(result: dict, metric: str, commands: list[str]) -> str:
+def markdown(result: dict, metric: str, commands: list[str], title: str = "npo compare") -> str:
     n = max(len(m["seeds"]) for m in result["methods"].values())
-    lines = [f"# npo compare: {', '.join(result['methods'])}", "",
+    lines = [f"# {title}: {', '.join(result['methods'])}", "",
              f"Held-out metric: `{metric}`; {n} seed(s) per method. Target = the baseline "
              f"(`{result['baseline']}`) mean final accuracy = {result['target_accuracy']:.4f}.", "",
              "| method | final (mean ± SE) | final range | best (mean ± SE) | best range | steps to target (reached) |"
@@ -152,8 +152,8 @@ def markdown(result: dict, metric: str, commands: list[str]) -> str:
     lines += [f"Held-out `{metric}` per evaluated step (mean over seeds):", "",
               "| step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for step in sorted({st for c in result["curves"].values() for st in c}, key=int):
-        lines.append(f"| {step} | " + " | ".join(_fmt(result["curves"][n].get(step), ".4f").replace("never", "")
-                                                 for n in names) + " |")
+        accs = [result["curves"][n].get(step) for n in names]
+        lines.append(f"| {step} | " + " | ".join("" if a is None else f"{a:.4f}" for a in accs) + " |")
     lines.append("")
     made = [(name, i, line) for name, m in result["methods"].items() for i, x in enumerate(m["seeds"])
             for line in x["interventions_made"]]
@@ -171,9 +171,9 @@ def plot(runs: dict[str, list[dict]], result: dict, metric: str, path: Path) -> 
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, (name, rs) in enumerate(runs.items()):
-        steps = sorted({s for r in rs for s, _ in r["evals"]})
+        curve = result["curves"][name]
+        steps, mean = list(curve), list(curve.values())
         per = [[a for r in rs for s2, a in r["evals"] if s2 == s] for s in steps]
-        mean = [sum(p) / len(p) for p in per]
         color = f"C{i}"
         axes[0].plot(steps, mean, marker=".", color=color, label=name)
         axes[0].fill_between(steps, [min(p) for p in per], [max(p) for p in per], color=color, alpha=0.12)
@@ -194,8 +194,10 @@ def plot(runs: dict[str, list[dict]], result: dict, metric: str, path: Path) -> 
     atomic_write_bytes(path, buf.getvalue())
 
 
-def write_report(folders: dict[str, list[Path]], out: Path, commands: list[str], metric: str | None = None) -> dict:
-    """Load the runs, write out/report.md, out/curves.png, out/summary.json; return the summary."""
+def write_report(folders: dict[str, list[Path]], out: Path, commands: list[str], metric: str | None = None,
+                 title: str = "npo compare", appendix=None) -> dict:
+    """Load the runs, write out/report.md, out/curves.png, out/summary.json; return the summary.
+    appendix: result -> markdown added at the end of report.md (the demo's methods and targets)."""
     if metric is None:  # mean@K is steadier than greedy when every run has it
         evs = [read_jsonl(f / "eval.jsonl") for fs in folders.values() for f in fs]
         metric = "mean_at_k" if all(e and e[0].get("mean_at_k") is not None for e in evs) else "accuracy"
@@ -203,6 +205,7 @@ def write_report(folders: dict[str, list[Path]], out: Path, commands: list[str],
     result = build(runs)
     result["metric"] = metric
     atomic_write_json(out / "summary.json", result)
-    atomic_write_text(out / "report.md", markdown(result, metric, commands))
+    text = markdown(result, metric, commands, title)
+    atomic_write_text(out / "report.md", text + ("\n" + appendix(result) if appendix else ""))
     plot(runs, result, metric, out / "curves.png")
     return result
