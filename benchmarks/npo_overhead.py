@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import answer_bank, tiny_trainer  # noqa: E402
+from helpers import NeverAsked, answer_bank, tiny_trainer  # noqa: E402
 from npo.guides import Guidance  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def guided(steps: int) -> tuple[float, dict, float]:
     with tempfile.TemporaryDirectory() as tmp:
         _, trainer = tiny_trainer(Path(tmp), "method=npo", f"train.steps={steps}", "train.checkpoint_every=100000",
                                   f"npo.interventions=[{{kind: bootstrap, lookahead: {steps}}}]")
-        trainer.guidance = Guidance(None, answer_bank(trainer), 0, steps, seed=0)
+        trainer.guidance = Guidance(NeverAsked(), trainer.scorer, answer_bank(trainer), 0, steps, seed=0)
         spent = {}
         for name in ("_inject", "_score_guides"):
             inner = getattr(trainer, name)

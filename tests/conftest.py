@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("NPO_CACHE", str(ROOT / ".npo-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -31,7 +33,34 @@ def tiny_cfg():
 def tiny_model_path(tiny_cfg):
     """The cached warm start of the embedded default (built on first use)."""
     from npo.models.load import resolve_model_path
-    from npo.train import build_split
+    from npo.tasks import build_split
 
     _, train_items, _ = build_split(tiny_cfg)
     return resolve_model_path(tiny_cfg, train_items)
+
+
+@pytest.fixture(scope="session")
+def demo_quick(tmp_path_factory, tiny_model_path):
+    """`npo demo --quick` once per session: (its output folder, what it printed). Several tests read it."""
+    import contextlib
+    import io
+
+    from npo.cli import main
+
+    out, printed = tmp_path_factory.mktemp("demo") / "demo", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
+    return out, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
+def autonpo_short(tmp_path_factory, tiny_model_path):
+    """configs/tiny-autonpo.yaml at test size (tests/golden.py's AUTONPO_SHORT), trained once per session:
+    a bootstrap trigger at 10, Delta* 5, the window 5-10 guided. Returns (run folder, summary)."""
+    from golden import AUTONPO_SHORT
+    from npo.config import load_config
+    from npo.train import prepare, train
+
+    cfg = load_config(ROOT / "configs" / "tiny-autonpo.yaml", AUTONPO_SHORT)
+    out = tmp_path_factory.mktemp("autonpo") / "run"
+    return out, train(prepare(cfg, out), show_progress=False)

@@ -22,7 +22,8 @@ from accelerate.utils import gather_object  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 
 from helpers import tiny_trainer  # noqa: E402
-from npo.guides import Guide, GuideBank, Guidance  # noqa: E402
+from npo.guides import GuideBank, Guidance  # noqa: E402
+from npo.sources import Guide, SelfSource, TraceSource  # noqa: E402
 
 RIGHT = [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]
 original_generate = GRPOTrainer._generate
@@ -51,7 +52,8 @@ def main(out: str) -> None:
     for b in batch:
         ids = tok.encode("g", add_special_tokens=False) + [tok.eos_token_id]
         bank.add(b["item_index"], Guide(ids, items[0].answer, "constructed", 0, [-1.0] * len(ids)))
-    trainer.guidance = Guidance(None, bank, 0, 2, seed=0)
+    # a source that is never asked: the bank holds every prompt of the batch
+    trainer.guidance = Guidance(TraceSource({}, "constructed"), trainer.scorer, bank, 0, 2, seed=0)
     result = {}
     GRPOTrainer._generate = patterned
     try:
@@ -66,11 +68,8 @@ def main(out: str) -> None:
     finally:
         GRPOTrainer._generate = original_generate
     # two real guided optimizer steps with the `self` source across the processes
-    from npo.guides import PolicySource
-
-    src = PolicySource(trainer.model, tok, trainer.scorer, "plain", k=2, temperature=1.0, max_new_tokens=6,
-                       name="self", step=None)
-    trainer.guidance = Guidance(src, GuideBank(), 0, 2, seed=0, cache=False)
+    src = SelfSource(k=2, temperature=1.0, max_new_tokens=6)
+    trainer.guidance = Guidance(src, trainer.scorer, GuideBank(), 0, 2, seed=0)
     trainer.train()
     result["trained_steps"] = trainer.state.global_step
     result["bank_sizes"] = gather_object([len(trainer.guidance.bank.tried)])

@@ -1,10 +1,13 @@
 """Shared test helpers: a trainer on the embedded default without a run."""
 
 from npo.config import load_config
-from npo.guides import Guide, GuideBank
+from npo.generation import Policy
+from npo.guides import GuideBank
 from npo.models.load import load_policy, resolve_model_path
 from npo.rewards import TaskScorer
-from npo.train import build_split, build_trainer
+from npo.sources import Guide, GuideSource
+from npo.tasks import build_split
+from npo.trainer import build_trainer
 
 from conftest import ROOT
 
@@ -15,8 +18,12 @@ def tiny_trainer(tmp_path, *sets, config="tiny-grpo.yaml", guidance=None, callba
     model, tokenizer = load_policy(resolve_model_path(cfg, train_items))
     scorer = TaskScorer(task, "plain")
     trainer = build_trainer(cfg, tmp_path / "checkpoints", model, tokenizer, scorer, "plain", train_items,
-                            list(callbacks), npo=cfg.npo if cfg.method == "npo" else None, guidance=guidance)
+                            list(callbacks), guidance=guidance)
     return cfg, trainer
+
+
+def live(trainer) -> Policy:
+    return Policy(trainer.model, trainer.processing_class, "plain")
 
 
 def answer_bank(trainer) -> GuideBank:
@@ -26,6 +33,15 @@ def answer_bank(trainer) -> GuideBank:
         ids = tok.encode(item.answer, add_special_tokens=False) + [tok.eos_token_id]
         bank.add(i, Guide(ids, item.answer, "reference", 0, [-1.0] * len(ids)))
     return bank
+
+
+class NeverAsked(GuideSource):
+    """A source for a bank that already holds every prompt: the trainer must not ask it."""
+
+    kind, name, step, k = "near_future", "prefilled", 0, 4
+
+    def sample(self, items, seed, live):
+        raise AssertionError("the bank had a guide; the source must not be asked")
 
 
 def generation_batch(trainer, prompts: int):

@@ -51,7 +51,7 @@ def test_never_inside_a_cooldown_and_at_most_max_interventions():
             steps.append(i)
             c.record(c.decide(t, [{"delta": 5, "Q": 0.5, "V": 1.0, "S": 0.5}]), window_end=i)
     assert steps == [6, 14]  # cooldown 8 after each, then the cap of 2
-    assert c.interventions == 2 and c.extra_steps == 10
+    assert c.state.made.interventions == 2 and c.state.made.extra_steps == 10
 
 
 def test_chooses_argmax_s_and_declines_small_s():
@@ -63,26 +63,27 @@ def test_chooses_argmax_s_and_declines_small_s():
     assert d.delta == 10 and "argmax" in d.reason
     low = c.decide(t, [{"delta": 5, "Q": 0.1, "V": 2.0, "S": 0.05}])
     assert low.delta is None and "min_s" in low.reason
-    assert c.cooldown_until == t.step + RULES.cooldown  # a declined trigger cools down too
+    assert c.state.made.cooldown_until == t.step + RULES.cooldown  # a declined trigger cools down too
 
 
 def test_candidates_need_a_checkpoint_and_fit_the_compute_cap():
     c = Controller(RULES, total_steps=100)  # cap: 50 extra steps
     assert c.candidates(60, [10, 20, 40, 80], checkpoints=[20, 40, 50]) == [10, 20, 40]
-    c.extra_steps = 35
+    c.state.made.extra_steps = 35
     assert c.candidates(60, [10, 20, 40, 80], checkpoints=[20, 40, 50]) == [10]
     assert c.candidates(60, [60], checkpoints=[]) == []  # 60 > the 15 steps left of the cap
-    c.extra_steps = 0
+    c.state.made.extra_steps = 0
     assert c.candidates(57, [10, 20], checkpoints=[20, 40, 50]) == [17, 37]  # rounded to checkpoints 40, 20
-    c.floor = 30  # the last guided window ended at 30: never roll back into it
+    c.state.made.floor = 30  # the last guided window ended at 30: never roll back into it
     assert c.candidates(57, [10, 20], checkpoints=[20, 40, 50]) == [17]
 
 
 def test_mistake_pool_is_bounded_and_ages_out():
     c = Controller(RULES, total_steps=100)
     feed(c, [0.5] * 30, [1.0] * 30, failed=lambda s: [s, 1000 + s])
-    assert all(step >= 30 - RULES.pool_age for _, step in c.pool) and len(c.pool) <= RULES.pool_size
+    pool = c.state.seen.pool
+    assert all(step >= 30 - RULES.pool_age for _, step in pool) and len(pool) <= RULES.pool_size
     assert c.pool_prompts(around=25, width=1) == [24, 1024, 25, 1025, 26, 1026]
     small = Controller(AutoNPOConfig(pool_size=3, pool_age=1000), 100)
     feed(small, [0.5] * 5, [1.0] * 5, failed=lambda s: [s])
-    assert [p for p, _ in small.pool] == [3, 4, 5]
+    assert [p for p, _ in small.state.seen.pool] == [3, 4, 5]

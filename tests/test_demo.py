@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from npo.cli import main
 from npo.config import load_config
 from npo.demo import DEFAULT_CONFIG, method_overrides, targets
 
@@ -49,10 +48,8 @@ def test_targets_on_known_numbers():
     assert [t["met"] for t in never] == [False, False, False, True]
 
 
-def test_demo_quick_writes_the_three_files(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
-    printed = capsys.readouterr().out
+def test_demo_quick_writes_the_three_files(demo_quick):
+    out, printed = demo_quick
     assert "# npo demo: grpo, self, npo, autonpo" in printed and "## Targets (issue 6), as measured" in printed
     s = json.loads((out / "summary.json").read_text())
     assert s["order"] == ["grpo", "self", "npo", "autonpo"] and s["baseline"] == "grpo"

@@ -3,27 +3,22 @@
 import pytest
 import torch
 
-from helpers import answer_bank, tiny_trainer
-from npo.guides import Guide, GuideBank, Guidance, PolicySource, completion_lengths
+from helpers import NeverAsked, answer_bank, tiny_trainer
+from npo.generation import Policy, completion_lengths
+from npo.guides import GuideBank, Guidance
+from npo.models.load import load_policy
 from npo.rewards import TaskScorer
+from npo.sources import Guide, PolicySource, SelfSource, propose
+from npo.tasks import build_split
 
 NPO = ["method=npo", "npo.interventions=[{kind: bootstrap, lookahead: 2}]"]
-
-
-class NeverAsked:
-    """A source for a bank that already holds every prompt: the trainer must not ask it."""
-
-    k, name, step, model = 4, "prefilled", 0, None
-
-    def propose(self, items, seed):
-        raise AssertionError("the bank had a guide; the source must not be asked")
 
 
 @pytest.mark.parametrize("guide_loss", ["on_policy", "importance", "shaping"])
 def test_guide_rows_reach_the_loss_with_their_flag(tmp_path, guide_loss):
     cfg, trainer = tiny_trainer(tmp_path, *NPO, "train.steps=2", "train.prompts_per_step=8",
                                 "train.grpo.steps_per_generation=2", f"npo.guide_loss={guide_loss}")
-    trainer.guidance = Guidance(NeverAsked(), answer_bank(trainer), 0, 5, seed=0)
+    trainer.guidance = Guidance(NeverAsked(), trainer.scorer, answer_bank(trainer), 0, 5, seed=0)
     seen = []
     original = trainer._compute_loss
 
@@ -62,16 +57,13 @@ def test_guide_rows_reach_the_loss_with_their_flag(tmp_path, guide_loss):
 
 def test_no_guidance_outside_the_window(tmp_path):
     cfg, trainer = tiny_trainer(tmp_path, *NPO, "train.steps=2", "train.prompts_per_step=8")
-    trainer.guidance = Guidance(NeverAsked(), answer_bank(trainer), 5, 10, seed=0)  # window [5, 10)
+    trainer.guidance = Guidance(NeverAsked(), trainer.scorer, answer_bank(trainer), 5, 10, seed=0)  # window [5, 10)
     trainer.train()
     assert all(x.get("npo/replaced_groups", 0) == 0 for x in trainer.state.log_history)
 
 
 @pytest.fixture(scope="module")
 def policy(tiny_cfg, tiny_model_path):
-    from npo.models.load import load_policy
-    from npo.train import build_split
-
     task, train_items, _ = build_split(tiny_cfg)
     model, tok = load_policy(tiny_model_path)
     return model, tok, TaskScorer(task, "plain"), train_items[:24]
@@ -79,14 +71,15 @@ def policy(tiny_cfg, tiny_model_path):
 
 def test_policy_source_keeps_verified_guides_with_their_logps(policy):
     model, tok, scorer, items = policy
-    src = PolicySource(model, tok, scorer, "plain", k=4, temperature=1.0, max_new_tokens=6, name="base", step=0)
+    src = PolicySource(Policy(model, tok, "plain"), k=4, temperature=1.0, max_new_tokens=6, name="base", step=0)
     state = torch.random.get_rng_state()
-    guides, tokens = src.propose(items, seed=7)
+    made = propose(src, items, 7, scorer)
+    guides = made.guides
     assert torch.equal(state, torch.random.get_rng_state())  # the training RNG stream is untouched
-    again, _ = src.propose(items, seed=7)
+    again = propose(src, items, 7, scorer).guides
     assert [g and g.token_ids for g in guides] == [g and g.token_ids for g in again]  # seeded
     found = [(it, g) for it, g in zip(items, guides) if g is not None]
-    assert 0 < len(found) < len(items) and tokens > 0
+    assert 0 < len(found) < len(items) and made.tokens > 0 and made.samples == 4 * len(items)
     for item, g in found:
         assert scorer.reward(g.text, item) == 1.0
         assert len(g.logps) == len(g.token_ids) <= 6
@@ -116,13 +109,24 @@ def test_guide_bank_round_trip_is_atomic(tmp_path):
 
 def test_guidance_asks_the_source_once_per_prompt(policy):
     model, tok, scorer, items = policy
-    src = PolicySource(model, tok, scorer, "plain", k=2, temperature=1.0, max_new_tokens=6, name="base", step=0)
-    g = Guidance(src, GuideBank(), 0, 10, seed=0)
+    src = PolicySource(Policy(model, tok, "plain"), k=2, temperature=1.0, max_new_tokens=6, name="base", step=0)
+    g = Guidance(src, scorer, GuideBank(), 0, 10, seed=0)
     g.fill([0, 1, 1, 2], [items[0], items[1], items[1], items[2]], step=0)
     assert g.stats.requested == 3 and g.stats.samples == 6
     g.fill([0, 1], items[:2], step=1)
     assert g.stats.requested == 3  # cached, hits and misses alike
-    fresh = Guidance(src, GuideBank(), 0, 10, seed=0, cache=False)  # the `self` source asks every time
-    fresh.fill([0], items[:1], step=0)
-    fresh.fill([0], items[:1], step=1)
-    assert fresh.stats.requested == 2
+
+
+def test_the_self_source_samples_the_live_policy_every_time(policy):
+    model, tok, scorer, items = policy
+    own = Guidance(SelfSource(k=2, temperature=1.0, max_new_tokens=6), scorer, GuideBank(), 0, 10, seed=0)
+    live = Policy(model, tok, "plain")
+    own.fill([0], items[:1], step=0, live=live)
+    own.fill([0], items[:1], step=1, live=live)
+    assert own.stats.requested == 2  # the policy moves every step: never cached
+    # what it proposes is the live policy's own best-of-k, the same draw as that policy as a fixed source
+    fixed = PolicySource(live, k=2, temperature=1.0, max_new_tokens=6, name="live", step=None)
+    assert [g and g.token_ids for g in propose(own.source, items, 3, scorer, live).guides] == \
+        [g and g.token_ids for g in propose(fixed, items, 3, scorer).guides]
+    with pytest.raises(ValueError, match="live policy"):
+        propose(own.source, items, 3, scorer)

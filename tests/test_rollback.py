@@ -9,10 +9,11 @@ from safetensors.torch import load_file
 from conftest import ROOT
 from npo.callbacks import Evaluator, Progress
 from npo.config import load_config
-from npo.loop import Context, run_segment
 from npo.rewards import TaskScorer
 from npo.rundir import RunDir, read_jsonl
-from npo.train import build_split, prepare, train
+from npo.segments import Context, run_segment
+from npo.tasks import build_split
+from npo.train import prepare, train
 
 # keys that legitimately differ between passes: wall time, and run-cumulative token counts
 NOT_REPLAYED = {"train/step_time", "signal/generated_tokens"}

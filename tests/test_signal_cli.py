@@ -8,7 +8,8 @@ import torch
 from conftest import ROOT
 from npo.cli import main
 from npo.config import load_config
-from npo.guides import token_logps
+from npo.generation import Policy
+from npo.tasks import build_split
 from npo.train import prepare, train
 
 
@@ -23,8 +24,6 @@ def run_dir(tmp_path_factory):
 
 def test_signal_table_json_png_and_source_kinds(run_dir, tmp_path, capsys):
     traces = tmp_path / "teacher.jsonl"
-    from npo.train import build_split
-
     cfg = load_config(run_dir / "config.yaml")
     _, items, _ = build_split(cfg)
     traces.write_text("".join(json.dumps({"question": it.question, "completion": it.answer}) + "\n"
@@ -72,7 +71,7 @@ def test_token_logps_with_left_padding_match_unpadded(tiny_model_path):
     model, tok = load_policy(tiny_model_path)
     prompts = [tok.encode("12+3=", add_special_tokens=False), tok.encode("7-45=", add_special_tokens=False)[:3]]
     comps = [tok.encode("15", add_special_tokens=False) + [tok.eos_token_id], tok.encode("-3", add_special_tokens=False)]
-    batched = token_logps(model, tok.pad_token_id, prompts, comps)
+    batched = Policy(model, tok, "plain").token_logps(prompts, comps)
     for p, c, got in zip(prompts, comps, batched):
         with torch.no_grad():
             logits = model(torch.tensor([p + c])).logits[0, len(p) - 1:-1]

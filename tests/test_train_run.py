@@ -47,7 +47,14 @@ def test_run_directory(tmp_path, tiny_model_path):
         ck = out / "checkpoints" / f"checkpoint-{step}"
         for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"):
             assert (ck / name).exists(), (step, name)
-    assert load_config(out / "config.yaml").train.steps == 6
+    # every effective value is recorded: npo's GRPO defaults in config.yaml (which reruns as is), and
+    # every GRPOConfig field, TRL's own defaults included, in trl_args.json
+    resolved = load_config(out / "config.yaml")
+    assert resolved.train.steps == 6 and resolved.train.grpo["lr_scheduler_type"] == "constant"
+    assert resolved.train.grpo["learning_rate"] == 3e-4 and resolved.train.grpo["loss_type"] == "grpo"
+    trl = json.loads((out / "trl_args.json").read_text())
+    assert trl["max_steps"] == 6 and trl["learning_rate"] == 3e-4 and trl["lr_scheduler_type"] == "constant"
+    assert trl["activation_checkpointing"] is False and trl["epsilon"] == 0.2  # ours, and TRL's own default
 
 
 def test_a_seed_fixes_a_cpu_run(tmp_path, tiny_model_path):

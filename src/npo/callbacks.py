@@ -1,16 +1,19 @@
 """Trainer callbacks: per-step metrics to `metrics.jsonl`, periodic held-out evaluation to
-`eval.jsonl`, a progress bar with reward and accuracy, and a checkpoint at the final step."""
+`eval.jsonl`, a progress bar with reward and accuracy, a checkpoint where a segment ends, the
+plateau rule and AutoNPO's controller fed per step, and the controller's state saved with each
+checkpoint."""
 
 from __future__ import annotations
 
 import time
-
 from pathlib import Path
 
 from tqdm import tqdm
 from transformers import TrainerCallback
 
-from npo.rundir import RunDir, append_jsonl
+from npo.autonpo import Controller, StepRecord
+from npo.interventions import plateaued
+from npo.rundir import CONTROLLER_STATE, RunDir, append_jsonl, atomic_write_json, checkpoint_folder
 
 # metrics.jsonl key <- TRL log key. Every key is documented in README "Metrics".
 TRL_KEYS = {
@@ -38,16 +41,16 @@ def metrics_record(step: int, logs: dict) -> dict:
 
 
 class MetricsWriter(TrainerCallback):
-    """One line per optimizer step to `path` (rank 0 only)."""
+    """One line per optimizer step to `path` (rank 0 only); `verify_stats` is the run's verifier
+    guard's running count (`TaskScorer.stats`)."""
 
-    def __init__(self, path: Path, trainer_ref):
-        self.path, self.trainer_ref = path, trainer_ref
+    def __init__(self, path: Path, verify_stats):
+        self.path, self.verify_stats = path, verify_stats
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "reward" in logs and state.is_world_process_zero:
             rec = metrics_record(state.global_step, logs)
-            stats = self.trainer_ref().scorer.guard.stats
-            rec["verify/errors"], rec["verify/timeouts"] = stats.errors, stats.timeouts
+            rec["verify/errors"], rec["verify/timeouts"] = self.verify_stats.errors, self.verify_stats.timeouts
             append_jsonl(self.path, rec)
 
 
@@ -103,8 +106,6 @@ class PlateauWatch(TrainerCallback):
         # still happens for this step.
         if not logs or "signal/group_accuracy" not in logs:
             return
-        from npo.interventions import plateaued
-
         self.history.append(float(logs["signal/group_accuracy"]))
         step = state.global_step
         if self.earliest <= step <= self.latest and plateaued(self.history, self.window, self.min_gain):
@@ -118,26 +119,34 @@ class PlateauWatch(TrainerCallback):
 
 
 class AutoWatch(TrainerCallback):
-    """Feeds AutoNPO's controller one record per step of the final trajectory; stops the segment with
-    a checkpoint at the step where it triggers."""
+    """Feeds AutoNPO's controller one record per step of the final trajectory (the trainer's gate
+    outcome through `on_gate`, the step's signals from its log); stops the segment with a checkpoint
+    at the step where it triggers, and saves the controller's state into every checkpoint."""
 
-    def __init__(self, controller, trainer_ref):
-        self.controller, self.trainer_ref = controller, trainer_ref
+    def __init__(self, controller: Controller):
+        self.controller = controller
         self.trigger = None
+        self.gate = None  # the last `npo.trainer.GateOutcome`
+
+    def on_gate(self, outcome) -> None:
+        self.gate = outcome
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "signal/group_accuracy" not in logs:
             return
-        from npo.autonpo import StepRecord
-
-        trainer = self.trainer_ref()
         rec = StepRecord(state.global_step, float(logs["signal/group_accuracy"]), float(logs.get("entropy", 0.0)),
-                         list(trainer.step_failed), list(trainer.step_histogram))
+                         list(self.gate.failed), list(self.gate.histogram))
         trigger = self.controller.observe(rec)
         if trigger is not None and state.global_step < state.max_steps:
             self.trigger = trigger
             control.should_save = True
             control.should_training_stop = True
+
+    def on_save(self, args, state, control, **kwargs):
+        # HF calls on_save right after writing checkpoint-<global_step>, and after this step's on_log
+        if state.is_world_process_zero:
+            folder = checkpoint_folder(Path(args.output_dir), state.global_step)
+            atomic_write_json(folder / CONTROLLER_STATE, self.controller.state.to_json())
 
 
 class Progress(TrainerCallback):
@@ -171,3 +180,20 @@ class Progress(TrainerCallback):
 
     def close(self):
         self.bar.close()
+
+
+def warmup_bar(show: bool):
+    """A progress callback for the embedded default's warm start (`npo.models.tiny.train_warmup`)."""
+    if not show:
+        return None
+    bar = {}
+
+    def progress(step, total, loss):
+        if "b" not in bar:
+            bar["b"] = tqdm(total=total, desc="warmup (cached after the first run)", dynamic_ncols=True)
+        bar["b"].set_postfix(loss=f"{loss:.3f}", refresh=False)
+        bar["b"].update(1)
+        if step == total:
+            bar["b"].close()
+
+    return progress

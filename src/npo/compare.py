@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from npo.config import load_config
 from npo.errors import UserError
+from npo.report import write_report
+from npo.train import prepare, train
 
 
 def parse_specs(specs: list[str]) -> dict[str, Path]:
@@ -30,10 +33,6 @@ def run_methods(methods: dict[str, tuple[Path, list[str]]], seeds: int, out: Pat
     """methods: name -> (config, overrides), baseline first. Trains every method for seeds 0..N-1
     (seed-major, so a partial comparison is still paired) into out/runs/NAME-sS, then writes the report
     (`report`: write_report's title and appendix)."""
-    from npo.config import load_config
-    from npo.report import write_report
-    from npo.train import prepare, train
-
     if seeds < 1:
         raise UserError("--seeds: must be >= 1")
     preps = {}

@@ -16,6 +16,9 @@ import shlex
 import time
 from pathlib import Path
 
+from npo.compare import run_methods
+from npo.rundir import default_out
+
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 PRESETS = {
@@ -97,9 +100,6 @@ def targets_markdown(rows: list[dict]) -> str:
 
 
 def run_demo(a) -> int:
-    from npo.cli import default_out
-    from npo.compare import run_methods
-
     config = Path(a.config or DEFAULT_CONFIG)
     out = Path(a.out or default_out(str(config)))  # runs/demo-<time> for the default config
     command = ["npo", "demo", "--seeds", str(a.seeds), "--out", str(out), *(["--quick"] if a.quick else [])]

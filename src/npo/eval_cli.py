@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from npo.config import load_config
 from npo.errors import UserError
+from npo.evaluate import evaluate
+from npo.grpo_args import eval_max_new_tokens
+from npo.models.load import load_policy, resolve_model_path
+from npo.prompting import prompt_style
+from npo.rewards import TaskScorer
 from npo.rundir import RunDir
+from npo.tasks import build_split
 
 
 def resolve_target(target: str, step: int | None):
     """(model folder, config path or None) for a run directory, a model folder or 'tiny'."""
-    p = Path(target)
-    if target != "tiny" and (p / "config.yaml").is_file() and (p / "checkpoints").is_dir():
-        run = RunDir(p)
+    p, run = Path(target), RunDir(target)
+    if target != "tiny" and run.config.is_file() and run.checkpoints.is_dir():
         steps = run.checkpoint_steps()
         if not steps:
             raise UserError(f"{p}: run has no checkpoint yet")
@@ -27,13 +33,6 @@ def resolve_target(target: str, step: int | None):
 
 
 def run_eval(a) -> dict:
-    from npo.config import load_config
-    from npo.evaluate import evaluate
-    from npo.models.load import load_policy, resolve_model_path
-    from npo.prompting import prompt_style
-    from npo.rewards import TaskScorer
-    from npo.train import build_split, eval_max_new_tokens
-
     model_ref, run_config = resolve_target(a.model, a.step)
     sets = []
     if a.task:

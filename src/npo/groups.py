@@ -1,4 +1,5 @@
-"""Group statistics of GRPO: pure functions over the flat reward vector of a generation batch.
+"""Group statistics of GRPO and NPO's gate: pure functions over the flat reward vector of a
+generation batch.
 
 A generation batch holds G groups of n consecutive rows (TRL's RepeatSampler layout), so the
 rewards of group g are `r[g*n:(g+1)*n]`.
@@ -14,6 +15,15 @@ def p_hat(rewards: torch.Tensor, n: int) -> torch.Tensor:
     if rewards.numel() % n:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {n}")
     return rewards.view(-1, n).float().mean(dim=1)
+
+
+def below_gate(p: torch.Tensor, tau: float) -> torch.Tensor:
+    """(G,) bool: the prompts whose group accuracy p_hat is strictly below the gate tau.
+
+    The one definition of "below the gate": NPO's injection, AutoNPO's mistake pool and the failed
+    set F of the S = Q/V estimators all use it. Strict on purpose: with n = 5 and tau = 0.6, a group
+    with 3 of 5 right has p_hat = tau exactly and is left alone, as the paper's 'below 0.6' says."""
+    return p < tau
 
 
 def group_stats(rewards: torch.Tensor, n: int) -> dict[str, float]:

@@ -14,15 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from npo.groups import p_hat
+from npo.groups import below_gate, p_hat
 
 
 def gate(rewards: torch.Tensor, n: int, tau: float) -> torch.Tensor:
-    """(G,) bool: the groups whose on-policy accuracy p_hat is strictly below tau.
-
-    Strict on purpose: with n = 5 and tau = 0.6, a group with 3 of 5 right has p_hat = tau exactly
-    and is left alone, as the paper's 'below 0.6' says."""
-    return p_hat(rewards, n) < tau
+    """(G,) bool: the groups whose on-policy accuracy p_hat is strictly below tau (`below_gate`)."""
+    return below_gate(p_hat(rewards, n), tau)
 
 
 def replacement_rows(gated: torch.Tensor, has_guide: torch.Tensor, n: int, slot: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from npo.rundir import atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
+from npo.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 
 FIELDS = ("final_accuracy", "best_accuracy", "steps_to_target", "final_steps", "total_steps", "generated_tokens",
           "wall_seconds", "interventions")
@@ -24,10 +24,11 @@ FIELDS = ("final_accuracy", "best_accuracy", "steps_to_target", "final_steps", "
 
 def load_run(folder: Path, metric: str) -> dict:
     """What the report needs from one run directory."""
-    summary = json.loads((folder / "summary.json").read_text())
-    evals = [(e["step"], e[metric]) for e in read_jsonl(folder / "eval.jsonl") if e.get(metric) is not None]
-    tokens = {m["step"]: m.get("signal/generated_tokens", 0.0) for m in read_jsonl(folder / "metrics.jsonl")}
-    events = read_jsonl(folder / "events.jsonl")
+    run = RunDir(folder)
+    summary = json.loads(run.summary.read_text())
+    evals = [(e["step"], e[metric]) for e in read_jsonl(run.evals) if e.get(metric) is not None]
+    tokens = {m["step"]: m.get("signal/generated_tokens", 0.0) for m in read_jsonl(run.metrics)}
+    events = read_jsonl(run.events)
     extra = []  # (step from which they count, tokens): guides per window, estimation per decision
     for e in events:
         if e.get("event") == "intervention":
@@ -199,7 +200,7 @@ def write_report(folders: dict[str, list[Path]], out: Path, commands: list[str],
     """Load the runs, write out/report.md, out/curves.png, out/summary.json; return the summary.
     appendix: result -> markdown added at the end of report.md (the demo's methods and targets)."""
     if metric is None:  # mean@K is steadier than greedy when every run has it
-        evs = [read_jsonl(f / "eval.jsonl") for fs in folders.values() for f in fs]
+        evs = [read_jsonl(RunDir(f).evals) for fs in folders.values() for f in fs]
         metric = "mean_at_k" if all(e and e[0].get("mean_at_k") is not None for e in evs) else "accuracy"
     runs = {m: [load_run(f, metric) for f in fs] for m, fs in folders.items()}
     result = build(runs)

@@ -16,6 +16,11 @@ class TaskScorer:
         self.task, self.style, self.threshold = task, style, threshold
         self.guard = GuardedScorer(task, timeout)
 
+    @property
+    def stats(self):
+        """`npo.tasks.verify.VerifyStats`: verifications made, and those that raised or timed out."""
+        return self.guard.stats
+
     def reward(self, completion, item: Item) -> float:
         text = answer_for_scoring(completion_text(completion), self.style, self.task)
         return 1.0 if self.guard.score(text, item) >= self.threshold else 0.0

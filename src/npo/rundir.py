@@ -1,12 +1,19 @@
-"""The run directory: atomic files, append-only JSONL logs, and where each thing lives.
+"""The run directory: atomic files, append-only JSONL logs, and where each thing lives. Every name
+of a file or folder in a run is spelled here and nowhere else.
 
 Layout (everything needed to understand and resume a run)::
 
-    RUN/config.yaml          the resolved config, exactly what ran
+    RUN/config.yaml          the resolved config, exactly what ran (every GRPO value npo sets included)
+    RUN/trl_args.json        every field of the trl.GRPOConfig the run built, TRL's defaults included
+    RUN/model.json           the model folder the run started from and the prompt style
     RUN/metrics.jsonl        one line per optimizer step (keys documented in README "Metrics")
     RUN/eval.jsonl           one line per evaluation (step 0 is the starting policy)
     RUN/events.jsonl         interventions and other decisions (NPO / AutoNPO)
     RUN/checkpoints/         checkpoint-<step>/: weights, optimizer, scheduler, RNG, trainer state
+                             (+ autonpo_state.json: the AutoNPO controller's state at that step)
+    RUN/lookahead/<i>-<kind>/  a discarded look-ahead: its metrics.jsonl, eval.jsonl, checkpoints
+    RUN/guides/<i>-<kind>.json the guide bank of intervention i
+    RUN/signal/step-<T>[-backward].{json,png}  `npo signal`
     RUN/summary.json         written last; its presence means the run finished
 """
 
@@ -15,8 +22,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+CONTROLLER_STATE = "autonpo_state.json"  # inside a checkpoint folder
+METRICS, EVALS = "metrics.jsonl", "eval.jsonl"
+
+
+def default_out(config_path: str | None, prefix: str = "") -> str:
+    """runs/<config name>-<time>: where a command writes when no --out is given."""
+    stem = Path(config_path).stem if config_path else "run"
+    return str(Path("runs") / f"{prefix}{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -72,14 +89,16 @@ class RunDir:
         self.root = Path(root)
 
     config = property(lambda self: self.root / "config.yaml")
-    metrics = property(lambda self: self.root / "metrics.jsonl")
-    evals = property(lambda self: self.root / "eval.jsonl")
+    trl_args = property(lambda self: self.root / "trl_args.json")
+    model_json = property(lambda self: self.root / "model.json")
+    metrics = property(lambda self: self.root / METRICS)
+    evals = property(lambda self: self.root / EVALS)
     events = property(lambda self: self.root / "events.jsonl")
     checkpoints = property(lambda self: self.root / "checkpoints")
     summary = property(lambda self: self.root / "summary.json")
 
     def checkpoint(self, step: int) -> Path:
-        return self.checkpoints / f"checkpoint-{step}"
+        return checkpoint_folder(self.checkpoints, step)
 
     def checkpoint_steps(self) -> list[int]:
         if not self.checkpoints.exists():
@@ -89,3 +108,22 @@ class RunDir:
             if p.name.startswith("checkpoint-") and (p / "trainer_state.json").exists():
                 steps.append(int(p.name.split("-")[1]))
         return sorted(steps)
+
+    def lookahead(self, index: int, kind: str) -> Path:
+        """The folder of intervention `index`'s discarded look-ahead (its own metrics and checkpoints)."""
+        return self.root / "lookahead" / f"{index}-{kind}"
+
+    def guide_bank(self, index: int, kind: str) -> Path:
+        return self.root / "guides" / f"{index}-{kind}.json"
+
+    def signal(self, step: int, backward: bool) -> Path:
+        """`npo signal`'s output, without its suffix (.json and .png)."""
+        return self.root / "signal" / f"step-{step}{'-backward' if backward else ''}"
+
+    def relative(self, path: Path) -> str:
+        return str(Path(path).relative_to(self.root))
+
+
+def checkpoint_folder(folder: Path, step: int) -> Path:
+    """Where HF's Trainer writes the checkpoint of `step` under its output folder."""
+    return Path(folder) / f"checkpoint-{step}"

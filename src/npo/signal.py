@@ -32,12 +32,14 @@ from dataclasses import dataclass
 
 import torch
 
+from npo.groups import below_gate
+
 LOG0 = float("-inf")
 
 
-def failed_set(p_hat: list[float], tau: float) -> list[int]:
-    """Indices of the prompts below the gate: F."""
-    return [i for i, p in enumerate(p_hat) if p < tau]
+def failed_set(p_hat, tau: float) -> list[int]:
+    """Indices of the prompts below the gate (`npo.groups.below_gate`): F."""
+    return torch.nonzero(below_gate(torch.as_tensor(p_hat), tau)).flatten().tolist()
 
 
 def q_hat(found: list[bool]) -> float:

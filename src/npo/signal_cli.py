@@ -16,128 +16,16 @@ Writes RUN/signal/step-T[-backward].json and .png (atomic), prints a markdown ta
 from __future__ import annotations
 
 import io
-import json
-import random
 import time
 from pathlib import Path
 
+from transformers.utils import logging as hf_logging
+
 from npo.errors import UserError
-from npo.guides import sample_completions, token_logps
-from npo.rundir import RunDir, atomic_write_bytes, atomic_write_json
-from npo.signal import Trajectory, estimate, failed_set, q_gain
-
-
-class Probe:
-    """Everything `npo signal` needs from a run: its prompts, verifier and checkpoints."""
-
-    def __init__(self, run_root: str | Path, prompts: int, seed: int, k: int, boot: int):
-        from npo.config import grpo_overrides, load_config
-        from npo.rewards import TaskScorer
-        from npo.train import build_split
-
-        self.run = RunDir(run_root)
-        if not self.run.config.is_file():
-            raise UserError(f"{run_root}: not a run directory (no config.yaml)")
-        self.cfg = load_config(self.run.config)
-        task, train_items, _ = build_split(self.cfg)
-        model_json = self.run.root / "model.json"
-        self.style = json.loads(model_json.read_text())["prompt_style"] if model_json.exists() else "plain"
-        self.scorer = TaskScorer(task, self.style, self.cfg.task.reward_threshold, self.cfg.task.verifier_timeout)
-        g = grpo_overrides(self.cfg)
-        self.n, self.temperature, self.max_new = g["num_generations"], g["temperature"], g["max_completion_length"]
-        self.train_items = train_items
-        self.items = random.Random(seed).sample(train_items, min(prompts, len(train_items)))
-        self.k, self.boot, self.seed, self.tau = k, boot, seed, self.cfg.npo.tau
-        self._models: dict = {}
-        self._failed: dict = {}
-        self.generated_tokens = 0
-
-    def policy(self, ref):
-        """A checkpoint step of the run, or a model folder."""
-        from npo.models.load import check_model_folder, load_policy
-
-        if ref not in self._models:
-            if ref == 0:  # the run's starting model
-                path = Path(json.loads((self.run.root / "model.json").read_text())["model_path"])
-            elif isinstance(ref, int):
-                path = self.run.checkpoint(ref)
-                if not path.is_dir():
-                    have = ", ".join(map(str, self.run.checkpoint_steps())) or "none"
-                    raise UserError(f"--step/--deltas: no checkpoint at step {ref} in {self.run.root} "
-                                    f"(checkpoints: {have})")
-            else:
-                path = check_model_folder(ref, "--source checkpoint")
-            model, tok = load_policy(path)
-            if self._models and tok.get_vocab() != next(iter(self._models.values()))[1].get_vocab():
-                raise UserError(f"--source checkpoint:{ref}: its tokenizer differs from the run's")
-            self._models[ref] = (model, tok)
-        return self._models[ref]
-
-    def failed(self, step: int) -> list[int]:
-        """F of the policy at `step`: prompts with p_hat < tau over n fresh samples."""
-        if step not in self._failed:
-            model, tok = self.policy(step)
-            groups = sample_completions(model, tok, self.items, self.style, k=self.n, temperature=self.temperature,
-                                        max_new_tokens=self.max_new, seed=self.seed * 7919 + step)
-            self.generated_tokens += sum(len(x.token_ids) for g in groups for x in g)
-            p_hat = [sum(self.scorer.reward(x.text, it) for x in g) / self.n for it, g in zip(self.items, groups)]
-            self._failed[step] = failed_set(p_hat, self.tau)
-        return self._failed[step]
-
-    def measure(self, current: int, source, label: str, delta: int | None, failed: list[int] | None = None) -> dict:
-        """Q, V, S of `source` (a step, a folder, or a list of traces) for the policy at `current`, on F
-        measured by fresh rollouts, or on `failed` (training item indices known to fail, e.g. AutoNPO's
-        mistake pool)."""
-        t0 = time.perf_counter()
-        model, tok = self.policy(current)
-        if failed is None:
-            items = [self.items[i] for i in self.failed(current)]
-        else:
-            items = [self.train_items[i] for i in failed]
-        prompts = _prompt_ids(tok, items, self.style)
-        if isinstance(source, dict):  # teacher traces: question -> completions
-            cands = [[(tok.encode(c, add_special_tokens=False) + [tok.eos_token_id], c, None)
-                      for c in source.get(it.question, [])] for it in items]
-        else:
-            smodel, stok = self.policy(source)
-            # one sampling seed for every source of a policy: paired draws (common random numbers)
-            groups = sample_completions(smodel, stok, items, self.style, k=self.k, temperature=self.temperature,
-                                        max_new_tokens=self.max_new, seed=self.seed * 104729 + current)
-            self.generated_tokens += sum(len(x.token_ids) for g in groups for x in g)
-            cands = [[(x.token_ids, x.text, x.logps) for x in g] for g in groups]
-        found, keep = [], []  # keep: (prompt in F, candidate, verified correct); traces: correct ones only
-        for f, (it, cand) in enumerate(zip(items, cands)):
-            ok = [self.scorer.reward(c[1], it) == 1.0 for c in cand]
-            found.append(any(ok))
-            keep += [(f, c, r) for c, r in zip(cand, ok) if r or c[2] is not None]
-        current_logps = token_logps(model, tok.pad_token_id, [prompts[f] for f, _, _ in keep],
-                                    [c[0] for _, c, _ in keep], temperature=self.temperature)
-        trajs = [Trajectory(f, lp, c[2], r) for (f, c, r), lp in zip(keep, current_logps)]
-        row = {"source": label, "delta": delta, "current_step": current,
-               "source_ref": source if not isinstance(source, dict) else "traces",
-               **estimate(found, trajs, boot=self.boot, seed=self.seed), "found": found}
-        row["seconds"] = round(time.perf_counter() - t0, 2)
-        return row
-
-
-def _prompt_ids(tok, items, style):
-    from npo.evaluate import prompt_ids
-
-    return prompt_ids(tok, items, style) if items else []
-
-
-def read_traces(path: str) -> dict[str, list[str]]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--source teacher:{path}: no such file")
-    from npo.tasks.files import read_rows
-
-    traces: dict[str, list[str]] = {}
-    for i, row in enumerate(read_rows(p, "jsonl"), 1):
-        if not isinstance(row.get("question"), str) or not isinstance(row.get("completion"), str):
-            raise UserError(f"{path}: row {i}: expected {{\"question\": str, \"completion\": str}}")
-        traces.setdefault(row["question"], []).append(row["completion"])
-    return traces
+from npo.probe import Probe
+from npo.rundir import atomic_write_bytes, atomic_write_json
+from npo.signal import q_gain
+from npo.sources import PolicySource, SelfSource, TraceSource
 
 
 def run_signal(run_root, step: int, deltas: list[int], *, k: int = 8, prompts: int = 256, backward: bool = False,
@@ -145,24 +33,30 @@ def run_signal(run_root, step: int, deltas: list[int], *, k: int = 8, prompts: i
     for spec in sources:  # validate before any model is loaded
         if spec != "replay" and not spec.startswith(("teacher:", "checkpoint:")):
             raise UserError(f"--source {spec}: expected replay, teacher:PATH or checkpoint:PATH")
-    traces = {s: read_traces(s.partition(":")[2]) for s in sources if s.startswith("teacher:")}
-    from transformers.utils import logging as hf_logging
-
+    traces = {s: TraceSource.from_file(s.partition(":")[2]) for s in sources if s.startswith("teacher:")}
     hf_logging.disable_progress_bar()
     t0 = time.perf_counter()
-    probe = Probe(run_root, prompts, seed, k, boot)
-    rows = [probe.measure(step, step, "self", 0)] if not backward else []
+    probe = Probe.from_run(run_root, prompts=prompts, seed=seed, k=k, boot=boot)
+    sampling = {"k": k, "temperature": probe.temperature, "max_new_tokens": probe.max_new}
+
+    def checkpoint(ref, kind: str) -> PolicySource:  # a step of the run, or a model folder
+        return PolicySource(probe.policy(ref), name=str(ref), step=ref if isinstance(ref, int) else None, kind=kind,
+                            **sampling)
+
+    own = SelfSource(**sampling)  # the policy itself (Delta = 0): an independent resample
+    rows = [probe.measure(step, own, "self", 0)] if not backward else []
     for d in deltas:
         if backward:  # each policy T - Delta beside its own Delta = 0 reference
-            rows += [probe.measure(step - d, step - d, "self", 0), probe.measure(step - d, step, "near_future", d)]
+            rows += [probe.measure(step - d, own, "self", 0),
+                     probe.measure(step - d, checkpoint(step, "near_future"), "near_future", d)]
         else:
-            rows.append(probe.measure(step, step + d, "near_future", d))
+            rows.append(probe.measure(step, checkpoint(step + d, "near_future"), "near_future", d))
     for spec in sources:
         if spec == "replay":
-            rows += [probe.measure(step, step - d, "replay", -d) for d in deltas
+            rows += [probe.measure(step, checkpoint(step - d, "replay"), "replay", -d) for d in deltas
                      if step - d == 0 or step - d in probe.run.checkpoint_steps()]
         elif spec.startswith("checkpoint:"):
-            rows.append(probe.measure(step, spec.partition(":")[2], spec, None))
+            rows.append(probe.measure(step, checkpoint(spec.partition(":")[2], "checkpoint"), spec, None))
         else:
             rows.append(probe.measure(step, traces[spec], spec, None))
     probe.scorer.close()
@@ -172,7 +66,7 @@ def run_signal(run_root, step: int, deltas: list[int], *, k: int = 8, prompts: i
               "decision_V": "token-level second moment E[mean_j w_j^2] over all k samples on F, median of 5 means",
               "generated_tokens": probe.generated_tokens, "seconds": round(time.perf_counter() - t0, 2),
               "rows": rows}
-    out = probe.run.root / "signal" / f"step-{step}{'-backward' if backward else ''}"
+    out = probe.run.signal(step, backward)
     atomic_write_json(out.with_suffix(".json"), result)
     plot_signal(result, out.with_suffix(".png"))
     result["files"] = [str(out.with_suffix(".json")), str(out.with_suffix(".png"))]
@@ -199,7 +93,8 @@ def table(result: dict) -> str:
              " S [95% CI] | V correct | V seq |", "|---" * 11 + "|"]
     for r in result["rows"]:
         lines.append(f"| {r['source']} | {'' if r['delta'] is None else r['delta']} | {r['current_step']} |"
-                     f" {r['n_failed']} | {r['n_found']} | {ci(r, 'Q')} | {ci(r, 'dQ') if 'dQ' in r else ''} | {ci(r, 'V')} | {ci(r, 'S')} |"
+                     f" {r['n_failed']} | {r['n_found']} | {ci(r, 'Q')} | {ci(r, 'dQ') if 'dQ' in r else ''} |"
+                     f" {ci(r, 'V')} | {ci(r, 'S')} |"
                      f" {r.get('V_correct', float('nan')):.3g} | {r.get('V_seq', float('nan')):.3g} |")
     kinds = sorted({r["V_kind"] for r in result["rows"] if "V_kind" in r})
     return "\n".join(lines + ["", "V: " + "; ".join(kinds) + " (decisions use V; V correct and V seq: the "

@@ -14,32 +14,74 @@ What it changes, and why:
 
 Everything else -- rewards, group advantages, the clipped loss, optimizer, logging, checkpoints --
 is TRL's path. `tests/test_trl_seam.py` pins the private methods used here by source hash.
+
+What the trainer shares with the loop around it, all passed in at construction: the run's
+`Ledger` (it books the on-policy tokens it generates), the segment's `Guidance` (it asks the guide
+source, handing the `self` source the live policy, and injects), and `on_gate`, which receives each
+training generation's `GateOutcome` (AutoNPO's controller input).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from accelerate.utils import gather_object
-from trl import GRPOTrainer
+from datasets import Dataset
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from trl import GRPOConfig, GRPOTrainer
 
+from npo.accounting import Ledger
+from npo.config import RunConfig
+from npo.grpo_args import grpo_kwargs
+from npo.generation import Policy
 from npo.groups import group_stats
 from npo.injection import gate, guide_token_weights, inject, local_rows, replacement_rows, weighted_advantages
+from npo.prompting import build_prompt
+from npo.rewards import make_reward_fn
+
+
+@dataclass
+class GateOutcome:
+    """One training generation's gate: the step, its prompts below tau, the group-accuracy histogram."""
+
+    step: int
+    failed: list[int]  # item indices of the groups below the gate
+    histogram: list[float]  # fraction of groups with 0, 1, ..., n correct
+
+
+def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style: str, train_items, callbacks,
+                  **npo_kwargs) -> "NPOTrainer":
+    """An NPOTrainer for the run's config, writing its checkpoints to `out_dir`. `npo_kwargs`: the
+    trainer's own arguments (guidance, ledger, on_gate); the gate is on for methods npo and autonpo."""
+    dataset = Dataset.from_list([{"prompt": build_prompt(it, style), "item_index": i}
+                                 for i, it in enumerate(train_items)])
+    args = GRPOConfig(**grpo_kwargs(cfg, output_dir=str(out_dir)))
+    trainer = NPOTrainer(model=model, reward_funcs=make_reward_fn(scorer, train_items), args=args,
+                         train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, scorer=scorer,
+                         items=train_items, style=style, npo=cfg.npo if cfg.method in ("npo", "autonpo") else None,
+                         **npo_kwargs)
+    for cb in (PrinterCallback, ProgressCallback):  # our own bar and files replace TRL's printing
+        trainer.remove_callback(cb)
+    return trainer
 
 
 class NPOTrainer(GRPOTrainer):
-    def __init__(self, *args, scorer, items, npo=None, guidance=None, **kwargs):
+    def __init__(self, *args, scorer, items, style: str = "plain", npo=None, guidance=None,
+                 ledger: Ledger | None = None, on_gate=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.scorer = scorer  # npo.rewards.TaskScorer: verified binary rewards
         self.items = items  # the training items; dataset rows carry their index
+        self.style = style  # how prompts are built from items (npo.prompting)
         self.npo = npo  # npo.config.NPOConfig, or None for plain GRPO
         self.guidance = guidance  # npo.guides.Guidance for this segment's window, or None
-        self.generated_tokens = 0  # on-policy completion tokens generated for training (all processes)
+        self.ledger = ledger or Ledger()  # on_policy_tokens: completion tokens generated for training, all processes
+        self.on_gate = on_gate  # called with each training generation's GateOutcome
         self.visited: list[tuple[int, list[int]]] = []  # (step, item indices): the data order seen
         self._batch_index: list[int] = []
         self._guide_flags: list[bool] | None = None
         self._guide_logps: list[list[float] | None] = []
-        self.step_failed: list[int] = []  # item indices of this step's groups below the gate
-        self.step_histogram: list[float] = []  # fraction of groups with 0, 1, ..., n correct
 
     # ------------------------------------------------------------------ seam 1: the batch and its flag
 
@@ -67,14 +109,15 @@ class NPOTrainer(GRPOTrainer):
         local = torch.tensor([self.scorer.reward(c, it) for c, it in zip(completions, items)], device=device)
         rewards = self.accelerator.gather(local)  # (G*n,) in global row order
         lengths = self.accelerator.gather(torch.tensor([len(c) for c in completion_ids], device=device))
-        self.generated_tokens += int(lengths.sum().item())
+        self.ledger.on_policy_tokens += int(lengths.sum().item())
         metrics = self._metrics["train"]
         for key, value in group_stats(rewards, self.num_generations).items():
             metrics[key].append(value)  # on-policy signals, before any injection
-        metrics["signal/generated_tokens"].append(float(self.generated_tokens))
+        metrics["signal/generated_tokens"].append(float(self.ledger.on_policy_tokens))
         if self.npo is not None:
             gated = gate(rewards, self.num_generations, self.npo.tau)  # (G,) identical on every process
-            self._record_failed(rewards, gated)
+            if self.on_gate is not None:
+                self.on_gate(self._gate_outcome(rewards, gated))
             self._guide_flags = [False] * len(completion_ids)
             self._guide_logps = [None] * len(completion_ids)
             if self.guidance is not None and self.guidance.active(self.state.global_step):
@@ -84,13 +127,17 @@ class NPOTrainer(GRPOTrainer):
                 metrics["npo/replaced_groups"].append(0.0)
         return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images
 
-    def _record_failed(self, rewards, gated):
+    def _gate_outcome(self, rewards, gated) -> GateOutcome:
         """The step's prompts below the gate and its group-accuracy histogram (AutoNPO's mistake pool)."""
         n = self.num_generations
         items = self.accelerator.gather(torch.tensor(self._batch_index, device=rewards.device))[::n]
-        self.step_failed = items[gated.to(items.device)].tolist()
         levels = (rewards.view(-1, n).sum(1)).long()
-        self.step_histogram = (torch.bincount(levels, minlength=n + 1).float() / levels.numel()).tolist()
+        histogram = (torch.bincount(levels, minlength=n + 1).float() / levels.numel()).tolist()
+        return GateOutcome(self.state.global_step, items[gated.to(items.device)].tolist(), histogram)
+
+    def live_policy(self) -> Policy:
+        """The policy being trained, for guide sources defined relative to it (`self`)."""
+        return Policy(self.model, self.processing_class, self.style)
 
     def _inject(self, gated, completion_ids, completions, logprobs):
         n, L, step = self.num_generations, len(completion_ids), self.state.global_step
@@ -99,7 +146,7 @@ class NPOTrainer(GRPOTrainer):
         rows = replacement_rows(gated, torch.ones_like(gated), n, self.npo.replace_slot)
         mine = local_rows(rows, pid, L)  # gated slots this process holds
         indices = [self._batch_index[r] for r in mine]
-        self.guidance.fill(indices, [self.items[i] for i in indices], step, salt=pid)
+        self.guidance.fill(indices, [self.items[i] for i in indices], step, salt=pid, live=self.live_policy())
         new = self.guidance.drain_new()
         if self.accelerator.num_processes > 1:  # keep every process's bank identical
             new = [e for part in gather_object([new]) for e in part]

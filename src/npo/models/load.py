@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from npo.errors import UserError
+from npo.models.tiny import warmed_up_path
 
 TINY = "tiny"
 
@@ -21,17 +25,12 @@ def check_model_folder(path: str | Path, field: str = "model.path") -> Path:
 def resolve_model_path(cfg, train_items, progress=None) -> Path:
     """'tiny' -> the cached warm start (built on first use); anything else must be a local folder."""
     if cfg.model.path == TINY:
-        from npo.models.tiny import warmed_up_path
-
         return warmed_up_path(cfg.model.tiny, cfg.model.warmup, cfg.task, train_items, progress)
     return check_model_folder(cfg.model.path)
 
 
 def load_policy(path: str | Path, dtype=None):
     """(model, tokenizer) from a local folder; the tokenizer pads on the left for generation."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = check_model_folder(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"

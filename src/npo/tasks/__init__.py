@@ -1,5 +1,37 @@
-"""Tasks and verifiers: `build_task(spec, options)` resolves `arith`, `rg:NAME`, `jsonl:PATH`, `parquet:PATH`."""
+"""Tasks and verifiers: `build_task(spec, options)` resolves `arith`, `rg:NAME`, `jsonl:PATH`,
+`parquet:PATH` through the registry of `npo.tasks.base`; `build_split(cfg)` gives a run's disjoint
+training and held-out items.
 
-from npo.tasks.base import Item, Task, build_task, disjoint_split, register
+Kept light on purpose (no torch, transformers or TRL): the math-verify worker process imports this
+package when it starts, and that start-up time counts against `task.verifier_timeout`.
+"""
 
-__all__ = ["Item", "Task", "build_task", "disjoint_split", "register"]
+from __future__ import annotations
+
+from npo.errors import UserError
+from npo.tasks import arith, files, rg  # noqa: F401  (each registers its task kind)
+from npo.tasks.base import REGISTRY, Item, Task, disjoint_split, register
+
+__all__ = ["Item", "Task", "build_split", "build_task", "disjoint_split", "register"]
+
+
+def build_task(spec: str, options: dict | None = None, **file_options) -> Task:
+    """Resolve a task spec; unknown kinds are a UserError naming the spec."""
+    kind, _, arg = spec.partition(":")
+    if kind not in REGISTRY:
+        known = ", ".join(f"{k}:..." if k != "arith" else k for k in sorted(REGISTRY))
+        raise UserError(f"task.spec: unknown task {spec!r} (known: {known})")
+    return REGISTRY[kind](arg, dict(options or {}), **file_options)
+
+
+def build_split(cfg) -> tuple[Task, list[Item], list[Item]]:
+    """The run's task (`cfg`: an npo.config.RunConfig) and its disjoint (train, held-out) items,
+    checked against eval.n."""
+    task = build_task(cfg.task.spec, cfg.task.options,
+                      question_key=cfg.task.question_key, answer_key=cfg.task.answer_key)
+    train_items, eval_items = task.splits(cfg.task.train_size, cfg.task.eval_size, cfg.task.split_seed)
+    if len(eval_items) < cfg.eval.n:
+        raise UserError(f"eval.n: {cfg.eval.n} > the {len(eval_items)} held-out items of {cfg.task.spec}")
+    if not train_items:
+        raise UserError(f"task.spec: {cfg.task.spec} has no training items left after the held-out split")
+    return task, train_items, eval_items

@@ -1,15 +1,14 @@
 """Task interface: a task yields items (prompt text, reference answer) and scores completions.
 
 A task spec is a string resolved through a registry (verl-style): `arith`, `rg:NAME`, `jsonl:PATH`,
-`parquet:PATH`. Adding a task kind is one `@register("kind")` function.
+`parquet:PATH`. Adding a task kind is one `@register("kind")` function; `npo.tasks.build_task`
+resolves a spec.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
-
-from npo.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -32,26 +31,15 @@ class Task(Protocol):
         """Verifier score in [0, 1] of an extracted answer (may raise or hang: callers guard it)."""
 
 
-_REGISTRY: dict[str, Callable[[str, dict], Task]] = {}
+REGISTRY: dict[str, Callable[[str, dict], Task]] = {}
 
 
 def register(kind: str):
     def deco(fn):
-        _REGISTRY[kind] = fn
+        REGISTRY[kind] = fn
         return fn
 
     return deco
-
-
-def build_task(spec: str, options: dict | None = None, **file_options) -> Task:
-    """Resolve a task spec; unknown kinds are a UserError naming the spec."""
-    from npo.tasks import arith, files, rg  # noqa: F401  (populate the registry)
-
-    kind, _, arg = spec.partition(":")
-    if kind not in _REGISTRY:
-        known = ", ".join(f"{k}:..." if k != "arith" else k for k in sorted(_REGISTRY))
-        raise UserError(f"task.spec: unknown task {spec!r} (known: {known})")
-    return _REGISTRY[kind](arg, dict(options or {}), **file_options)
 
 
 def disjoint_split(eval_items: list[Item], train_items: list[Item]) -> tuple[list[Item], list[Item]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from npo.errors import UserError
 from npo.tasks.base import Item, disjoint_split, register
+from npo.tasks.verify import math_verify_score
 
 
 def read_rows(path: Path, kind: str) -> list[dict]:
@@ -76,8 +77,6 @@ class FileTask:
         return train[:train_size], eval_items
 
     def score(self, answer_text: str, item: Item) -> float:
-        from npo.tasks.verify import math_verify_score
-
         return math_verify_score(answer_text, item.answer)
 
 

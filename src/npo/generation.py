@@ -1,0 +1,135 @@
+"""Generation with HF `generate` outside TRL's training step: left padding, eval mode, seeded sampling
+with per-token log-probs, and scoring given completions. Everything that samples or scores outside
+TRL's own generation (guides, evaluation, `npo signal`) goes through here.
+
+`Policy` bundles a model with its tokenizer and prompt style, so a caller says "sample k answers of
+this policy for these items" without repeating how prompts are built and padded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from npo.prompting import build_prompt
+
+
+@dataclass
+class Sample:
+    token_ids: list[int]  # up to and including the first EOS
+    text: str
+    logps: list[float] | None  # per token under the sampling policy at its temperature; None for fixed traces
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """The model in eval mode for the block, then back to the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def left_pad(ids: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), left-padded to the longest row: generation continues every row
+    from its last column."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+    return input_ids, mask
+
+
+def prompt_ids(tokenizer, items, style: str) -> list[list[int]]:
+    """Token ids of each prompt, exactly as TRL's GRPOTrainer tokenizes them."""
+    if not items:
+        return []
+    prompts = [build_prompt(it, style) for it in items]
+    if style == "chat":
+        return [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)
+                ["input_ids"] for p in prompts]
+    return tokenizer(text=prompts)["input_ids"]
+
+
+def completion_lengths(completions: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """Tokens up to and including the first EOS (all of them when there is none), per row -- the
+    same truncation TRL applies to its own completions."""
+    is_eos = completions == eos_id
+    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], -1, dtype=torch.long))
+    return torch.where(first >= 0, first + 1, torch.full_like(first, completions.size(1)))
+
+
+@torch.no_grad()
+def generate_texts(model, tokenizer, ids: list[list[int]], max_new_tokens: int, samples: int = 0,
+                   temperature: float = 1.0) -> list[list[str]]:
+    """One greedy completion per prompt (samples=0) or `samples` sampled ones (the caller seeds)."""
+    pad = tokenizer.pad_token_id
+    input_ids, mask = left_pad(ids, pad, model.device)
+    width = input_ids.size(1)
+    kw = dict(max_new_tokens=max_new_tokens, pad_token_id=pad)
+    if samples:
+        kw.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=samples)
+    else:
+        kw.update(do_sample=False)
+    out = model.generate(input_ids=input_ids, attention_mask=mask, **kw)
+    texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+    k = max(samples, 1)
+    return [texts[i * k:(i + 1) * k] for i in range(len(ids))]
+
+
+@dataclass
+class Policy:
+    """A model to sample from and score under, with its tokenizer and prompt style."""
+
+    model: object
+    tokenizer: object
+    style: str
+
+    def prompt_ids(self, items) -> list[list[int]]:
+        return prompt_ids(self.tokenizer, items, self.style)
+
+    @torch.no_grad()
+    def sample(self, items: list, *, k: int, temperature: float, max_new_tokens: int,
+               seed: int) -> list[list[Sample]]:
+        """k samples per item in one batched `generate`, under a forked RNG seeded by `seed` (the
+        training RNG stream is untouched)."""
+        if not items:
+            return []
+        tok, model = self.tokenizer, self.model
+        input_ids, mask = left_pad(self.prompt_ids(items), tok.pad_token_id, model.device)
+        width = input_ids.size(1)
+        with eval_mode(model), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True, temperature=temperature,
+                                 top_k=0, top_p=1.0, num_return_sequences=k, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tok.pad_token_id, output_logits=True, return_dict_in_generate=True)
+        completions = out.sequences[:, width:]  # (N*k, T)
+        logps = torch.stack(out.logits, dim=1).float().div(temperature).log_softmax(-1)
+        logps = logps.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # (N*k, T)
+        lengths = completion_lengths(completions, tok.eos_token_id).tolist()
+        texts = tok.batch_decode(completions, skip_special_tokens=True)
+        rows = [Sample(completions[j, :n].tolist(), texts[j], [round(x, 6) for x in logps[j, :n].tolist()])
+                for j, n in enumerate(lengths)]
+        return [rows[i * k:(i + 1) * k] for i in range(len(items))]
+
+    @torch.no_grad()
+    def token_logps(self, prompts: list[list[int]], completions: list[list[int]], temperature: float = 1.0,
+                    batch_size: int = 256) -> list[list[float]]:
+        """Per-token log-probs of each completion after its prompt (position ids from the attention
+        mask, so left padding does not shift positions)."""
+        out: list[list[float]] = []
+        model, pad = self.model, self.tokenizer.pad_token_id
+        with eval_mode(model):
+            for start in range(0, len(prompts), batch_size):
+                chunk = completions[start:start + batch_size]
+                seqs = [p + c for p, c in zip(prompts[start:start + batch_size], chunk)]
+                input_ids, mask = left_pad(seqs, pad, model.device)
+                positions = (mask.cumsum(1) - 1).clamp(min=0)
+                logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+                logps = logits[:, :-1].float().div(temperature).log_softmax(-1)
+                logps = logps.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, width - 1)
+                out += [row[row.size(0) - len(c):].tolist() if c else [] for row, c in zip(logps, chunk)]
+        return out

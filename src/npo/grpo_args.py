@@ -1,0 +1,116 @@
+"""The GRPO pass-through: `train.grpo` goes to `trl.GRPOConfig` over npo's own defaults.
+
+`GRPO_DEFAULTS` lists every value npo sets under the user's, with why; `OWNED_GRPO_FIELDS` are set
+from npo's own fields (a user value would fight the run folder). A run records the merged values in
+its config.yaml and every GRPOConfig value, TRL's defaults included, in trl_args.json.
+
+TRL (with torch) is imported inside the functions that need it: a config with a bad field should be
+refused in a fraction of a second, not after the ~6 s those imports take.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from npo.checks import check_type
+from npo.errors import UserError
+
+# GRPOConfig fields npo sets itself; a user value would silently fight the run directory layout.
+OWNED_GRPO_FIELDS = {
+    "output_dir", "max_steps", "seed", "data_seed", "save_steps", "save_strategy",
+    "per_device_train_batch_size", "logging_steps", "num_train_epochs", "disable_tqdm",
+}
+
+# npo's defaults for the pass-through, applied under the user's values: (value, why). Every one is
+# written into the run's config.yaml; trl_args.json holds every other GRPOConfig value, TRL's own.
+GRPO_DEFAULTS: dict[str, tuple[Any, str]] = {
+    "num_generations": (8, "n, the group size the gate averages over; set explicitly because p_hat < tau "
+                           "depends on it"),
+    "learning_rate": (1e-4, "TRL's 1e-6 is for billion-parameter models; the embedded ~1M-parameter default "
+                            "barely moves at it (its configs use 3e-4: 6e-4 collapsed the policy, 1e-4 climbs "
+                            "slowly)"),
+    "temperature": (1.0, "sampling at the policy's own distribution, which the guide log-probs and V assume"),
+    "max_completion_length": (8, "the embedded default answers arith in a few characters and EOS; TRL's 512 "
+                                 "would pad every tiny step to 64x the length. Set it for real models"),
+    "beta": (0.0, "no KL penalty to a reference model, as in recent GRPO recipes (DAPO, Dr. GRPO) and the "
+                  "open repos of the paper's group"),
+    "loss_type": ("grpo", "GRPO's per-sequence token mean (the paper's objective); TRL defaults to dapo"),
+    "report_to": ("none", "npo writes metrics.jsonl itself; set wandb or tensorboard to add them"),
+    "activation_checkpointing": (False, "TRL turns it on (through gradient_checkpointing=True); recomputing "
+                                        "activations only slows small models. Turn it on for 8B"),
+    "lr_scheduler_type": ("constant", "the rate at step t does not depend on train.steps, so a 200-step and a "
+                                      "600-step run share their first 200 steps; TRL's linear decays to 0"),
+    "max_grad_norm": (1.0, "TRL's value, pinned so a TRL upgrade cannot change it silently"),
+}
+
+
+def grpo_overrides(cfg) -> dict[str, Any]:
+    """The user's GRPO pass-through (`cfg`: an npo.config.RunConfig) merged over npo's defaults, keys
+    checked against GRPOConfig."""
+    from trl import GRPOConfig
+
+    fields = {f.name: f for f in dataclasses.fields(GRPOConfig)}
+    merged = {key: value for key, (value, _) in GRPO_DEFAULTS.items()}
+    for key, value in cfg.train.grpo.items():
+        where = f"train.grpo.{key}"
+        if key in OWNED_GRPO_FIELDS:
+            raise UserError(f"{where}: set by npo (see train.steps, train.prompts_per_step, "
+                            f"train.checkpoint_every, seed); remove it")
+        if key not in fields:
+            raise UserError(f"{where}: not a field of trl.GRPOConfig")
+        default = fields[key].default
+        if isinstance(default, (bool, int, float, str)) and value is not None:
+            value = check_type(value, type(default), where)
+        merged[key] = value
+    return merged
+
+
+def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
+    """Everything GRPOConfig needs; constructing it here surfaces TRL's own checks as UserErrors."""
+    import torch
+    from trl import GRPOConfig
+
+    kw = grpo_overrides(cfg)
+    n = kw["num_generations"]
+    # prompts_per_step is global: each of the launcher's processes holds an equal share of its rows
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.train.prompts_per_step * n % processes:
+        raise UserError(f"train.prompts_per_step: {cfg.train.prompts_per_step} prompts x {n} samples do not "
+                        f"split over {processes} processes")
+    kw.update(
+        output_dir=output_dir,
+        max_steps=cfg.train.steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        per_device_train_batch_size=cfg.train.prompts_per_step * n // processes,
+        save_strategy="steps",
+        save_steps=cfg.train.checkpoint_every,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
+    if not torch.cuda.is_available():
+        kw.setdefault("use_cpu", True)
+        kw.setdefault("bf16", False)
+    try:
+        GRPOConfig(**kw)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"train.grpo: {str(exc).splitlines()[0]}") from None
+    return kw
+
+
+def eval_max_new_tokens(cfg) -> int:
+    """The longest answer generated at evaluation: eval.max_new_tokens, or TRL's completion length."""
+    return cfg.eval.max_new_tokens or grpo_overrides(cfg)["max_completion_length"]
+
+
+def grpo_defaults_markdown() -> str:
+    """The README's table of the GRPO values npo sets under the user's, beside TRL's own default."""
+    from trl import GRPOConfig
+
+    trl_default = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+    lines = ["| `train.grpo` field | npo | TRL 1.16 | why |", "|---|---|---|---|"]
+    for key, (value, why) in GRPO_DEFAULTS.items():
+        lines.append(f"| `{key}` | `{value!r}` | `{trl_default[key]!r}` | {why} |")
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""The measurement engine: Q, V and S = Q/V of guide sources for a policy of a run, on prompts it fails.
+
+A `Probe` is built from what a run holds in memory (its config, training split, verifier and prompt
+style): AutoNPO's loop builds one at every trigger from its own, and `npo signal` builds one from a
+run folder (`Probe.from_run`). Policies are the run's checkpoints (step 0 = the model it started
+from) or model folders, loaded once per probe. Sources are `npo.sources` objects, the same kinds
+training injects from.
+
+Seeds, so that every source of one policy is paired (common random numbers): F of the policy at step
+t is measured with `seed * 7919 + t`; every source proposes for the policy at t with `seed * 104729 + t`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from npo.config import RunConfig, load_config
+from npo.errors import UserError
+from npo.generation import Policy
+from npo.groups import p_hat
+from npo.grpo_args import grpo_overrides
+from npo.models.load import check_model_folder, load_policy
+from npo.rewards import TaskScorer
+from npo.rundir import RunDir
+from npo.signal import Trajectory, estimate, failed_set
+from npo.sources import GuideSource
+from npo.tasks import build_split
+
+
+class Probe:
+    def __init__(self, cfg: RunConfig, run: RunDir, train_items: list, scorer: TaskScorer, style: str, *, k: int,
+                 seed: int, boot: int, prompts: int = 0):
+        """k: tries per prompt of a source; prompts: training prompts drawn (with `seed`) for F by fresh
+        rollouts (0 when the caller brings its own failed prompts); boot: bootstrap resamples."""
+        self.cfg, self.run, self.train_items, self.scorer, self.style = cfg, run, train_items, scorer, style
+        g = grpo_overrides(cfg)
+        self.n, self.temperature, self.max_new = g["num_generations"], g["temperature"], g["max_completion_length"]
+        self.items = random.Random(seed).sample(train_items, min(prompts, len(train_items)))
+        self.k, self.boot, self.seed, self.tau = k, boot, seed, cfg.npo.tau
+        self._policies: dict = {}
+        self._failed: dict = {}
+        self.generated_tokens = 0
+
+    @classmethod
+    def from_run(cls, run_root: str | Path, *, prompts: int, seed: int, k: int, boot: int) -> "Probe":
+        """A probe over a finished (or running) run folder, with its own verifier (close it)."""
+        run = RunDir(run_root)
+        if not run.config.is_file():
+            raise UserError(f"{run_root}: not a run directory (no config.yaml)")
+        cfg = load_config(run.config)
+        task, train_items, _ = build_split(cfg)
+        style = json.loads(run.model_json.read_text())["prompt_style"] if run.model_json.exists() else "plain"
+        scorer = TaskScorer(task, style, cfg.task.reward_threshold, cfg.task.verifier_timeout)
+        return cls(cfg, run, train_items, scorer, style, k=k, seed=seed, boot=boot, prompts=prompts)
+
+    def policy(self, ref: int | str) -> Policy:
+        """A checkpoint step of the run (0: the model it started from), or a model folder."""
+        if ref not in self._policies:
+            if ref == 0:
+                path = Path(json.loads(self.run.model_json.read_text())["model_path"])
+            elif isinstance(ref, int):
+                path = self.run.checkpoint(ref)
+                if not path.is_dir():
+                    have = ", ".join(map(str, self.run.checkpoint_steps())) or "none"
+                    raise UserError(f"--step/--deltas: no checkpoint at step {ref} in {self.run.root} "
+                                    f"(checkpoints: {have})")
+            else:
+                path = check_model_folder(ref, "--source checkpoint")
+            model, tok = load_policy(path)
+            if self._policies and tok.get_vocab() != next(iter(self._policies.values())).tokenizer.get_vocab():
+                raise UserError(f"--source checkpoint:{ref}: its tokenizer differs from the run's")
+            self._policies[ref] = Policy(model, tok, self.style)
+        return self._policies[ref]
+
+    def failed(self, step: int) -> list[int]:
+        """F of the policy at `step`: prompts with p_hat < tau over n fresh samples."""
+        if step not in self._failed:
+            groups = self.policy(step).sample(self.items, k=self.n, temperature=self.temperature,
+                                              max_new_tokens=self.max_new, seed=self.seed * 7919 + step)
+            self.generated_tokens += sum(len(x.token_ids) for g in groups for x in g)
+            rewards = torch.tensor([self.scorer.reward(x.text, it) for it, g in zip(self.items, groups) for x in g])
+            self._failed[step] = failed_set(p_hat(rewards, self.n), self.tau)
+        return self._failed[step]
+
+    def measure(self, current: int, source: GuideSource, label: str, delta: int | None,
+                failed: list[int] | None = None) -> dict:
+        """Q, V, S of `source` for the policy at step `current`, on F measured by fresh rollouts, or on
+        `failed` (training item indices known to fail, e.g. AutoNPO's mistake pool)."""
+        t0 = time.perf_counter()
+        live = self.policy(current)
+        if failed is None:
+            items = [self.items[i] for i in self.failed(current)]
+        else:
+            items = [self.train_items[i] for i in failed]
+        cands = source.sample(items, self.seed * 104729 + current, live)
+        if source.generates:
+            self.generated_tokens += sum(len(x.token_ids) for g in cands for x in g)
+        found, keep = [], []  # keep: (prompt in F, candidate, verified correct); traces: correct ones only
+        for f, (it, cand) in enumerate(zip(items, cands)):
+            ok = [self.scorer.reward(c.text, it) == 1.0 for c in cand]
+            found.append(any(ok))
+            keep += [(f, c, r) for c, r in zip(cand, ok) if r or c.logps is not None]
+        prompts = live.prompt_ids(items)
+        current_logps = live.token_logps([prompts[f] for f, _, _ in keep], [c.token_ids for _, c, _ in keep],
+                                         temperature=self.temperature)
+        trajs = [Trajectory(f, lp, c.logps, r) for (f, c, r), lp in zip(keep, current_logps)]
+        row = {"source": label, "delta": delta, "current_step": current,
+               "source_name": source.name, "source_step": current if source.kind == "self" else source.step,
+               **estimate(found, trajs, boot=self.boot, seed=self.seed), "found": found}
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        return row
