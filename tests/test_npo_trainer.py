@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from helpers import NeverAsked, answer_bank, tiny_trainer
-from npo.generation import Policy, completion_lengths
+from npo.generation import Policy, completion_lengths, prompt_seeds
 from npo.guides import GuideBank, Guidance
 from npo.models.load import load_policy
 from npo.rewards import TaskScorer
@@ -73,11 +73,15 @@ def test_policy_source_keeps_verified_guides_with_their_logps(policy):
     model, tok, scorer, items = policy
     src = PolicySource(Policy(model, tok, "plain"), k=4, temperature=1.0, max_new_tokens=6, name="base", step=0)
     state = torch.random.get_rng_state()
-    made = propose(src, items, 7, scorer)
+    seeds = prompt_seeds(7, list(range(len(items))))
+    made = propose(src, items, seeds, scorer)
     guides = made.guides
     assert torch.equal(state, torch.random.get_rng_state())  # the training RNG stream is untouched
-    again = propose(src, items, 7, scorer).guides
+    again = propose(src, items, seeds, scorer).guides
     assert [g and g.token_ids for g in guides] == [g and g.token_ids for g in again]  # seeded
+    # one seed per prompt: a prompt's guide does not depend on which prompts were asked with it
+    alone = propose(src, items[5:9], seeds[5:9], scorer).guides
+    assert [g and g.token_ids for g in alone] == [g and g.token_ids for g in guides[5:9]]
     found = [(it, g) for it, g in zip(items, guides) if g is not None]
     assert 0 < len(found) < len(items) and made.tokens > 0 and made.samples == 4 * len(items)
     for item, g in found:
@@ -126,7 +130,8 @@ def test_the_self_source_samples_the_live_policy_every_time(policy):
     assert own.stats.requested == 2  # the policy moves every step: never cached
     # what it proposes is the live policy's own best-of-k, the same draw as that policy as a fixed source
     fixed = PolicySource(live, k=2, temperature=1.0, max_new_tokens=6, name="live", step=None)
-    assert [g and g.token_ids for g in propose(own.source, items, 3, scorer, live).guides] == \
-        [g and g.token_ids for g in propose(fixed, items, 3, scorer).guides]
+    seeds = prompt_seeds(3, list(range(len(items))))
+    assert [g and g.token_ids for g in propose(own.source, items, seeds, scorer, live).guides] == \
+        [g and g.token_ids for g in propose(fixed, items, seeds, scorer).guides]
     with pytest.raises(ValueError, match="live policy"):
-        propose(own.source, items, 3, scorer)
+        propose(own.source, items, seeds, scorer)

@@ -1,61 +1,85 @@
-"""Train ahead, roll back: resuming from a checkpoint replays the first pass exactly (CPU), and the NPO
+"""Train ahead, roll back, in place: the run's one trainer resumes from a checkpoint and replays the
+first pass exactly (CPU), across epochs; the data order is a pure function of the step; the NPO
 loop's look-ahead is the same-seed GRPO run."""
 
 import json
 
 import torch
 from safetensors.torch import load_file
+from trl.trainer.utils import RepeatSampler
 
 from conftest import ROOT
-from npo.callbacks import Evaluator, Progress
 from npo.config import load_config
+from npo.generation import Policy
+from npo.guides import GuideBank, Guidance
+from npo.models.load import load_policy
+from npo.order import DataOrder
 from npo.rewards import TaskScorer
-from npo.rundir import RunDir, read_jsonl
-from npo.segments import Context, run_segment
+from npo.sources import PolicySource, guide_sampling
 from npo.tasks import build_split
-from npo.train import prepare, train
+from npo.rundir import read_jsonl
+from npo.segments import run_segment
+from npo.train import open_run, prepare, train
 
-# keys that legitimately differ between passes: wall time, and run-cumulative token counts
-NOT_REPLAYED = {"train/step_time", "signal/generated_tokens"}
+# keys that legitimately differ between passes: wall time, and run-cumulative token and verification counts
+NOT_REPLAYED = {"train/step_time", "signal/generated_tokens", "verify/calls"}
+# 40 training prompts, 8 per step: an epoch is 5 steps, so 14 steps span three epochs
+EPOCHS = ["task.train_size=40", "train.prompts_per_step=8", "train.steps=14", "train.checkpoint_every=3",
+          "eval.every=0", "eval.n=20", "eval.samples=0"]
 
 
-def context(tmp_path, tiny_model_path, *sets) -> Context:
+def context(tmp_path, *sets):
     cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml", list(sets))
-    task, train_items, _ = build_split(cfg)
-    run = RunDir(tmp_path / "run")
-    run.root.mkdir()
-    evaluator = Evaluator(run, lambda model: {"accuracy": 0.0}, every=0)
-    return Context(cfg, run, tiny_model_path, TaskScorer(task, "plain"), "plain", train_items, evaluator,
-                   Progress(cfg.train.steps, enabled=False), show_progress=False)
+    return open_run(prepare(cfg, tmp_path / "run"), show_progress=False)
 
 
 def replayed(records):
     return [{k: v for k, v in r.items() if k not in NOT_REPLAYED} for r in records]
 
 
-def test_rollback_replays_the_first_pass_exactly(tmp_path, tiny_model_path):
-    ctx = context(tmp_path, tiny_model_path, "train.steps=16", "train.checkpoint_every=8")
-    run = ctx.run
-    run_segment(ctx, 0, 16, out_dir=run.checkpoints)  # the first pass, checkpoints at 8 and 16
-    first = read_jsonl(run.metrics)
-    assert [r["step"] for r in first] == list(range(1, 17))
-    replay_dir = tmp_path / "replay"
-    run_segment(ctx, 8, 16, out_dir=replay_dir, main=False)  # roll back to 8, retrain unguided
-    again = read_jsonl(replay_dir / "metrics.jsonl")
-    assert [r["step"] for r in again] == list(range(9, 17))
-    assert replayed(again) == replayed(first[8:])  # loss, grad norm, rewards, entropy: bit for bit
-    a = load_file(run.checkpoint(16) / "model.safetensors")
-    b = load_file(replay_dir / "checkpoint-16" / "model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+def test_trl_sampler_replays_epoch_zero_after_a_rollback():
+    """Why npo seeds the sampler per epoch: a fresh TRL sampler (what a rollback builds) starts at
+    epoch 0's permutation, whatever epoch the run was in."""
+    data = list(range(40))
+    running = RepeatSampler(data, mini_repeat_count=1, batch_size=8, seed=0)
+    epoch0, epoch1 = list(running), list(running)  # one sampler, two passes: two permutations
+    assert list(RepeatSampler(data, mini_repeat_count=1, batch_size=8, seed=0)) == epoch0 != epoch1
+    order = DataOrder(40, 8, steps_per_generation=1, seed=0)
+    assert [x for s in range(5) for x in order.prompts_at(s)] == epoch0  # epoch 0 is TRL's own order
+    assert [x for s in range(5, 10) for x in order.prompts_at(s)] != epoch0
+    assert sorted(x for s in range(5, 10) for x in order.prompts_at(s)) == data  # each epoch a permutation
 
 
-def test_rollback_test_can_fail(tmp_path, tiny_model_path):
-    """Control: a different data seed after the rollback does change the metrics."""
-    ctx = context(tmp_path, tiny_model_path, "train.steps=12", "train.checkpoint_every=6")
-    run_segment(ctx, 0, 12, out_dir=ctx.run.checkpoints)
-    ctx.cfg.seed = 1
-    run_segment(ctx, 6, 12, out_dir=tmp_path / "other", main=False)
-    assert replayed(read_jsonl(tmp_path / "other" / "metrics.jsonl")) != replayed(read_jsonl(ctx.run.metrics)[6:])
+def test_in_place_rollbacks_across_epochs_replay_exactly(tmp_path):
+    """Three rollbacks (to 6, 9, 12: epochs 1 and 2) of the run's one trainer replay the first pass's
+    data order, metrics and final weights bit for bit, and the data order is `prompts_at`."""
+    ctx = context(tmp_path, *EPOCHS)
+    run, trainer = ctx.run, ctx.trainer
+    first = run_segment(ctx, 0, 14, out_dir=run.checkpoints)
+    metrics = read_jsonl(run.metrics)
+    assert [r["step"] for r in metrics] == list(range(1, 15))
+    order = trainer.data_order()
+    assert first.visited == {s: order.prompts_at(s) for s in range(14)}
+    assert first.visited[5] != first.visited[0] and sorted(first.visited[5] + first.visited[6]) != sorted(
+        first.visited[0] + first.visited[1])  # epoch 1 is not epoch 0 again
+    for t in (6, 9, 12):
+        replay = run_segment(ctx, t, 14, out_dir=tmp_path / f"replay-{t}", main=False)
+        assert replay.visited == {s: first.visited[s] for s in range(t, 14)}, t
+        again = read_jsonl(tmp_path / f"replay-{t}" / "metrics.jsonl")
+        assert replayed(again) == replayed(metrics[t:]), t  # loss, grad norm, rewards, entropy: bit for bit
+        a = load_file(run.checkpoint(14) / "model.safetensors")
+        b = load_file(tmp_path / f"replay-{t}" / "checkpoint-14" / "model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), t
+
+
+def test_rollback_test_can_fail(tmp_path):
+    """Control: another data seed after the rollback does change the metrics."""
+    ctx = context(tmp_path, "train.steps=6", "train.checkpoint_every=3", "eval.every=0", "eval.n=20",
+                  "eval.samples=0", "train.prompts_per_step=8")
+    run_segment(ctx, 0, 6, out_dir=ctx.run.checkpoints)
+    ctx.trainer.args.seed = 1
+    run_segment(ctx, 3, 6, out_dir=tmp_path / "other", main=False)
+    assert replayed(read_jsonl(tmp_path / "other" / "metrics.jsonl")) != replayed(read_jsonl(ctx.run.metrics)[3:])
 
 
 def test_bootstrap_run_end_to_end(tmp_path, tiny_model_path):
@@ -86,6 +110,15 @@ def test_bootstrap_run_end_to_end(tmp_path, tiny_model_path):
     assert tokens["on_policy"] > g["generated_tokens"]  # the discarded scout counts
     bank = json.loads((tmp_path / "npo" / "guides" / "0-bootstrap.json").read_text())
     assert len(bank["guides"]) == event["guides"]["found"]
+    # the live engine wrote the same bank a second copy of the look-ahead's checkpoint writes (the old
+    # path): same policy, same per-prompt seeds, whatever the order the prompts are asked in
+    task, items, _ = build_split(npo)
+    copy = Policy(*load_policy(tmp_path / "npo" / event["guide_checkpoint"]), "plain")
+    source = PolicySource(copy, name=event["guide_checkpoint"], step=4, **guide_sampling(npo))
+    standalone = Guidance(source, TaskScorer(task, "plain"), GuideBank(), 0, 3, seed=npo.seed)
+    asked = sorted(bank["tried"], reverse=True)
+    standalone.prefill(asked, [items[i] for i in asked], step=0, save=False)
+    assert standalone.bank.to_json() == bank
 
 
 def test_ahead_mode_and_auto_plateau(tmp_path, tiny_model_path):

@@ -38,6 +38,10 @@ def test_run_directory(tmp_path, tiny_model_path):
         assert 0 <= m["signal/all_wrong_frac"] + m["signal/all_right_frac"] <= 1
         assert abs(m["signal/group_accuracy"] - m["reward/mean"]) < 1e-6  # binary rewards
     assert summary["generated_tokens"] == metrics[-1]["signal/generated_tokens"] > 0
+    # each completion is verified once per step: TRL's reward function reuses the gate's verdicts, so a
+    # step without evaluation verifies at most its 8 x 8 completions (it would be twice that otherwise)
+    calls = [m["verify/calls"] for m in metrics]
+    assert all(0 < calls[s] - calls[s - 1] <= 64 for s in (1, 4))
     evals = read_jsonl(out / "eval.jsonl")
     assert [e["step"] for e in evals] == [0, 3, 6] and all(e["n"] == 60 for e in evals)
     assert summary["initial_accuracy"] == evals[0]["accuracy"]

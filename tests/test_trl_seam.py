@@ -1,15 +1,25 @@
-"""Pins the private TRL methods `npo.trainer.NPOTrainer` overrides or relies on.
+"""Pins the private TRL, transformers and accelerate methods `npo.trainer.NPOTrainer` and
+`npo.engine` override or rely on.
 
-If this fails after a TRL upgrade, re-read the new `_generate` / `_generate_and_score_completions`
-and re-check the seam described at the top of `npo/trainer.py` before updating the pins (and
-`_compute_loss`: NPO's guide rows pass it (B, T) advantages for guide_loss importance/shaping).
+If this fails after an upgrade, re-read the new source and re-check the seam described at the top of
+`npo/trainer.py` before updating the pins: `_generate` / `_generate_and_score_completions` (the gate
+and the flag), `_compute_loss` ((B, T) advantages for guide_loss importance/shaping), the sampler
+(npo's is TRL's seeded per epoch), HF's `train` / `_prepare_for_training` / loaders (the in-place
+re-entry), accelerate's `free_memory` (it destroys the DeepSpeed engine), TRL's vLLM sync and its
+`_last_loaded_step` tag (npo marks the engine stale after an in-place load).
 """
 
 import hashlib
 import inspect
 
 import trl
+from accelerate import Accelerator
+from transformers import Trainer
+from transformers.integrations.deepspeed import deepspeed_load_checkpoint
 from trl import GRPOTrainer
+from trl.generation.vllm_generation import VLLMGeneration
+from trl.models.utils import unwrap_model_for_generation
+from trl.trainer.utils import RepeatSampler
 
 PINNED_TRL = "1.16.0"
 # sha256 of inspect.getsource(...) of the methods whose behaviour the seam depends on, at trl 1.16.0
@@ -21,6 +31,38 @@ PINNED_SOURCES = {
     # the guide log-probs use TRL's own per-token log-prob path
     "_compute_loss": "80295546bbdbf6f711acce7f6e69b0100ab40aa8f23ed8052cc564ff024e3e40",
     "_get_per_token_logps_and_entropies": "ea73c3909275851d0cd664b1e7694905fdcd9c285e848ae923d7402234f2edce",
+    # the sampler npo replaces with its epoch-seeded subclass, and the `_last_loaded_step` sync tag
+    "_get_train_sampler": "36497afb4d311dc9a80d914d27893fe075c5bbc7edde8586edfa60125e980799",
+    "_generate_single_turn": "e0f02e4fc094cefdb306c6f04da26a2547c8b8225161a90e87a6803b21989b8e",
+    "_save_checkpoint": "ec91bde1236491119dc68afed1d02f087b62b17f910521f8e4ba1360cc0b0e20",
+}
+# one trainer per run, re-entered in place (npo.trainer.NPOTrainer.train / _prepare_for_training)
+PINNED_OTHERS = {
+    "transformers Trainer._prepare_for_training": (Trainer._prepare_for_training,
+                                                   "28182cbf71da73dd159603cd23a280a01f3d5effceaaecee2effee80add2bb53"),
+    "transformers Trainer._inner_training_loop": (Trainer._inner_training_loop,
+                                                  "20ec4276e99fe7aee4db57e6d2dbe9455982362f051a96c9a1be3e6190d7a90a"),
+    "transformers Trainer.train": (Trainer.train, "9a3c2bcd066d8f990115e3f396d938cc47154518c4758e3438444b3f57f2b1b0"),
+    "transformers Trainer._run_epoch": (Trainer._run_epoch,
+                                        "31aff00f34c302a241b458727e59ae4befab906c51632831b90f6dac4357b823"),
+    "transformers Trainer._load_from_checkpoint": (Trainer._load_from_checkpoint,
+                                                   "a2804e8d93a297e30d11e1589e707793302c872fc3ab89cddefc6cb2762e3a24"),
+    "transformers Trainer._load_optimizer_and_scheduler": (
+        Trainer._load_optimizer_and_scheduler, "741032f57d6fb80211506bf521f67bdd0ff876ad39cc50e700c9c2bab2efb251"),
+    "transformers Trainer._save_checkpoint": (Trainer._save_checkpoint,
+                                              "a9111e30faa9933986e022e56b5af81fd990356db64d727b4c320c852283bf3b"),
+    "transformers deepspeed_load_checkpoint": (deepspeed_load_checkpoint,
+                                               "c726e2c57f174feab411456a10b8d05a43a860cf29eb97885ab1970ce0b3e24a"),
+    "accelerate Accelerator.free_memory": (Accelerator.free_memory,
+                                           "f61b2373c6b0dff1b0aa0447c5972a759b38eb299d3075e120df1cefad882c1f"),
+    "trl RepeatSampler.__init__": (RepeatSampler.__init__,
+                                   "7898b11a3b9e9e07f4d43240092d839191ee2a7be2997704b3b0326a12fe65ff"),
+    "trl RepeatSampler.__iter__": (RepeatSampler.__iter__,
+                                   "d80412d80424bd645f7d74cdb8bdc1994c789d8ba03111ffe6eea20f789dea58"),
+    "trl VLLMGeneration.sync_weights": (VLLMGeneration.sync_weights,
+                                        "63d669fb32304ff5e275443abc5e4a2c1e6974ba196d30074bc0f2519f98644c"),
+    "trl unwrap_model_for_generation": (unwrap_model_for_generation,
+                                        "583d1303c5c55405c0c7b62819e64a1909c533a07cee740ed59b276a1b82375e"),
 }
 # the row-wise shuffle and split `_prepare_inputs` applies to the generation batch (the guide flag rides it)
 PINNED_UTILS = {
@@ -63,3 +105,9 @@ def test_loss_accepts_per_token_advantages():
 def test_generate_returns_the_8_tuple_the_seam_unpacks():
     src = inspect.getsource(GRPOTrainer._generate)
     assert "return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra_fields, images, tool_images" in src
+
+
+def test_engine_sources_unchanged():
+    changed = [name for name, (fn, h) in PINNED_OTHERS.items()
+               if hashlib.sha256(inspect.getsource(fn).encode()).hexdigest() != h]
+    assert not changed, f"the in-place engine relies on these, and they changed: {changed}"

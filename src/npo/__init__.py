@@ -12,24 +12,25 @@ The package in layers, top to bottom. A module imports only from its own layer o
     sources and measurement  sources, guides, probe
         where guides come from (near future, self, traces, replay, another run's checkpoint), the
         guide bank and an intervention's window, and the engine that measures Q, V, S of a source
-    the TRL seam           trainer, callbacks
-        NPOTrainer (the one subclass of trl.GRPOTrainer, pinned by tests/test_trl_seam.py) and
-        the callbacks that write metrics, evaluate, stop segments and feed the controller
+    the TRL seam           trainer, engine, callbacks
+        NPOTrainer (the one subclass of trl.GRPOTrainer, pinned by tests/test_trl_seam.py; one per
+        run, rolled back in place), the engine's generation path for guides, evaluation and
+        measurement, and the callbacks that write metrics, evaluate, stop segments and feed the controller
     tasks, models, generation  tasks.*, models.*, prompting, rewards, generation, evaluate
         prompts and verifiers, model folders and the embedded default, sampling and scoring
-    foundation             config, checks, grpo_args, rundir, accounting, errors, and the math:
-                           groups, injection, signal, autonpo, interventions
+    foundation             config, checks, grpo_args, rundir, accounting, errors, order (the data
+                           order), and the math: groups, injection, signal, autonpo, interventions
         plain records and pure functions in the paper's symbols; no model, no trainer
 """
 
 LAYERS = (
     ("foundation", {"npo.errors", "npo.checks", "npo.config", "npo.grpo_args", "npo.rundir", "npo.accounting",
-                    "npo.groups", "npo.injection", "npo.signal", "npo.autonpo", "npo.interventions"}),
+                    "npo.groups", "npo.injection", "npo.signal", "npo.autonpo", "npo.interventions", "npo.order"}),
     ("tasks, models, generation", {"npo.tasks", "npo.tasks.base", "npo.tasks.arith", "npo.tasks.files",
                                    "npo.tasks.rg", "npo.tasks.verify", "npo.models", "npo.models.load",
                                    "npo.models.tiny", "npo.models.smollm2", "npo.prompting", "npo.rewards",
                                    "npo.generation", "npo.evaluate"}),
-    ("the TRL seam", {"npo.trainer", "npo.callbacks"}),
+    ("the TRL seam", {"npo.trainer", "npo.engine", "npo.callbacks"}),
     ("sources and measurement", {"npo.sources", "npo.guides", "npo.probe"}),
     ("loops", {"npo.segments", "npo.loop", "npo.autoloop", "npo.train"}),
     ("commands and reports", {"npo.cli", "npo.signal_cli", "npo.eval_cli", "npo.demo", "npo.compare",

@@ -11,6 +11,7 @@ Rules (every number an `autonpo.*` config field):
 - early (bootstrapping): at step >= `warmup_steps`, the reward EMA is below `r_low`; fires at most once.
 - late (plateau breakthrough): the reward EMA improved by less than `stagnation_eps` over the last
   `stagnation_window` steps AND the entropy EMA is below `entropy_fraction` x its running peak.
+- only on checkpoint steps (`every`), so that the candidate rollback targets are checkpoints;
 - never inside a guided window (nor at its last step: no rollback target would lie after it),
   never inside `cooldown` steps after an intervention (or a declined trigger), never beyond
   `max_interventions`, never when the intervention would push the extra optimizer steps (the
@@ -94,9 +95,12 @@ class ControllerState:
 
 
 class Controller:
-    def __init__(self, rules, total_steps: int, state: ControllerState | None = None):
-        """`rules`: an `npo.config.AutoNPOConfig` (every threshold, window, decay and cap)."""
-        self.rules, self.total_steps = rules, total_steps
+    def __init__(self, rules, total_steps: int, state: ControllerState | None = None, every: int = 1):
+        """`rules`: an `npo.config.AutoNPOConfig` (every threshold, window, decay and cap). `every`: the
+        checkpoint spacing; triggers fire only on checkpoint steps, so that with candidate look-aheads
+        that are multiples of it (a config rule), every rollback target T - Delta is a checkpoint and
+        the Delta measured is the Delta used."""
+        self.rules, self.total_steps, self.every = rules, total_steps, every
         self.state = state or ControllerState()
 
     def rollback(self, seen: Seen) -> None:
@@ -122,6 +126,8 @@ class Controller:
         r, s, made = self.rules, self.state.seen, self.state.made
         if step < made.cooldown_until or made.interventions >= r.max_interventions or step <= made.floor:
             return None  # cooling down, capped, or not past the last guided window (no rollback target yet)
+        if step % self.every:
+            return None  # not a checkpoint step
         signals = {"reward_ema": s.reward_ema, "entropy_ema": s.entropy_ema, "entropy_peak": s.entropy_peak}
         if not made.bootstrapped and step >= r.warmup_steps and s.reward_ema < r.r_low:
             made.bootstrapped = True

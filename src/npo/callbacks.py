@@ -8,10 +8,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from accelerate.utils import gather_object
 from tqdm import tqdm
 from transformers import TrainerCallback
 
 from npo.autonpo import Controller, StepRecord
+from npo.engine import generation_model
+from npo.evaluate import EvalPlan
 from npo.interventions import plateaued
 from npo.rundir import CONTROLLER_STATE, RunDir, append_jsonl, atomic_write_json, checkpoint_folder
 
@@ -50,31 +53,40 @@ class MetricsWriter(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "reward" in logs and state.is_world_process_zero:
             rec = metrics_record(state.global_step, logs)
-            rec["verify/errors"], rec["verify/timeouts"] = self.verify_stats.errors, self.verify_stats.timeouts
+            stats = self.verify_stats
+            rec["verify/calls"], rec["verify/errors"], rec["verify/timeouts"] = stats.calls, stats.errors, stats.timeouts
             append_jsonl(self.path, rec)
 
 
 class Evaluator(TrainerCallback):
-    """Evaluates every `every` steps (and is called directly for step 0 and the final step)."""
+    """Evaluates the live model every `every` steps (and when called for step 0 and the final step),
+    through the engine's generation context; with several processes each scores its share of the
+    items, and the main process writes the line."""
 
-    def __init__(self, run: RunDir, evaluate_fn, every: int, on_result=None):
-        self.run, self.evaluate_fn, self.every, self.on_result = run, evaluate_fn, every, on_result
+    def __init__(self, run: RunDir, plan: EvalPlan, every: int, engine, on_result=None):
+        self.run, self.plan, self.every, self.engine, self.on_result = run, plan, every, engine, on_result
         self.last_step = None
         self.seconds = 0.0  # evaluation time, reported apart from training time
 
-    def evaluate(self, model, step: int) -> dict:
-        t0 = time.perf_counter()
-        result = {"step": step, **self.evaluate_fn(model)}
+    def evaluate(self, step: int) -> dict:
+        t0, acc = time.perf_counter(), self.engine.accelerator
+        with generation_model(self.engine) as model:
+            greedy, sampled = self.plan.score(model, acc.process_index, acc.num_processes)
+        if acc.num_processes > 1:
+            parts = gather_object([(greedy, sampled)])
+            greedy, sampled = [x for g, _ in parts for x in g], [x for _, s in parts for x in s]
+        result = {"step": step, **self.plan.summarize(greedy, sampled)}
         self.seconds += time.perf_counter() - t0
-        append_jsonl(self.run.evals, result)
+        if acc.is_main_process:
+            append_jsonl(self.run.evals, result)
         self.last_step = step
         if self.on_result:
             self.on_result(result)
         return result
 
-    def on_step_end(self, args, state, control, model=None, **kwargs):
+    def on_step_end(self, args, state, control, **kwargs):
         if self.every and state.global_step % self.every == 0:
-            self.evaluate(model, state.global_step)
+            self.evaluate(state.global_step)
 
 
 class StopAt(TrainerCallback):
@@ -95,9 +107,10 @@ class PlateauWatch(TrainerCallback):
     on-policy group accuracy (`signal/group_accuracy`; the training reward would count guides),
     once step >= `earliest` and the look-ahead still fits in the run."""
 
-    def __init__(self, history: list[float], window: int, min_gain: float, earliest: int, latest: int):
+    def __init__(self, history: list[float], window: int, min_gain: float, earliest: int, latest: int,
+                 every: int = 1):
         self.history, self.window, self.min_gain = list(history), window, min_gain
-        self.earliest, self.latest = earliest, latest
+        self.earliest, self.latest, self.every = earliest, latest, every  # every: fire on generation boundaries
         self.fired_at: int | None = None
         self.evidence: dict = {}
 
@@ -108,7 +121,8 @@ class PlateauWatch(TrainerCallback):
             return
         self.history.append(float(logs["signal/group_accuracy"]))
         step = state.global_step
-        if self.earliest <= step <= self.latest and plateaued(self.history, self.window, self.min_gain):
+        if (self.earliest <= step <= self.latest and step % self.every == 0
+                and plateaued(self.history, self.window, self.min_gain)):
             w = self.window
             self.fired_at = step
             self.evidence = {"signal": "signal/group_accuracy", "window": w, "min_gain": self.min_gain,

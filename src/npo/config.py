@@ -27,7 +27,7 @@ from npo.interventions import parse_interventions
 
 METHODS = ("grpo", "npo", "autonpo")
 GUIDE_SOURCES = ("near_future", "self")
-GUIDE_MODES = ("on_demand", "ahead")
+GUIDE_MODES = ("ahead", "on_demand")
 GUIDE_LOSSES = ("on_policy", "importance", "shaping")
 
 
@@ -102,7 +102,8 @@ class TrainConfig:
     prompts_per_step: int = doc("Prompts per optimizer step (B), over all processes; each gets a group of n "
                                 "samples, and a group may straddle two processes.", default=16, check=POSITIVE)
     checkpoint_every: int = doc("Save a full checkpoint (weights, optimizer, scheduler, RNG, data position) "
-                                "every this many steps; rollback targets. [ours]", default=50, check=POSITIVE)
+                                "every this many steps; rollback targets (AutoNPO's candidate look-aheads are "
+                                "multiples of it). [ours]", default=20, check=POSITIVE)
     grpo: dict = doc(
         "Fields passed through to trl.GRPOConfig (num_generations = n, learning_rate, temperature, "
         "max_completion_length, beta, epsilon, loss_type, report_to, ...). Fields that npo owns "
@@ -144,10 +145,12 @@ class NPOConfig:
     k: int = doc("Guide tries per prompt: the source samples up to k completions and keeps the first "
                  "verified-correct one. [ours: small, so Q measures the guide, not resampling luck]",
                  default=4, check=POSITIVE)
-    guide_mode: str = doc(f"When guides are made, one of {', '.join(GUIDE_MODES)}: for the prompts that fail "
-                          "the gate, as they come; or for all the window's prompts right after the rollback "
-                          "(the look-ahead pass saw them; the self source is always on_demand). [ours]",
-                          default="on_demand", check=OneOf(GUIDE_MODES))
+    guide_mode: str = doc(f"When near-future guides are made, one of {', '.join(GUIDE_MODES)}: at the end of the "
+                          "look-ahead, the live policy writes the bank for every prompt of the window (known from "
+                          "the data order) before the rollback replaces it. on_demand (for gated prompts as they "
+                          "come) would keep a second copy of the model alive through the window and is refused for "
+                          "near_future; the self source always asks on demand. [ours]",
+                          default="ahead", check=OneOf(GUIDE_MODES))
     guide_temperature: float = doc("Sampling temperature of the guide source. [ours]", default=1.0, check=POSITIVE)
     guide_loss: str = doc(f"Loss on guide rows, one of {', '.join(GUIDE_LOSSES)}: as if on-policy (no "
                           "importance weight) [paper], min(pi_theta / pi_guide, c) per token, or LUFFY's "
@@ -168,8 +171,8 @@ class AutoNPOConfig:
     """AutoNPO (method: autonpo): when to intervene and how far to look ahead (npo.autonpo.Controller).
     Gate, guide source settings and guide_loss come from the npo section."""
 
-    deltas: list = doc("Candidate look-aheads Delta (each rounded to the checkpoint at or before T - Delta); "
-                       "Delta* = argmax S among them. [ours]",
+    deltas: list = doc("Candidate look-aheads Delta, multiples of train.checkpoint_every (triggers fire on "
+                       "checkpoint steps, so T - Delta is a checkpoint); Delta* = argmax S among them. [ours]",
                        default_factory=lambda: [20, 40, 80], check=PositiveInts())
     window: int = doc("W: guided steps after the rollback to T - Delta*. [ours]", default=40, check=POSITIVE)
     ema: float = doc("EMA decay of the reward and entropy signals. [ours]",
@@ -263,15 +266,40 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(t.num_attention_heads % t.num_key_value_heads == 0, "model.tiny.num_key_value_heads",
              "must divide num_attention_heads")
     _require(cfg.eval.n <= cfg.task.eval_size, "eval.n", f"must be in 1..task.eval_size ({cfg.task.eval_size})")
-    n = grpo_kwargs(cfg, output_dir="/nonexistent-npo-validation")["num_generations"]  # checks the pass-through
+    g = grpo_kwargs(cfg, output_dir="/nonexistent-npo-validation")  # checks the pass-through
+    n = g["num_generations"]
     p = cfg.npo
     _require(-n <= p.replace_slot < n, "npo.replace_slot", f"must be in -{n}..{n - 1} (a slot of a group of {n})")
-    parse_interventions(p.interventions, cfg.train.steps)
+    _require(p.source != "near_future" or p.guide_mode == "ahead", "npo.guide_mode",
+             "near-future guides are made ahead, from the live policy at the end of the look-ahead (use ahead)")
+    interventions = parse_interventions(p.interventions, cfg.train.steps)
     if cfg.method == "npo":
         _require(bool(p.interventions), "npo.interventions", "method npo needs at least one intervention")
     else:
         _require(not p.interventions, "npo.interventions", f"only method npo intervenes (method is {cfg.method})")
+    _check_boundaries(cfg, interventions, chunk_steps(g))
     return cfg
+
+
+def chunk_steps(g: dict) -> int:
+    """Optimizer steps one generation batch serves (TRL reuses it steps_per_generation x num_iterations
+    micro-steps): a rollback or resume must land on a multiple, or TRL regenerates mid-batch."""
+    accum = g.get("gradient_accumulation_steps") or 1
+    return (g.get("num_iterations") or 1) * (g.get("steps_per_generation") or accum) // accum
+
+
+def _check_boundaries(cfg: RunConfig, interventions, chunk: int) -> None:
+    why = f"must be a multiple of {chunk}, the optimizer steps one generation batch serves (a rollback lands there)"
+    _require(cfg.train.checkpoint_every % chunk == 0, "train.checkpoint_every", why)
+    for i, iv in enumerate(interventions):
+        for key in ("at_step", "lookahead", "window"):
+            value = getattr(iv, key)
+            _require(not isinstance(value, int) or value % chunk == 0, f"npo.interventions[{i}].{key}", why)
+    if cfg.method == "autonpo":
+        every = cfg.train.checkpoint_every
+        _require(all(d % every == 0 for d in cfg.autonpo.deltas), "autonpo.deltas",
+                 f"must be multiples of train.checkpoint_every ({every}): T - Delta must be a checkpoint")
+        _require(cfg.autonpo.window % chunk == 0, "autonpo.window", why)
 
 
 def resolved(cfg: RunConfig) -> RunConfig:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from npo.config import load_config
 from npo.errors import UserError
-from npo.evaluate import evaluate
-from npo.grpo_args import eval_max_new_tokens
+from npo.evaluate import eval_plan, evaluate
 from npo.models.load import load_policy, resolve_model_path
 from npo.prompting import prompt_style
 from npo.rewards import TaskScorer
@@ -51,9 +50,7 @@ def run_eval(a) -> dict:
     style = prompt_style(tokenizer)
     scorer = TaskScorer(task, style, cfg.task.reward_threshold, cfg.task.verifier_timeout)
     try:
-        result = evaluate(model, tokenizer, eval_items[: cfg.eval.n], scorer, style, samples=cfg.eval.samples,
-                          temperature=cfg.eval.temperature, max_new_tokens=eval_max_new_tokens(cfg),
-                          batch_size=cfg.eval.batch_size, seed=cfg.eval.seed)
+        result = evaluate(model, eval_plan(cfg, tokenizer, scorer, style, eval_items))
     finally:
         scorer.close()
     return {"model": str(model_ref), "task": cfg.task.spec, **result}

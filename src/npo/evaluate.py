@@ -1,36 +1,70 @@
 """Held-out evaluation: greedy accuracy and mean@K at a temperature, shared by `npo eval` and the
 periodic evaluation during training. It runs under a forked RNG seeded by `eval.seed`, so it
-never perturbs the training RNG (a run with and without evaluation trains identically)."""
+never perturbs the training RNG (a run with and without evaluation trains identically).
+
+`EvalPlan.score` scores a share of the items (process p of P takes items p, p + P, ...), so a
+multi-process run splits evaluation; `summarize` turns everyone's per-item scores into the record.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from npo.generation import eval_mode, generate_texts, prompt_ids
+from npo.grpo_args import eval_max_new_tokens
 
 
-def evaluate(model, tokenizer, items, scorer, style: str, *, samples: int = 0, temperature: float = 1.0,
-             max_new_tokens: int = 8, batch_size: int = 256, seed: int = 999) -> dict:
-    """{'accuracy': greedy, 'mean_at_k': ..., 'k', 'n', 'stderr'}: binary rewards, threshold applied."""
-    greedy, sampled = [], []
-    with eval_mode(model), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(items), batch_size):
-            chunk = items[start:start + batch_size]
-            ids = prompt_ids(tokenizer, chunk, style)
-            for it, (text,) in zip(chunk, generate_texts(model, tokenizer, ids, max_new_tokens)):
-                greedy.append(scorer.reward(text, it))
-            if samples:
-                outs = generate_texts(model, tokenizer, ids, max_new_tokens, samples, temperature)
-                for it, texts in zip(chunk, outs):
-                    sampled.append(sum(scorer.reward(t, it) for t in texts) / samples)
-    n = len(greedy)
-    acc = sum(greedy) / n
-    result = {"accuracy": acc, "n": n, "stderr": math.sqrt(acc * (1 - acc) / n)}
-    if samples:
-        m = sum(sampled) / n
-        result.update(mean_at_k=m, k=samples, temperature=temperature,
-                      stderr_mean_at_k=math.sqrt(m * (1 - m) / (n * samples)))
-    return result
+@dataclass
+class EvalPlan:
+    tokenizer: object
+    items: list
+    scorer: object
+    style: str
+    samples: int = 0  # K sampled answers per item for mean@K (0: greedy only)
+    temperature: float = 1.0
+    max_new_tokens: int = 8
+    batch_size: int = 256
+    seed: int = 999
+
+    def score(self, model, rank: int = 0, world: int = 1) -> tuple[list[float], list[float]]:
+        """(greedy reward, mean reward of K samples) per item of this process's share."""
+        items, greedy, sampled = self.items[rank::world], [], []
+        with eval_mode(model), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            for start in range(0, len(items), self.batch_size):
+                chunk = items[start:start + self.batch_size]
+                ids = prompt_ids(self.tokenizer, chunk, self.style)
+                for it, (text,) in zip(chunk, generate_texts(model, self.tokenizer, ids, self.max_new_tokens)):
+                    greedy.append(self.scorer.reward(text, it))
+                if self.samples:
+                    outs = generate_texts(model, self.tokenizer, ids, self.max_new_tokens, self.samples,
+                                          self.temperature)
+                    for it, texts in zip(chunk, outs):
+                        sampled.append(sum(self.scorer.reward(t, it) for t in texts) / self.samples)
+        return greedy, sampled
+
+    def summarize(self, greedy: list[float], sampled: list[float]) -> dict:
+        """{'accuracy': greedy, 'mean_at_k': ..., 'k', 'n', 'stderr'}: binary rewards, threshold applied."""
+        n = len(greedy)
+        acc = sum(greedy) / n
+        result = {"accuracy": acc, "n": n, "stderr": math.sqrt(acc * (1 - acc) / n)}
+        if self.samples:
+            m = sum(sampled) / n
+            result.update(mean_at_k=m, k=self.samples, temperature=self.temperature,
+                          stderr_mean_at_k=math.sqrt(m * (1 - m) / (n * self.samples)))
+        return result
+
+
+def evaluate(model, plan: EvalPlan) -> dict:
+    """The whole plan in this process."""
+    return plan.summarize(*plan.score(model))
+
+
+def eval_plan(cfg, tokenizer, scorer, style: str, eval_items: list) -> EvalPlan:
+    """The evaluation a run's config (`cfg`: an npo.config.RunConfig) asks for, on its held-out items."""
+    e = cfg.eval
+    return EvalPlan(tokenizer, eval_items[:e.n], scorer, style, samples=e.samples, temperature=e.temperature,
+                    max_new_tokens=eval_max_new_tokens(cfg), batch_size=e.batch_size, seed=e.seed)

@@ -23,6 +23,12 @@ class Sample:
     logps: list[float] | None  # per token under the sampling policy at its temperature; None for fixed traces
 
 
+def prompt_seeds(base: int, keys: list[int]) -> list[int]:
+    """One sampling seed per prompt, from a base seed (the run's, the step's) and a key per prompt (its
+    item index): the same prompt gets the same seed whatever else is asked with it."""
+    return [(base * 1_000_033 + key) % 2**63 for key in keys]
+
+
 @contextlib.contextmanager
 def eval_mode(model):
     """The model in eval mode for the block, then back to the mode it was in."""
@@ -93,27 +99,30 @@ class Policy:
 
     @torch.no_grad()
     def sample(self, items: list, *, k: int, temperature: float, max_new_tokens: int,
-               seed: int) -> list[list[Sample]]:
-        """k samples per item in one batched `generate`, under a forked RNG seeded by `seed` (the
-        training RNG stream is untouched)."""
-        if not items:
-            return []
+               seeds: list[int]) -> list[list[Sample]]:
+        """k samples per item, item i under its own seed `seeds[i]` (a forked RNG: the training RNG
+        stream is untouched). One seed per prompt makes a prompt's samples independent of which other
+        prompts were asked with it, so sharding the prompts over processes, or over vLLM requests,
+        gives the same samples."""
+        return [self._sample_one(it, k, temperature, max_new_tokens, seed) for it, seed in zip(items, seeds)]
+
+    def _sample_one(self, item, k: int, temperature: float, max_new_tokens: int, seed: int) -> list[Sample]:
         tok, model = self.tokenizer, self.model
-        input_ids, mask = left_pad(self.prompt_ids(items), tok.pad_token_id, model.device)
+        input_ids = torch.tensor(self.prompt_ids([item]), device=model.device)
         width = input_ids.size(1)
         with eval_mode(model), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True, temperature=temperature,
-                                 top_k=0, top_p=1.0, num_return_sequences=k, max_new_tokens=max_new_tokens,
-                                 pad_token_id=tok.pad_token_id, output_logits=True, return_dict_in_generate=True)
-        completions = out.sequences[:, width:]  # (N*k, T)
+            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
+                                 temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=k,
+                                 max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, output_logits=True,
+                                 return_dict_in_generate=True)
+        completions = out.sequences[:, width:]  # (k, T)
         logps = torch.stack(out.logits, dim=1).float().div(temperature).log_softmax(-1)
-        logps = logps.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # (N*k, T)
+        logps = logps.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # (k, T)
         lengths = completion_lengths(completions, tok.eos_token_id).tolist()
         texts = tok.batch_decode(completions, skip_special_tokens=True)
-        rows = [Sample(completions[j, :n].tolist(), texts[j], [round(x, 6) for x in logps[j, :n].tolist()])
+        return [Sample(completions[j, :n].tolist(), texts[j], [round(x, 6) for x in logps[j, :n].tolist()])
                 for j, n in enumerate(lengths)]
-        return [rows[i * k:(i + 1) * k] for i in range(len(items))]
 
     @torch.no_grad()
     def token_logps(self, prompts: list[list[int]], completions: list[list[int]], temperature: float = 1.0,

@@ -4,7 +4,9 @@
   text, source and step, per-token log-probs under the source), saved atomically in the run folder.
 - `Guidance`: one intervention's guide source, its bank, and the window [start, end) of optimizer
   steps in which the trainer injects from it. It asks the source for the prompts it lacks, ahead of
-  time (`prefill`) or as gated prompts come (`fill`), and counts what that cost.
+  time (`prefill`, then the bank is closed) or as gated prompts come (`fill`), and counts what that
+  cost. Every process asks for the same prompts (the trainer gathers them first) and each prompt is
+  sampled under its own seed, so every process holds the same bank whatever the process count.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from npo.generation import Policy
+from npo.generation import Policy, prompt_seeds
 from npo.injection import GuideRow
 from npo.rundir import atomic_write_json
 from npo.sources import Guide, GuideSource, propose
@@ -73,52 +75,43 @@ class Guidance:
                  bank_path: Path | None = None):
         self.source, self.scorer, self.bank, self.start, self.end = source, scorer, bank, start, end
         self.seed, self.bank_path = seed, bank_path
+        self.closed = False  # a bank made ahead is complete: its source (a past policy) is never asked again
         self.stats = GuideStats()
-        self.new: list[tuple[int, Guide | None]] = []  # entries added since the last `drain_new`
 
     def active(self, step: int) -> bool:
         return self.start <= step < self.end
 
-    def fill(self, indices: list[int], items: list, step: int, salt: int = 0, live: Policy | None = None) -> None:
+    def fill(self, indices: list[int], items: list, step: int, live: Policy | None = None) -> int:
         """Ask the source for every prompt not in the bank (a source that does not cache, `self`, is
-        asked every time: the current policy changes each step)."""
+        asked every time: the current policy changes each step). Returns how many prompts were asked.
+        Collective when the source samples the live policy: every process passes the same prompts."""
         todo = [(i, it) for i, it in zip(indices, items) if not (self.source.caches and i in self.bank)]
         todo = list(dict(todo).items())  # one request per prompt
-        if not todo:
-            return
+        if not todo or self.closed:
+            return 0
         t0 = time.perf_counter()
-        made = propose(self.source, [it for _, it in todo], self._seed(step, salt), self.scorer, live)
+        seeds = prompt_seeds(self.seed * 1_000_003 + step, [i for i, _ in todo])
+        made = propose(self.source, [it for _, it in todo], seeds, self.scorer, live)
         for (i, _), g in zip(todo, made.guides):
             self.bank.add(i, g)
-            self.new.append((i, g))
         self.stats.requested += len(todo)
         self.stats.found += sum(g is not None for g in made.guides)
         self.stats.samples += made.samples
         self.stats.tokens += made.tokens
         self.stats.seconds += time.perf_counter() - t0
+        return len(todo)
 
-    def prefill(self, indices: list[int], items: list, step: int) -> None:
-        """Ahead-of-time guides for prompts known before the window (the look-ahead saw them)."""
+    def prefill(self, indices: list[int], items: list, step: int, save: bool = True) -> None:
+        """Ahead-of-time guides for prompts known before the window, then the bank is closed: its
+        source is the policy at the end of a look-ahead, which the rollback is about to replace."""
         self.fill(indices, items, step)
-        self.drain_new()
-        self.save()
+        self.closed = True
+        if save:
+            self.save()
 
     def lookup(self, indices: list[int]) -> list[GuideRow | None]:
         return [g.row() if (g := self.bank.get(i)) is not None else None for i in indices]
 
-    def drain_new(self) -> list[tuple[int, dict | None]]:
-        out = [(i, asdict(g) if g else None) for i, g in self.new]
-        self.new = []
-        return out
-
-    def merge(self, entries: list[tuple[int, dict | None]]) -> None:
-        """Entries found by other processes, so every process holds the same bank."""
-        for i, g in entries:
-            self.bank.add(i, Guide(**g) if g else None)
-
     def save(self) -> None:
         if self.bank_path is not None:
             self.bank.save(self.bank_path)
-
-    def _seed(self, step: int, salt: int) -> int:
-        return (self.seed * 1_000_003 + step * 101 + salt) % 2**63

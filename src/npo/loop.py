@@ -3,9 +3,11 @@
 One intervention (NPO_METHOD.md section 3), with Delta = lookahead and W = window:
     1. reach step t on the final trajectory (t = 0 for bootstrap; a fixed step, or the first
        plateau for `auto-plateau`), leaving a checkpoint at t;
-    2. look ahead (near_future): train on, unguided, from t to t + Delta in a look-ahead folder; its
-       checkpoint at t + Delta is the guide. (self: the guide is the live policy, no look-ahead.)
-    3. roll back to t and retrain the window [t, t + W) with the guide injected into gated groups;
+    2. look ahead (near_future): train on, unguided, from t to t + Delta in a look-ahead folder; the
+       live policy at t + Delta is the guide: it writes the bank for every prompt the window will see
+       (the data order is a pure function of the step), through the trainer's own engine, before the
+       rollback replaces it. (self: the guide is the live policy at each step, no look-ahead.)
+    3. roll back to t (in place) and retrain the window [t, t + W) with guides injected into gated groups;
     4. record the intervention in events.jsonl with what it cost.
 Then plain GRPO to the next intervention or to the end. Segments, rollback and the event writer are
 `npo.segments`; the guide sources `npo.sources`.
@@ -17,11 +19,9 @@ import time
 
 from npo.accounting import Cost
 from npo.callbacks import PlateauWatch
-from npo.generation import Policy
 from npo.guides import GuideBank, Guidance
 from npo.interventions import Intervention, parse_interventions
-from npo.models.load import load_policy
-from npo.rundir import append_jsonl, checkpoint_folder, read_jsonl
+from npo.rundir import checkpoint_folder, read_jsonl
 from npo.segments import Context, record_intervention, run_segment
 from npo.sources import PolicySource, SelfSource, guide_sampling
 
@@ -35,8 +35,7 @@ def train_npo(ctx: Context) -> None:
         if iv.auto:
             t = _run_to_plateau(ctx, pos, iv)
             if t is None:
-                append_jsonl(run.events, {"event": "plateau_not_found", "index": i, "kind": iv.kind,
-                                          "searched": [pos, steps]})
+                ctx.event({"event": "plateau_not_found", "index": i, "kind": iv.kind, "searched": [pos, steps]})
                 return
         else:
             t = iv.at_step
@@ -49,7 +48,7 @@ def train_npo(ctx: Context) -> None:
         pos = guidance.end
         # 4. the record
         trigger = "auto-plateau" if iv.auto else ("start" if iv.kind == "bootstrap" else "at_step")
-        mode = "on_demand" if cfg.npo.source == "self" else cfg.npo.guide_mode
+        mode = "on_demand" if cfg.npo.source == "self" else "ahead"
         record_intervention(ctx, guidance, index=i, kind=iv.kind, trigger=trigger, delta=iv.lookahead,
                             guide_mode=mode, lookahead=lookahead, seconds=time.perf_counter() - t0)
         del guidance  # frees the guide's model
@@ -59,33 +58,33 @@ def train_npo(ctx: Context) -> None:
 
 def _run_to_plateau(ctx: Context, pos: int, iv: Intervention) -> int | None:
     p, steps = ctx.cfg.npo, ctx.cfg.train.steps
+    ctx.trainer.accelerator.wait_for_everyone()  # the main process has written the metrics read here
     history = [r["signal/group_accuracy"] for r in read_jsonl(ctx.run.metrics) if "signal/group_accuracy" in r]
     watch = PlateauWatch(history, p.plateau_window, p.plateau_min_gain,
                          earliest=max(p.plateau_min_step, pos + p.plateau_window),
-                         latest=steps - max(iv.lookahead, iv.window))
+                         latest=steps - max(iv.lookahead, iv.window),
+                         every=ctx.trainer.data_order().steps_per_chunk)
     run_segment(ctx, pos, steps, out_dir=ctx.run.checkpoints, watch=watch)
     if watch.fired_at is not None:
-        append_jsonl(ctx.run.events, {"event": "plateau_detected", "step": watch.fired_at, **watch.evidence})
+        ctx.event({"event": "plateau_detected", "step": watch.fired_at, **watch.evidence})
     return watch.fired_at
 
 
 def _make_guidance(ctx: Context, i: int, iv: Intervention, t: int) -> tuple[Guidance, Cost]:
     """The guidance of intervention i at step t, and the look-ahead it cost (none for `self`)."""
-    cfg, run = ctx.cfg, ctx.run
+    cfg, run, trainer = ctx.cfg, ctx.run, ctx.trainer
     end = min(t + iv.window, cfg.train.steps)
+    bank_path = run.guide_bank(i, iv.kind)
     if cfg.npo.source == "self":
-        source, window_prompts, lookahead = SelfSource(**guide_sampling(cfg)), [], Cost()
-    else:
-        folder = run.lookahead(i, iv.kind)
-        scout = run_segment(ctx, t, t + iv.lookahead, out_dir=folder, main=False)
-        ctx.ledger.lookahead_steps += iv.lookahead
-        guide_path = checkpoint_folder(folder, t + iv.lookahead)
-        source = PolicySource(Policy(*load_policy(guide_path), ctx.style), name=run.relative(guide_path),
-                              step=t + iv.lookahead, **guide_sampling(cfg))
-        # the rollback replays the same data order, so the look-ahead saw the window's prompts
-        window_prompts = [x for s, idx in scout.visited.items() if t <= s < t + iv.window for x in idx]
-        lookahead = scout.cost
-    guidance = Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=run.guide_bank(i, iv.kind))
-    if cfg.npo.guide_mode == "ahead" and window_prompts:
-        guidance.prefill(window_prompts, [ctx.train_items[x] for x in window_prompts], step=t)
-    return guidance, lookahead
+        source = SelfSource(**guide_sampling(cfg))
+        return Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path), Cost()
+    folder = run.lookahead(i, iv.kind)
+    scout = run_segment(ctx, t, t + iv.lookahead, out_dir=folder, main=False)
+    ctx.ledger.lookahead_steps += iv.lookahead
+    guide = run.relative(checkpoint_folder(folder, t + iv.lookahead))
+    source = PolicySource(trainer.live_policy(), name=guide, step=t + iv.lookahead, **guide_sampling(cfg))
+    guidance = Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path)
+    order = trainer.data_order()
+    window = list(dict.fromkeys(x for s in range(t, end) if order.boundary(s) for x in order.prompts_at(s)))
+    guidance.prefill(window, [ctx.train_items[x] for x in window], step=t, save=ctx.is_main)
+    return guidance, scout.cost

@@ -1,13 +1,17 @@
 """The measurement engine: Q, V and S = Q/V of guide sources for a policy of a run, on prompts it fails.
 
-A `Probe` is built from what a run holds in memory (its config, training split, verifier and prompt
-style): AutoNPO's loop builds one at every trigger from its own, and `npo signal` builds one from a
-run folder (`Probe.from_run`). Policies are the run's checkpoints (step 0 = the model it started
-from) or model folders, loaded once per probe. Sources are `npo.sources` objects, the same kinds
-training injects from.
+Two users, one estimate (`score`: verify each source candidate, score it under the current policy,
+`npo.signal.estimate`):
+- `Probe`, for `npo signal` on a run folder (`Probe.from_run`): policies are the run's checkpoints
+  (step 0 = the model it started from) or model folders, loaded once per probe, offline.
+- `measure_lookbacks`, for AutoNPO at a trigger at T, inside the run: pi_T is the live engine; it is
+  sampled once on the mistake pool, and each candidate pi_{T-Delta} is loaded into the live engine
+  in place (model only) to score those samples. No second copy of the model.
+Sources are `npo.sources` objects, the same kinds training injects from.
 
-Seeds, so that every source of one policy is paired (common random numbers): F of the policy at step
-t is measured with `seed * 7919 + t`; every source proposes for the policy at t with `seed * 104729 + t`.
+Seeds, one per prompt, so that every source of one policy is paired (common random numbers): F of
+the policy at step t is measured with base `seed * 7919 + t`; every source proposes for the policy at
+t with base `seed * 104729 + t` (`npo.generation.prompt_seeds`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 
 from npo.config import RunConfig, load_config
 from npo.errors import UserError
-from npo.generation import Policy
+from npo.generation import Policy, Sample, prompt_seeds
 from npo.groups import p_hat
 from npo.grpo_args import grpo_overrides
 from npo.models.load import check_model_folder, load_policy
@@ -36,8 +40,8 @@ class Probe:
     def __init__(self, cfg: RunConfig, run: RunDir, train_items: list, scorer: TaskScorer, style: str, *, k: int,
                  seed: int, boot: int, prompts: int = 0):
         """k: tries per prompt of a source; prompts: training prompts drawn (with `seed`) for F by fresh
-        rollouts (0 when the caller brings its own failed prompts); boot: bootstrap resamples."""
-        self.cfg, self.run, self.train_items, self.scorer, self.style = cfg, run, train_items, scorer, style
+        rollouts; boot: bootstrap resamples."""
+        self.cfg, self.run, self.scorer, self.style = cfg, run, scorer, style
         g = grpo_overrides(cfg)
         self.n, self.temperature, self.max_new = g["num_generations"], g["temperature"], g["max_completion_length"]
         self.items = random.Random(seed).sample(train_items, min(prompts, len(train_items)))
@@ -80,37 +84,61 @@ class Probe:
     def failed(self, step: int) -> list[int]:
         """F of the policy at `step`: prompts with p_hat < tau over n fresh samples."""
         if step not in self._failed:
+            seeds = prompt_seeds(self.seed * 7919 + step, list(range(len(self.items))))
             groups = self.policy(step).sample(self.items, k=self.n, temperature=self.temperature,
-                                              max_new_tokens=self.max_new, seed=self.seed * 7919 + step)
+                                              max_new_tokens=self.max_new, seeds=seeds)
             self.generated_tokens += sum(len(x.token_ids) for g in groups for x in g)
             rewards = torch.tensor([self.scorer.reward(x.text, it) for it, g in zip(self.items, groups) for x in g])
             self._failed[step] = failed_set(p_hat(rewards, self.n), self.tau)
         return self._failed[step]
 
-    def measure(self, current: int, source: GuideSource, label: str, delta: int | None,
-                failed: list[int] | None = None) -> dict:
-        """Q, V, S of `source` for the policy at step `current`, on F measured by fresh rollouts, or on
-        `failed` (training item indices known to fail, e.g. AutoNPO's mistake pool)."""
+    def measure(self, current: int, source: GuideSource, label: str, delta: int | None) -> dict:
+        """Q, V, S of `source` for the policy at step `current`, on its F measured by fresh rollouts."""
         t0 = time.perf_counter()
         live = self.policy(current)
-        if failed is None:
-            items = [self.items[i] for i in self.failed(current)]
-        else:
-            items = [self.train_items[i] for i in failed]
-        cands = source.sample(items, self.seed * 104729 + current, live)
+        keys = self.failed(current)
+        items = [self.items[i] for i in keys]
+        cands = source.sample(items, prompt_seeds(self.seed * 104729 + current, keys), live)
         if source.generates:
             self.generated_tokens += sum(len(x.token_ids) for g in cands for x in g)
-        found, keep = [], []  # keep: (prompt in F, candidate, verified correct); traces: correct ones only
-        for f, (it, cand) in enumerate(zip(items, cands)):
-            ok = [self.scorer.reward(c.text, it) == 1.0 for c in cand]
-            found.append(any(ok))
-            keep += [(f, c, r) for c, r in zip(cand, ok) if r or c.logps is not None]
-        prompts = live.prompt_ids(items)
-        current_logps = live.token_logps([prompts[f] for f, _, _ in keep], [c.token_ids for _, c, _ in keep],
-                                         temperature=self.temperature)
-        trajs = [Trajectory(f, lp, c.logps, r) for (f, c, r), lp in zip(keep, current_logps)]
         row = {"source": label, "delta": delta, "current_step": current,
                "source_name": source.name, "source_step": current if source.kind == "self" else source.step,
-               **estimate(found, trajs, boot=self.boot, seed=self.seed), "found": found}
+               **score(items, cands, self.scorer, live, self.temperature, boot=self.boot, seed=self.seed)}
         row["seconds"] = round(time.perf_counter() - t0, 2)
         return row
+
+
+def score(items: list, cands: list[list[Sample]], scorer, current: Policy, temperature: float, *, boot: int,
+          seed: int) -> dict:
+    """Q, V, S of candidates (per prompt of F) for the `current` policy: each candidate verified, and
+    scored under `current` (a policy's samples keep their source log-probs; fixed traces only count
+    when correct). Adds `found`, the per-prompt outcome behind Q."""
+    found, keep = [], []  # keep: (prompt in F, candidate, verified correct)
+    for f, (it, cand) in enumerate(zip(items, cands)):
+        ok = [scorer.reward(c.text, it) == 1.0 for c in cand]
+        found.append(any(ok))
+        keep += [(f, c, r) for c, r in zip(cand, ok) if r or c.logps is not None]
+    prompts = current.prompt_ids(items)
+    current_logps = current.token_logps([prompts[f] for f, _, _ in keep], [c.token_ids for _, c, _ in keep],
+                                        temperature=temperature)
+    trajs = [Trajectory(f, lp, c.logps, r) for (f, c, r), lp in zip(keep, current_logps)]
+    return {**estimate(found, trajs, boot=boot, seed=seed), "found": found}
+
+
+def measure_lookbacks(live: Policy, load, T: int, pools: dict[int, list[int]], train_items: list, scorer, *, k: int,
+                      temperature: float, max_new_tokens: int, seed: int, boot: int) -> tuple[list[dict], int]:
+    """AutoNPO's table at a trigger at T: for each candidate Delta (with its pool of failed prompts),
+    Q, V, S of pi_T as the source for pi_{T-Delta}. `live` holds pi_T when called; `load(step)` puts
+    that checkpoint's weights into it in place (it holds the last candidate's on return).
+    Returns the table and the completion tokens generated."""
+    union = list(dict.fromkeys(i for pool in pools.values() for i in pool))
+    samples = dict(zip(union, live.sample([train_items[i] for i in union], k=k, temperature=temperature,
+                                          max_new_tokens=max_new_tokens, seeds=prompt_seeds(seed * 104729 + T, union))))
+    table = []
+    for delta, pool in pools.items():
+        load(T - delta)
+        row = score([train_items[i] for i in pool], [samples[i] for i in pool], scorer, live, temperature,
+                    boot=boot, seed=seed)
+        table.append({"delta": delta, **{key: row[key] for key in ("Q", "V", "S", "Q_ci", "V_ci", "S_ci", "n_failed",
+                                                                   "n_found")}})
+    return table, sum(len(x.token_ids) for group in samples.values() for x in group)

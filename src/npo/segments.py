@@ -1,11 +1,13 @@
 """Segments: the unit every training loop is built from, and the one writer of intervention events.
 
-A run is a chain of *segments* of TRL training. Segments on the final trajectory write
-`checkpoints/`, `metrics.jsonl` and `eval.jsonl`; a near-future look-ahead is a segment in its own
-folder (`RunDir.lookahead`). Every segment starts from a checkpoint (weights, optimizer, scheduler,
-RNG states, data position) or from the base model at step 0, and ends with a checkpoint, so
-stopping and resuming is invisible in the metrics (tests/test_rollback.py) and "roll back to t" is
-simply "start the next segment from the checkpoint at t".
+A run is a chain of *segments* of TRL training on the run's one trainer (`Context.trainer`, built
+once per process). Segments on the final trajectory write `checkpoints/`, `metrics.jsonl` and
+`eval.jsonl`; a near-future look-ahead is a segment in its own folder (`RunDir.lookahead`). Every
+segment starts from a checkpoint (weights, optimizer, scheduler, RNG states, data position), loaded
+into the existing engine in place, and ends with one, so stopping and resuming is invisible in the
+metrics (tests/test_rollback.py) and "roll back to t" is simply "start the next segment at t". The
+run's first segment starts from the base model; a later segment at step 0 (the bootstrap's restart)
+starts from `checkpoint-0`, written when the engine was built.
 """
 
 from __future__ import annotations
@@ -18,10 +20,9 @@ from npo.accounting import Cost, Ledger
 from npo.callbacks import Evaluator, MetricsWriter, Progress, StopAt
 from npo.config import RunConfig
 from npo.guides import Guidance
-from npo.models.load import load_policy
 from npo.rewards import TaskScorer
 from npo.rundir import METRICS, RunDir, append_jsonl
-from npo.trainer import build_trainer
+from npo.trainer import NPOTrainer
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Context:
 
     cfg: RunConfig
     run: RunDir
-    model_path: Path  # the model the run starts from
+    trainer: NPOTrainer  # the run's one engine
     scorer: TaskScorer
     style: str
     train_items: list
@@ -38,6 +39,16 @@ class Context:
     progress: Progress
     show_progress: bool
     ledger: Ledger = field(default_factory=Ledger)
+    timings: dict = field(default_factory=dict)  # when the run started, its warm start's seconds, ...
+
+    @property
+    def is_main(self) -> bool:
+        """The process that writes the run folder (the others compute the same things)."""
+        return self.trainer.accelerator.is_main_process
+
+    def event(self, record: dict) -> None:
+        if self.is_main:
+            append_jsonl(self.run.events, record)
 
 
 @dataclass
@@ -54,18 +65,21 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
     `main`: on the final trajectory (evaluated, metrics in the run's files); else a look-ahead whose
     metrics go to `out_dir`. `watch`: a callback that may stop the segment early (the plateau rule,
     AutoNPO's controller); it receives the trainer's gate outcomes when it has `on_gate`."""
-    t0, tokens0 = time.perf_counter(), ctx.ledger.on_policy_tokens
-    model, tokenizer = load_policy(ctx.model_path)
+    t0, tokens0, trainer = time.perf_counter(), ctx.ledger.on_policy_tokens, ctx.trainer
     callbacks = [MetricsWriter(ctx.run.metrics if main else out_dir / METRICS, ctx.scorer.stats), StopAt(stop)]
     bar = ctx.progress if main else Progress(ctx.cfg.train.steps, initial=start, desc=f"look-ahead {start}->{stop}",
-                                             enabled=ctx.show_progress, leave=False)
+                                             enabled=ctx.show_progress and ctx.is_main, leave=False)
     callbacks += [ctx.evaluator, bar] if main else [bar]
     if watch is not None:
         callbacks.append(watch)
-    trainer = build_trainer(ctx.cfg, out_dir, model, tokenizer, ctx.scorer, ctx.style, ctx.train_items, callbacks,
-                            guidance=guidance, ledger=ctx.ledger, on_gate=getattr(watch, "on_gate", None))
-    # look-aheads branch off the final trajectory too: every segment starts from its checkpoints
-    trainer.train(resume_from_checkpoint=str(ctx.run.checkpoint(start)) if start > 0 else None)
+    resume = None if start == 0 and not trainer.engine_built else ctx.run.checkpoint(start)
+    if ctx.is_main:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+    trainer.begin_segment(out_dir, callbacks, guidance=guidance, on_gate=getattr(watch, "on_gate", None))
+    try:
+        trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
+    finally:
+        trainer.end_segment(callbacks)
     if not main:
         bar.close()
     cost = Cost(trainer.state.global_step - start, time.perf_counter() - t0, ctx.ledger.on_policy_tokens - tokens0)
@@ -77,7 +91,7 @@ def record_intervention(ctx: Context, guidance: Guidance, *, index: int, kind: s
     """The `intervention` line of events.jsonl (README "The run directory"), and its guides booked."""
     s = guidance.stats
     ctx.ledger.book_guides(s)
-    append_jsonl(ctx.run.events, {
+    ctx.event({
         "event": "intervention", "index": index, "kind": kind, "step": guidance.start, "trigger": trigger,
         "lookahead": delta, "window": [guidance.start, guidance.end], "source": guidance.source.kind,
         "guide_checkpoint": guidance.source.name, "guide_step": guidance.source.step, "guide_mode": guide_mode,

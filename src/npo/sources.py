@@ -52,8 +52,9 @@ class GuideSource(ABC):
     generates: bool = True  # candidates are sampled (and count as generated tokens), not read
 
     @abstractmethod
-    def sample(self, items: list, seed: int, live: Policy | None) -> list[list[Sample]]:
-        """Candidate trajectories per item, with their log-probs under the source where it has them."""
+    def sample(self, items: list, seeds: list[int], live: Policy | None) -> list[list[Sample]]:
+        """Candidate trajectories per item (item i sampled under seeds[i]), with their log-probs under
+        the source where it has them."""
 
 
 class PolicySource(GuideSource):
@@ -65,9 +66,9 @@ class PolicySource(GuideSource):
         self.policy, self.k, self.temperature, self.max_new_tokens = policy, k, temperature, max_new_tokens
         self.name, self.step, self.kind = name, step, kind
 
-    def sample(self, items, seed, live=None):
+    def sample(self, items, seeds, live=None):
         return self.policy.sample(items, k=self.k, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
-                                  seed=seed)
+                                  seeds=seeds)
 
 
 class SelfSource(GuideSource):
@@ -79,11 +80,11 @@ class SelfSource(GuideSource):
     def __init__(self, *, k: int, temperature: float, max_new_tokens: int):
         self.k, self.temperature, self.max_new_tokens = k, temperature, max_new_tokens
 
-    def sample(self, items, seed, live):
+    def sample(self, items, seeds, live):
         if live is None:
             raise ValueError("the self source samples the live policy; none was given")
         return live.sample(items, k=self.k, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
-                           seed=seed)
+                           seeds=seeds)
 
 
 class TraceSource(GuideSource):
@@ -107,7 +108,7 @@ class TraceSource(GuideSource):
             traces.setdefault(row["question"], []).append(row["completion"])
         return cls(traces, f"teacher:{path}")
 
-    def sample(self, items, seed, live):
+    def sample(self, items, seeds, live):
         tok = live.tokenizer
         return [[Sample(tok.encode(c, add_special_tokens=False) + [tok.eos_token_id], c, None)
                  for c in self.traces.get(it.question, [])] for it in items]
@@ -120,9 +121,9 @@ class Proposal:
     tokens: int  # completion tokens generated
 
 
-def propose(source: GuideSource, items: list, seed: int, scorer, live: Policy | None = None) -> Proposal:
+def propose(source: GuideSource, items: list, seeds: list[int], scorer, live: Policy | None = None) -> Proposal:
     """The guide of each item: the first of the source's candidates that the verifier accepts."""
-    groups = source.sample(items, seed, live)
+    groups = source.sample(items, seeds, live)
     guides: list[Guide | None] = []
     for item, group in zip(items, groups):
         ok = next((x for x in group if scorer.reward(x.text, item) == 1.0), None)

@@ -11,6 +11,13 @@ What it changes, and why:
   row-wise, so the flag stays with its row all the way to `_compute_loss`. For `guide_loss`
   `importance` / `shaping` it turns the advantages of flagged rows into per-token weighted ones
   (TRL's loss accepts (B, T) advantages); `on_policy` (the paper's) leaves them alone.
+- `_get_train_sampler()`: TRL's RepeatSampler, seeded per epoch (`npo.order`), so that the prompts of
+  any step are a pure function of (seed, step) and a rollback into epoch >= 1 replays that epoch.
+- One trainer per run, rolled back in place: a run calls `train(resume_from_checkpoint=...)` on the
+  same trainer for every segment. `train` keeps accelerate's `free_memory()` from destroying the
+  DeepSpeed engine on re-entry, and `_prepare_for_training` loads the checkpoint into the existing
+  engine (model, optimizer, scheduler; HF restores RNG and data position) instead of building a new
+  one; on its first call it can save `checkpoint-0`, the target of a rollback to the start.
 
 Everything else -- rewards, group advantages, the clipped loss, optimizer, logging, checkpoints --
 is TRL's path. `tests/test_trl_seam.py` pins the private methods used here by source hash.
@@ -23,6 +30,7 @@ training generation's `GateOutcome` (AutoNPO's controller input).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +38,15 @@ import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.integrations.deepspeed import deepspeed_load_checkpoint
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
 from npo.accounting import Ledger
+from npo.order import DataOrder, epoch_seed
 from npo.config import RunConfig
 from npo.grpo_args import grpo_kwargs
-from npo.generation import Policy
+from npo.engine import EnginePolicy
 from npo.groups import group_stats
 from npo.injection import gate, guide_token_weights, inject, local_rows, replacement_rows, weighted_advantages
 from npo.prompting import build_prompt
@@ -67,10 +78,27 @@ def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style
     return trainer
 
 
+class EpochRepeatSampler(RepeatSampler):
+    """TRL's RepeatSampler whose permutation of epoch e is seeded by `npo.order.epoch_seed(seed, e)`
+    (HF calls `set_epoch` before every epoch, including the one a resumed run starts in)."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        return super().__iter__()
+
+
 class NPOTrainer(GRPOTrainer):
     def __init__(self, *args, scorer, items, style: str = "plain", npo=None, guidance=None,
-                 ledger: Ledger | None = None, on_gate=None, **kwargs):
+                 ledger: Ledger | None = None, on_gate=None, start_dir: Path | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.start_dir = start_dir  # where to write checkpoint-0 when the engine is built (a rollback to 0 may come)
+        self._engine = None  # accelerate's registrations of the prepared engine, kept across segments
         self.scorer = scorer  # npo.rewards.TaskScorer: verified binary rewards
         self.items = items  # the training items; dataset rows carry their index
         self.style = style  # how prompts are built from items (npo.prompting)
@@ -82,6 +110,73 @@ class NPOTrainer(GRPOTrainer):
         self._batch_index: list[int] = []
         self._guide_flags: list[bool] | None = None
         self._guide_logps: list[list[float] | None] = []
+
+    # ------------------------------------------------------------------ one engine per run
+
+    def begin_segment(self, out_dir: Path, callbacks, guidance=None, on_gate=None) -> None:
+        """Point the trainer at the next segment: where it checkpoints, its callbacks, its guidance.
+        TRL's per-generation state starts over (a segment starts on a generation boundary), and the
+        vLLM engine is marked stale, since a rollback changes the weights without changing the step."""
+        self.args.output_dir = str(out_dir)
+        for cb in callbacks:
+            self.add_callback(cb)
+        self.guidance, self.on_gate, self.visited = guidance, on_gate, []
+        self._step, self._buffered_inputs = 0, None
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        if self.use_vllm:
+            self._last_loaded_step = -1
+
+    def end_segment(self, callbacks) -> None:
+        for cb in callbacks:
+            self.remove_callback(cb)
+        self.guidance = self.on_gate = None
+
+    @property
+    def engine_built(self) -> bool:
+        return self._engine is not None
+
+    def data_order(self) -> DataOrder:
+        args = self.args
+        return DataOrder(len(self.train_dataset), args.generation_batch_size // self.num_generations,
+                         args.steps_per_generation, self.num_iterations, args.gradient_accumulation_steps,
+                         args.seed)
+
+    def _get_train_sampler(self, dataset=None):
+        return EpochRepeatSampler(data_source=dataset if dataset is not None else self.train_dataset,
+                                  mini_repeat_count=self.num_generations,
+                                  batch_size=self.args.generation_batch_size // self.num_generations,
+                                  repeat_count=self.num_iterations * self.args.steps_per_generation,
+                                  shuffle=self.shuffle_dataset, seed=self.args.seed)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if self._engine is not None:  # re-entry: `free_memory()` must not destroy the DeepSpeed engine
+            self.accelerator.deepspeed_engine_wrapped = None
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _prepare_for_training(self, max_steps, train_dataloader, resume_from_checkpoint):
+        if self._engine is None:  # the run's first segment: HF builds the engine
+            model, train_dataloader = super()._prepare_for_training(max_steps, train_dataloader, resume_from_checkpoint)
+            acc = self.accelerator
+            self._engine = (getattr(acc, "deepspeed_engine_wrapped", None), list(acc._models),
+                            list(acc._optimizers), list(acc._schedulers))
+            if self.start_dir is not None and self.state.global_step == 0:
+                segment_dir, self.args.output_dir = self.args.output_dir, str(self.start_dir)
+                self._save_checkpoint(model, trial=None)
+                self.args.output_dir = segment_dir
+            return model, train_dataloader
+        acc = self.accelerator  # later segments: the same engine, the checkpoint loaded into it
+        acc.deepspeed_engine_wrapped, acc._models, acc._optimizers, acc._schedulers = (
+            self._engine[0], list(self._engine[1]), list(self._engine[2]), list(self._engine[3]))
+        if self.is_deepspeed_enabled:
+            deepspeed_load_checkpoint(self.model_wrapped, resume_from_checkpoint, load_module_strict=True)
+        elif self.is_fsdp_enabled:  # plain and DDP models were loaded by `train` before this call
+            self._load_from_checkpoint(resume_from_checkpoint, self.model_wrapped)
+        self._load_optimizer_and_scheduler(resume_from_checkpoint)
+        self._load_scaler(resume_from_checkpoint)
+        for attr in ("model", "optimizer", "lr_scheduler"):
+            setattr(self.callback_handler, attr, getattr(self, attr))
+        self.callback_handler.train_dataloader = train_dataloader
+        return self.model_wrapped, train_dataloader
 
     # ------------------------------------------------------------------ seam 1: the batch and its flag
 
@@ -135,9 +230,9 @@ class NPOTrainer(GRPOTrainer):
         histogram = (torch.bincount(levels, minlength=n + 1).float() / levels.numel()).tolist()
         return GateOutcome(self.state.global_step, items[gated.to(items.device)].tolist(), histogram)
 
-    def live_policy(self) -> Policy:
-        """The policy being trained, for guide sources defined relative to it (`self`)."""
-        return Policy(self.model, self.processing_class, self.style)
+    def live_policy(self):
+        """The policy being trained, sampled through this trainer's own engine (`npo.engine`)."""
+        return EnginePolicy(self)
 
     def _inject(self, gated, completion_ids, completions, logprobs):
         n, L, step = self.num_generations, len(completion_ids), self.state.global_step
@@ -146,12 +241,11 @@ class NPOTrainer(GRPOTrainer):
         rows = replacement_rows(gated, torch.ones_like(gated), n, self.npo.replace_slot)
         mine = local_rows(rows, pid, L)  # gated slots this process holds
         indices = [self._batch_index[r] for r in mine]
-        self.guidance.fill(indices, [self.items[i] for i in indices], step, salt=pid, live=self.live_policy())
-        new = self.guidance.drain_new()
-        if self.accelerator.num_processes > 1:  # keep every process's bank identical
-            new = [e for part in gather_object([new]) for e in part]
-            self.guidance.merge(new)
-        if new and self.accelerator.is_main_process:
+        # every process asks for every process's gated prompts, so all banks stay identical
+        wanted = indices if self.accelerator.num_processes == 1 else [i for part in gather_object([indices])
+                                                                        for i in part]
+        asked = self.guidance.fill(wanted, [self.items[i] for i in wanted], step, live=self.live_policy())
+        if asked and self.accelerator.is_main_process:
             self.guidance.save()
         guides = self.guidance.lookup(indices)
         hit = [(r, g) for r, g in zip(mine, guides) if g is not None]

@@ -1,0 +1,114 @@
+"""Worker of tests/test_engine.py, launched with torchrun: the run's one trainer under DDP or DeepSpeed.
+
+    torchrun --nproc_per_node P tests/engine_worker.py MODES OUT_DIR [big] [deepspeed=zero2|zero3]
+
+MODES is `replay`, `run` or both (`replay,run`). `replay`: a first pass 0 -> 4 with checkpoints every 2
+(0 -> 2, every step, for `big`), then three in-place rollbacks to 2 (1), each replayed to the end into its
+own folder; host memory (RSS) is read after the first rollback and after the
+third. `deepspeed=zero2|zero3` in extra arguments selects a DeepSpeed ZeRO stage (DS_ACCELERATOR=cpu);
+`big` uses a ~30M-parameter model built from a config. MODE `run`: `npo train` of an NPO bootstrap
+config into OUT_DIR/run, and the bank the untrained policy writes for steps 0-3 (through the engine,
+each process sampling its share) into OUT_DIR/bank.json. The main process writes OUT_DIR/result.json.
+"""
+
+import ctypes
+import gc
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import psutil  # noqa: E402
+import torch  # noqa: E402
+
+import conftest  # noqa: E402,F401  (the tests' cache and offline settings)
+from npo.config import load_config  # noqa: E402
+from npo.guides import GuideBank, Guidance  # noqa: E402
+from npo.rundir import atomic_write_text, read_jsonl  # noqa: E402
+from npo.segments import run_segment  # noqa: E402
+from npo.sources import PolicySource, guide_sampling  # noqa: E402
+from npo.train import open_run, prepare, train  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["train.prompts_per_step=4", "eval.every=0", "eval.n=20", "eval.samples=0"]
+# ~30M parameters, no warm start (a config-built model is all a memory measurement needs)
+BIG = ["model.tiny.hidden_size=512", "model.tiny.num_hidden_layers=8", "model.tiny.num_attention_heads=8",
+       "model.tiny.num_key_value_heads=4", "model.tiny.intermediate_size=2048", "model.warmup.steps=0"]
+NOT_REPLAYED = {"train/step_time", "signal/generated_tokens", "verify/calls"}
+DS = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+      "zero_allow_untested_optimizer": True, "bf16": {"enabled": False}, "fp16": {"enabled": False}}
+
+
+def replayed(records):
+    return [{k: v for k, v in r.items() if k not in NOT_REPLAYED} for r in records]
+
+
+def retained_rss() -> int:
+    """Resident memory after garbage collection, with freed heap handed back to the OS: what a leak
+    would grow, without the allocator's caching."""
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return psutil.Process().memory_info().rss
+
+
+def replay(out: Path, extra: list[str]) -> dict:
+    steps, back = (2, 1) if "big" in extra else (4, 2)  # the big model: fewer, dearer steps
+    sets = SMALL + [f"train.steps={steps}", f"train.checkpoint_every={back}"]
+    if "big" in extra:
+        sets += BIG
+    stage = next((x.split("=")[1] for x in extra if x.startswith("deepspeed=")), None)
+    if stage:
+        ds = out / "ds.json"  # every process writes the same file, atomically
+        atomic_write_text(ds, json.dumps({**DS, "zero_optimization": {"stage": int(stage[-1])}}))
+        sets += [f"train.grpo.deepspeed={ds}", "train.grpo.optim=adamw_torch"]
+    cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml", sets)
+    ctx = open_run(prepare(cfg, out / "run"), show_progress=False)
+    run_segment(ctx, 0, steps, out_dir=ctx.run.checkpoints)
+    rss = []
+    for k in range(3):
+        run_segment(ctx, back, steps, out_dir=out / f"replay{k}", main=False)
+        rss.append(retained_rss())
+    ctx.trainer.accelerator.wait_for_everyone()
+    first = replayed(read_jsonl(ctx.run.metrics)[back:])
+    return {"processes": ctx.trainer.accelerator.num_processes, "deepspeed": ctx.trainer.is_deepspeed_enabled,
+            "parameters": sum(p.numel() for p in ctx.trainer.model.parameters()), "rss_mb": [r / 2**20 for r in rss],
+            "replays_equal": [replayed(read_jsonl(out / f"replay{k}" / "metrics.jsonl")) == first for k in range(3)],
+            "rss_growth_mb": (rss[-1] - rss[0]) / 2**20}
+
+
+def run_and_bank(out: Path) -> dict:
+    cfg = load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", SMALL + [
+        "train.steps=4", "train.checkpoint_every=2", "eval.every=2",
+        "npo.interventions=[{kind: bootstrap, lookahead: 2, window: 2}]"])
+    summary = train(prepare(cfg, out / "run"), show_progress=False)
+    ctx = open_run(prepare(cfg, out / "bank-run"), show_progress=False)  # the untrained policy, in the engine
+    bank = bank_of_untrained_policy(ctx)
+    return {"processes": ctx.trainer.accelerator.num_processes, "summary": summary, "bank": bank}
+
+
+def bank_of_untrained_policy(ctx) -> dict:
+    """The bank the engine's live policy writes for the prompts of steps 0-3 (all processes' prompts)."""
+    order = ctx.trainer.data_order()
+    prompts = list(dict.fromkeys(x for s in range(4) for x in order.prompts_at(s)))
+    source = PolicySource(ctx.trainer.live_policy(), name="untrained", step=0, **guide_sampling(ctx.cfg))
+    guidance = Guidance(source, ctx.scorer, GuideBank(), 0, 4, seed=ctx.cfg.seed)
+    guidance.prefill(prompts, [ctx.train_items[x] for x in prompts], step=0, save=False)
+    return guidance.bank.to_json()
+
+
+def main(modes: str, out: str, extra: list[str]) -> None:
+    out = Path(out)
+    result = {}
+    if "replay" in modes:
+        result["replay"] = replay(out / "replay", extra)
+    if "run" in modes:
+        result["run"] = run_and_bank(out / "npo")
+    if int(os.environ.get("RANK", "0")) == 0:
+        (out / "result.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(sys.argv[1], sys.argv[2], sys.argv[3:])
