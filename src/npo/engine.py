@@ -6,7 +6,8 @@ go through the trainer's own model and generation path, never through a second c
   through TRL's path -- HF `generate` inside TRL's `unwrap_model_for_generation` (which gathers
   ZeRO-3 shards), or TRL's vLLM engine when `use_vllm` is set, synced to the current weights first --
   and gets everyone's share back. Every prompt has its own seed, so the samples do not depend on
-  the process count. Log-probs always come from the training model's forward, as the loss sees them.
+  the process count (up to a near-tie flipped by float rounding). vLLM's log-probs are replaced by
+  the training model's forward, as the loss sees them.
 - `load_weights`: a checkpoint's weights into the live model in place (model only), for scoring a
   past policy; the vLLM engine is marked stale so the next generation re-syncs.
 - `generation_model`: the unwrapped, generation-ready live model for a block of work.

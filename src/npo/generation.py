@@ -12,6 +12,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+from transformers import LogitsProcessor
 
 from npo.prompting import build_prompt
 
@@ -27,6 +28,25 @@ def prompt_seeds(base: int, keys: list[int]) -> list[int]:
     """One sampling seed per prompt, from a base seed (the run's, the step's) and a key per prompt (its
     item index): the same prompt gets the same seed whatever else is asked with it."""
     return [(base * 1_000_033 + key) % 2**63 for key in keys]
+
+
+def row_seed(seed: int, j: int) -> int:
+    """The seed of sample j of a prompt whose seed is `seed`."""
+    return (seed * 1_000_003 + j) % 2**63
+
+
+class ExponentialRace(LogitsProcessor):
+    """Sampling from softmax(logits / T) as greedy decoding: each row adds -log E, E ~ Exp(1) drawn from
+    its own generator, to logits / T, and the argmax is a sample (the Gumbel-max trick). One generator
+    per row makes a row's tokens a function of its seed and the logits only."""
+
+    def __init__(self, seeds: list[int], temperature: float):
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.temperature = temperature
+
+    def __call__(self, input_ids, scores):
+        races = torch.stack([torch.empty(scores.size(-1)).exponential_(generator=g) for g in self.generators])
+        return scores.float() / self.temperature - races.clamp_min(torch.finfo(races.dtype).tiny).log().to(scores.device)
 
 
 @contextlib.contextmanager
@@ -99,30 +119,33 @@ class Policy:
 
     @torch.no_grad()
     def sample(self, items: list, *, k: int, temperature: float, max_new_tokens: int,
-               seeds: list[int]) -> list[list[Sample]]:
-        """k samples per item, item i under its own seed `seeds[i]` (a forked RNG: the training RNG
-        stream is untouched). One seed per prompt makes a prompt's samples independent of which other
-        prompts were asked with it, so sharding the prompts over processes, or over vLLM requests,
-        gives the same samples."""
-        return [self._sample_one(it, k, temperature, max_new_tokens, seed) for it, seed in zip(items, seeds)]
+               seeds: list[int], batch_size: int = 256) -> list[list[Sample]]:
+        """k samples per item, batched; item i's samples draw their randomness from its own seed
+        (`ExponentialRace`), so they do not depend on which other items were asked with it (up to float
+        rounding: a batch changes logits in the last bits, which can flip a near-tie). The training RNG
+        stream is not touched."""
+        rows = [(it, seed, j) for it, seed in zip(items, seeds) for j in range(k)]
+        out: list[Sample] = []
+        for start in range(0, len(rows), batch_size):
+            out += self._sample_rows(rows[start:start + batch_size], temperature, max_new_tokens)
+        return [out[i * k:(i + 1) * k] for i in range(len(items))]
 
-    def _sample_one(self, item, k: int, temperature: float, max_new_tokens: int, seed: int) -> list[Sample]:
+    def _sample_rows(self, rows, temperature: float, max_new_tokens: int) -> list[Sample]:
         tok, model = self.tokenizer, self.model
-        input_ids = torch.tensor(self.prompt_ids([item]), device=model.device)
+        input_ids, mask = left_pad(self.prompt_ids([it for it, _, _ in rows]), tok.pad_token_id, model.device)
         width = input_ids.size(1)
-        with eval_mode(model), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
-                                 temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=k,
+        race = ExponentialRace([row_seed(seed, j) for _, seed, j in rows], temperature)
+        with eval_mode(model):
+            out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False, logits_processor=[race],
                                  max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, output_logits=True,
                                  return_dict_in_generate=True)
-        completions = out.sequences[:, width:]  # (k, T)
+        completions = out.sequences[:, width:]  # (R, T)
         logps = torch.stack(out.logits, dim=1).float().div(temperature).log_softmax(-1)
-        logps = logps.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # (k, T)
+        logps = logps.gather(-1, completions.unsqueeze(-1)).squeeze(-1)  # (R, T)
         lengths = completion_lengths(completions, tok.eos_token_id).tolist()
         texts = tok.batch_decode(completions, skip_special_tokens=True)
-        return [Sample(completions[j, :n].tolist(), texts[j], [round(x, 6) for x in logps[j, :n].tolist()])
-                for j, n in enumerate(lengths)]
+        return [Sample(completions[r, :n].tolist(), texts[r], [round(x, 6) for x in logps[r, :n].tolist()])
+                for r, n in enumerate(lengths)]
 
     @torch.no_grad()
     def token_logps(self, prompts: list[list[int]], completions: list[list[int]], temperature: float = 1.0,

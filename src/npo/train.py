@@ -62,7 +62,7 @@ def prepare(cfg: RunConfig, out: str | Path) -> Prepared:
 
 def rolls_back_to_start(cfg: RunConfig) -> bool:
     """Whether a segment may start again at step 0 (then the engine writes checkpoints/checkpoint-0)."""
-    return cfg.method == "autonpo" or (cfg.method == "npo" and any(
+    return cfg.method == "autonpo" or (cfg.method == "npo" and cfg.npo.source == "near_future" and any(
         iv.get("kind") == "bootstrap" for iv in cfg.npo.interventions))
 
 
