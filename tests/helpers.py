@@ -1,7 +1,6 @@
 """Shared test helpers: a trainer on the embedded default without a run."""
 
 from npo.config import load_config
-from npo.generation import Policy
 from npo.guides import GuideBank
 from npo.models.load import load_policy, resolve_model_path
 from npo.rewards import TaskScorer
@@ -20,10 +19,6 @@ def tiny_trainer(tmp_path, *sets, config="tiny-grpo.yaml", guidance=None, callba
     trainer = build_trainer(cfg, tmp_path / "checkpoints", model, tokenizer, scorer, "plain", train_items,
                             list(callbacks), guidance=guidance)
     return cfg, trainer
-
-
-def live(trainer) -> Policy:
-    return Policy(trainer.model, trainer.processing_class, "plain")
 
 
 def answer_bank(trainer) -> GuideBank:
