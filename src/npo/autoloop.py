@@ -90,8 +90,7 @@ def _intervene(ctx: Context, ctrl: Controller, index: int, trigger: Trigger, t0:
     end = min(t0 + a.window, cfg.train.steps)
     guidance = Guidance(source, ctx.scorer, GuideBank(), t0, end, seed=cfg.seed,
                         bank_path=run.guide_bank(index, "auto"))
-    order = trainer.data_order()
-    window = [x for s in range(t0, end) if order.boundary(s) for x in order.prompts_at(s)]
+    window = trainer.data_order().prompts_between(t0, end)
     ahead = list(dict.fromkeys(ctrl.pool_prompts(around=t0, width=a.pool_width) + window))
     guidance.prefill(ahead, [ctx.train_items[x] for x in ahead], step=t0, save=ctx.is_main)
     ctrl.rollback(seen_at(run, t0))

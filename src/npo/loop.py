@@ -84,7 +84,6 @@ def _make_guidance(ctx: Context, i: int, iv: Intervention, t: int) -> tuple[Guid
     guide = run.relative(checkpoint_folder(folder, t + iv.lookahead))
     source = PolicySource(trainer.live_policy(), name=guide, step=t + iv.lookahead, **guide_sampling(cfg))
     guidance = Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path)
-    order = trainer.data_order()
-    window = list(dict.fromkeys(x for s in range(t, end) if order.boundary(s) for x in order.prompts_at(s)))
+    window = trainer.data_order().prompts_between(t, end)
     guidance.prefill(window, [ctx.train_items[x] for x in window], step=t, save=ctx.is_main)
     return guidance, scout.cost

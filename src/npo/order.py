@@ -17,6 +17,7 @@ mid-chunk on a different batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 
@@ -28,6 +29,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed + epoch * EPOCH_STRIDE
 
 
+@lru_cache(maxsize=4)  # a window spans one or two epochs; callers only slice the result
 def permutation(n_items: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n_items, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch))).tolist()
 
@@ -60,3 +62,7 @@ class DataOrder:
 
     def boundary(self, step: int) -> bool:
         return step % self.steps_per_chunk == 0
+
+    def prompts_between(self, start: int, end: int) -> list[int]:
+        """The distinct prompts, in order, that optimizer steps [start, end) train on (a guided window)."""
+        return list(dict.fromkeys(x for s in range(start, end) if self.boundary(s) for x in self.prompts_at(s)))

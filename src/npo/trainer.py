@@ -22,10 +22,10 @@ What it changes, and why:
 Everything else -- rewards, group advantages, the clipped loss, optimizer, logging, checkpoints --
 is TRL's path. `tests/test_trl_seam.py` pins the private methods used here by source hash.
 
-What the trainer shares with the loop around it, all passed in at construction: the run's
-`Ledger` (it books the on-policy tokens it generates), the segment's `Guidance` (it asks the guide
-source, handing the `self` source the live policy, and injects), and `on_gate`, which receives each
-training generation's `GateOutcome` (AutoNPO's controller input).
+What the trainer shares with the loop around it: the run's `Ledger`, passed at construction (it
+books the on-policy tokens it generates); and per segment (`begin_segment`) the segment's `Guidance`
+(it asks the guide source, handing the `self` source the live policy, and injects) and `on_gate`,
+which receives each training generation's `GateOutcome` (AutoNPO's controller input).
 """
 
 from __future__ import annotations
