@@ -41,13 +41,18 @@ def tiny_model_path(tiny_cfg):
 
 @pytest.fixture(scope="session")
 def demo_quick(tmp_path_factory, tiny_model_path):
-    """`npo demo --quick` once per session: (its output folder, what it printed). Several tests read it."""
+    """`npo demo --quick` once per session: (its output folder, what its last run printed). Several
+    tests read it. It is killed with SIGKILL inside its last run (AutoNPO's step 10: 40 + 40 + 60 steps
+    of GRPO, self and NPO come first) and run again into the same folder, which finishes it
+    (test_resume.py checks how; test_equivalence.py that the four runs equal the uninterrupted ones)."""
     import contextlib
     import io
 
+    from killing import npo
     from npo.cli import main
 
     out, printed = tmp_path_factory.mktemp("demo") / "demo", io.StringIO()
+    assert npo(["demo", "--quick", "--out", str(out), "--quiet"], kill_at="step:150") == -9
     with contextlib.redirect_stdout(printed):
         assert main(["demo", "--quick", "--out", str(out), "--quiet"]) == 0
     return out, printed.getvalue()

@@ -94,7 +94,7 @@ def bank_of_untrained_policy(ctx) -> dict:
     prompts = list(dict.fromkeys(x for s in range(4) for x in order.prompts_at(s)))
     source = PolicySource(ctx.trainer.live_policy(), name="untrained", step=0, **guide_sampling(ctx.cfg))
     guidance = Guidance(source, ctx.scorer, GuideBank(), 0, 4, seed=ctx.cfg.seed)
-    guidance.prefill(prompts, [ctx.train_items[x] for x in prompts], step=0, save=False)
+    guidance.prefill(prompts, [ctx.train_items[x] for x in prompts], step=0)
     return guidance.bank.to_json()
 
 

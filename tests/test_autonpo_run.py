@@ -6,9 +6,9 @@ import json
 
 from conftest import ROOT
 from golden import AUTONPO_SHORT
-from npo.autonpo import Controller, ControllerState, StepRecord
+from npo.autonpo import Controller, ControllerState, Made, Seen, StepRecord
 from npo.config import load_config
-from npo.rundir import CONTROLLER_STATE, read_jsonl
+from npo.rundir import checkpoint_state, read_jsonl
 from npo.train import prepare, train
 
 
@@ -51,7 +51,9 @@ def replay_signals(metrics: list[dict], rules) -> dict:
 
 
 def saved(checkpoint) -> ControllerState:
-    return ControllerState.from_json(json.loads((checkpoint / CONTROLLER_STATE).read_text()))
+    """What a checkpoint's marker holds of the controller: what it had seen, and the run's decisions."""
+    state = checkpoint_state(checkpoint)
+    return ControllerState(Seen(**state["watch"]["seen"]), Made(**state["books"]["made"]))
 
 
 def test_controller_state_is_saved_and_a_rollback_restores_what_it_had_seen(autonpo_short):

@@ -117,8 +117,9 @@ def test_bootstrap_run_end_to_end(tmp_path, tiny_model_path):
     source = PolicySource(copy, name=event["guide_checkpoint"], step=4, **guide_sampling(npo))
     standalone = Guidance(source, TaskScorer(task, "plain"), GuideBank(), 0, 3, seed=npo.seed)
     asked = sorted(bank["tried"], reverse=True)
-    standalone.prefill(asked, [items[i] for i in asked], step=0, save=False)
-    assert standalone.bank.to_json() == bank
+    standalone.prefill(asked, [items[i] for i in asked], step=0)
+    assert standalone.bank.to_json() == {k: bank[k] for k in ("guides", "tried")}
+    assert bank["closed"] and bank["stats"]["found"] == event["guides"]["found"]
 
 
 def test_ahead_mode_and_auto_plateau(tmp_path, tiny_model_path):

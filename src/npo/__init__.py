@@ -5,7 +5,7 @@ The package in layers, top to bottom. A module imports only from its own layer o
 
     commands and reports   cli, signal_cli, eval_cli, demo, compare, report
         parse arguments, validate everything, call one job, print; reports read run folders
-    loops                  train, loop, autoloop, segments
+    loops                  train, resume, loop, autoloop, segments
         `train` prepares a run and dispatches on the method: `loop` (GRPO, NPO's two interventions)
         and `autoloop` (AutoNPO), each readable top to bottom; `segments` is the machinery both use
         (a segment of TRL training from a checkpoint, the intervention record)
@@ -18,13 +18,15 @@ The package in layers, top to bottom. A module imports only from its own layer o
         measurement, and the callbacks that write metrics, evaluate, stop segments and feed the controller
     tasks, models, generation  tasks.*, models.*, prompting, rewards, generation, evaluate
         prompts and verifiers, model folders and the embedded default, sampling and scoring
-    foundation             config, checks, grpo_args, rundir, accounting, errors, order (the data
+    foundation             config, checks, grpo_args, rundir, journal (what a resume continues
+                           from), accounting, errors, faults (crash points), order (the data
                            order), and the math: groups, injection, signal, autonpo, interventions
         plain records and pure functions in the paper's symbols; no model, no trainer
 """
 
 LAYERS = (
-    ("foundation", {"npo.errors", "npo.checks", "npo.config", "npo.grpo_args", "npo.rundir", "npo.accounting",
+    ("foundation", {"npo.errors", "npo.checks", "npo.config", "npo.grpo_args", "npo.rundir", "npo.journal", "npo.faults",
+                    "npo.accounting",
                     "npo.groups", "npo.injection", "npo.signal", "npo.autonpo", "npo.interventions", "npo.order"}),
     ("tasks, models, generation", {"npo.tasks", "npo.tasks.base", "npo.tasks.arith", "npo.tasks.files",
                                    "npo.tasks.rg", "npo.tasks.verify", "npo.models", "npo.models.load",
@@ -32,7 +34,7 @@ LAYERS = (
                                    "npo.generation", "npo.evaluate"}),
     ("the TRL seam", {"npo.trainer", "npo.engine", "npo.callbacks"}),
     ("sources and measurement", {"npo.sources", "npo.guides", "npo.probe"}),
-    ("loops", {"npo.segments", "npo.loop", "npo.autoloop", "npo.train"}),
+    ("loops", {"npo.segments", "npo.loop", "npo.autoloop", "npo.resume", "npo.train"}),
     ("commands and reports", {"npo.cli", "npo.signal_cli", "npo.eval_cli", "npo.demo", "npo.compare",
                               "npo.report"}),
 )

@@ -7,7 +7,8 @@ measurement rollouts. `summary()` is what `summary.json` reports.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -41,3 +42,19 @@ class Ledger:
                 "lookahead_steps": self.lookahead_steps, "generated_tokens": sum(tokens.values()),
                 "generated_tokens_by_kind": tokens, "guide_samples": self.guide_samples,
                 "interventions": self.interventions}
+
+
+@dataclass
+class Clock:
+    """Wall seconds that produced the run. A resumed run continues from the seconds of the state it
+    resumes from (what a crash lost is counted apart, in the run's journal)."""
+
+    base: float = 0.0  # productive seconds before `since`
+    since: float = field(default_factory=time.perf_counter)
+    warmup_seconds: float = 0.0
+
+    def wall(self) -> float:
+        return self.base + time.perf_counter() - self.since
+
+    def books(self) -> dict:
+        return {"wall_seconds": self.wall(), "warmup_seconds": self.warmup_seconds, "time": time.time()}

@@ -13,63 +13,78 @@
        [T - Delta*, T - Delta* + W) is retrained in place with injection, the controller watching;
        then back to 1.
 Every decision (with the signals that triggered it and the Q/V/S table) and every intervention goes
-to events.jsonl; the discarded steps and the estimation rollouts are counted in summary.json.
+to events.jsonl; the discarded steps and the estimation rollouts are counted in summary.json. Steps 1-2
+(up to a decision) and step 3 are stages (`Context.once`): a resumed run skips those it committed.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
+from dataclasses import asdict
 
-from npo.accounting import Cost
-from npo.autonpo import Controller, ControllerState, Decision, Seen, Trigger
+from npo.autonpo import Decision, Seen, Trigger
 from npo.callbacks import AutoWatch
 from npo.engine import load_weights
+from npo.faults import crash_point
 from npo.grpo_args import grpo_overrides
 from npo.guides import GuideBank, Guidance
 from npo.probe import measure_lookbacks
-from npo.rundir import CONTROLLER_STATE, EVALS, METRICS, RunDir, atomic_write_text, checkpoint_folder, read_jsonl
-from npo.segments import Context, record_intervention, run_segment
+from npo.rundir import METRICS, checkpoint_folder, checkpoint_state, move_steps, read_jsonl
+from npo.segments import Context, record_intervention, run_segment, segment_cost
 from npo.sources import PolicySource, guide_sampling
 
 
 def train_autonpo(ctx: Context) -> None:
-    cfg, run, steps = ctx.cfg, ctx.run, ctx.cfg.train.steps
-    ctrl = Controller(cfg.autonpo, steps, every=cfg.train.checkpoint_every)
-    pos, index = 0, 0
+    steps = ctx.cfg.train.steps
+    pos, made, triggers = 0, 0, 0
     while pos < steps:
-        # 1. the final trajectory, watched, until a trigger at T
-        watch = AutoWatch(ctrl)
-        run_segment(ctx, pos, steps, out_dir=run.checkpoints, watch=watch)
-        if watch.trigger is None:
-            return
-        T = watch.trigger.step
-        # 2. estimate S = Q / V per candidate look-ahead; Delta* = argmax S, or decline
-        decision = _decide(ctx, ctrl, watch.trigger)
-        ctx.event({"event": "autonpo_decision", "step": T, "trigger": watch.trigger.kind,
-                   "signals": watch.trigger.signals, "table": decision.table, "delta": decision.delta,
-                   "reason": decision.reason, "estimation_tokens": decision.estimation_tokens})
+        # 1.-2. the final trajectory, watched, until a trigger at T; the decision on it
+        decision = ctx.once(f"decision/{triggers}", lambda: _watch_and_decide(ctx, pos))
+        triggers += 1
+        if decision is None:
+            return  # the run ended without a trigger
+        decision = Decision.from_json(decision)
         if decision.delta is None:
-            pos = T
+            pos = decision.trigger.step
             continue
         # 3. roll back to T - Delta* and retrain the window guided by pi_T
-        t0 = T - decision.delta
-        ctrl.record(decision, window_end=min(t0 + cfg.autonpo.window, steps))
-        pos = _intervene(ctx, ctrl, index, decision.trigger, t0)
-        index += 1
+        pos = ctx.once(f"intervention/{made}", lambda: _intervene(ctx, made, decision))
+        made += 1
 
 
-def _decide(ctx: Context, ctrl: Controller, trigger: Trigger) -> Decision:
-    a, T, run, trainer = ctx.cfg.autonpo, trigger.step, ctx.run, ctx.trainer
+def _watch_and_decide(ctx: Context, pos: int) -> dict | None:
+    cfg, ctrl = ctx.cfg, ctx.controller
+    watch = AutoWatch(ctrl)
+    segment = run_segment(ctx, pos, cfg.train.steps, out_dir=ctx.run.checkpoints, watch=watch)
+    if watch.trigger is None:
+        return None
+    T = watch.trigger.step
+    if not segment.trained:  # resumed at the trigger: pi_T back into the engine
+        load_weights(ctx.trainer, ctx.run.checkpoint(T))
+    decision = _decide(ctx, watch.trigger)
+    ctx.event({"event": "autonpo_decision", "step": T, "trigger": watch.trigger.kind,
+               "signals": watch.trigger.signals, "table": decision.table, "delta": decision.delta,
+               "reason": decision.reason, "estimation_tokens": decision.estimation_tokens})
+    if decision.delta is not None:
+        ctrl.record(decision, window_end=min(T - decision.delta + cfg.autonpo.window, cfg.train.steps))
+    return asdict(decision)
+
+
+def _decide(ctx: Context, trigger: Trigger) -> Decision:
+    a, T, run, trainer, ctrl = ctx.cfg.autonpo, trigger.step, ctx.run, ctx.trainer, ctx.controller
     t0 = time.perf_counter()
     pools = {d: pool for d in ctrl.candidates(T, a.deltas, run.checkpoint_steps())
              if (pool := ctrl.pool_prompts(around=T - d, width=a.pool_width)[:a.signal_prompts])}  # F: the pool
+
+    def load(step: int) -> None:
+        load_weights(trainer, run.checkpoint(step))
+        crash_point("measure")
+
     g = grpo_overrides(ctx.cfg)
     table, tokens = measure_lookbacks(
-        trainer.live_policy(), lambda step: load_weights(trainer, run.checkpoint(step)), T, pools, ctx.train_items,
-        ctx.scorer, k=a.signal_k, temperature=g["temperature"], max_new_tokens=g["max_completion_length"],
-        seed=ctx.cfg.seed, boot=200) if pools else ([], 0)
+        trainer.live_policy(), load, T, pools, ctx.train_items, ctx.scorer, k=a.signal_k,
+        temperature=g["temperature"], max_new_tokens=g["max_completion_length"], seed=ctx.cfg.seed,
+        boot=200) if pools else ([], 0)
     ctx.ledger.estimation_tokens += tokens
     decision = ctrl.decide(trigger, table)
     decision.reason += f" (measured in {time.perf_counter() - t0:.1f} s)"
@@ -77,57 +92,48 @@ def _decide(ctx: Context, ctrl: Controller, trigger: Trigger) -> Decision:
     return decision
 
 
-def _intervene(ctx: Context, ctrl: Controller, index: int, trigger: Trigger, t0: int) -> int:
-    """Roll back from the trigger at T to t0, retrain the window guided by pi_T; returns the window's end."""
-    cfg, run, a, T, trainer = ctx.cfg, ctx.run, ctx.cfg.autonpo, trigger.step, ctx.trainer
+def _intervene(ctx: Context, index: int, decision: Decision) -> int:
+    """Roll back from the trigger at T to t0 = T - Delta*, retrain the window guided by pi_T; returns
+    the window's end."""
+    cfg, run, a, trainer, ctrl = ctx.cfg, ctx.run, ctx.cfg.autonpo, ctx.trainer, ctx.controller
+    T, t0 = decision.trigger.step, decision.trigger.step - decision.delta
     start = time.perf_counter()
     folder = run.lookahead(index, "auto")
-    lookahead = _discard(ctx, t0, T, folder)
-    ctx.ledger.lookahead_steps += lookahead.steps
+    lookahead = segment_cost(ctx, t0, _discard(ctx, index, t0, T, folder))
     guide_path = checkpoint_folder(folder, T)
-    load_weights(trainer, guide_path)  # pi_T back into the engine (the measurement left a candidate there)
     source = PolicySource(trainer.live_policy(), name=run.relative(guide_path), step=T, **guide_sampling(cfg))
     end = min(t0 + a.window, cfg.train.steps)
     guidance = Guidance(source, ctx.scorer, GuideBank(), t0, end, seed=cfg.seed,
                         bank_path=run.guide_bank(index, "auto"))
-    window = trainer.data_order().prompts_between(t0, end)
-    ahead = list(dict.fromkeys(ctrl.pool_prompts(around=t0, width=a.pool_width) + window))
-    guidance.prefill(ahead, [ctx.train_items[x] for x in ahead], step=t0, save=ctx.is_main)
-    ctrl.rollback(seen_at(run, t0))
-    watch = AutoWatch(ctrl)  # sees the window; no trigger before its end (the controller's floor)
+    if not guidance.load_saved():  # a resumed run never makes a saved bank twice
+        load_weights(trainer, guide_path)  # pi_T back into the engine (the measurement left a candidate there)
+        ctrl.rollback(Seen(**checkpoint_state(guide_path)["watch"]["seen"]))  # the pool as seen at T
+        window = trainer.data_order().prompts_between(t0, end)
+        ahead = list(dict.fromkeys(ctrl.pool_prompts(around=t0, width=a.pool_width) + window))
+        guidance.prefill(ahead, [ctx.train_items[x] for x in ahead], step=t0,
+                          books=ctx.books if ctx.is_main else None)
+    watch = AutoWatch(ctrl)  # back to what it had seen at t0 (run_segment); no trigger before the window's end
     run_segment(ctx, t0, end, out_dir=run.checkpoints, guidance=guidance, watch=watch)
-    record_intervention(ctx, guidance, index=index, kind=f"auto-{trigger.kind}", trigger="autonpo", delta=T - t0,
-                        guide_mode="ahead", lookahead=lookahead, seconds=time.perf_counter() - start, trigger_step=T)
+    record_intervention(ctx, guidance, index=index, kind=f"auto-{decision.trigger.kind}", trigger="autonpo",
+                        delta=T - t0, guide_mode="ahead", lookahead=lookahead, seconds=time.perf_counter() - start,
+                        trigger_step=T)
     return end
 
 
-def seen_at(run: RunDir, step: int) -> Seen:
-    """What the controller had seen at `step` of the final trajectory (nothing at step 0)."""
-    if step == 0:
-        return Seen()
-    return ControllerState.from_json(json.loads((run.checkpoint(step) / CONTROLLER_STATE).read_text())).seen
+def _discard(ctx: Context, index: int, t0: int, T: int, folder) -> list[dict]:
+    """Move the final trajectory's steps (t0, T] out of it, into `folder`: checkpoints, metrics and
+    evaluations. Several files change: the journal records the move as pending before it starts, a
+    resume completes it (`npo.rundir.move_steps` is idempotent), and it is a stage of its own, done once
+    (the window retrained after it writes new checkpoints at those steps). Returns the moved steps' metrics."""
+    acc = ctx.trainer.accelerator
 
+    def move() -> None:
+        acc.wait_for_everyone()
+        if ctx.is_main:
+            ctx.journal.pending = {"move_steps": {"after": t0, "upto": T, "folder": ctx.run.relative(folder)}}
+            ctx.journal.save()
+            move_steps(ctx.run, t0, T, folder)
+        acc.wait_for_everyone()
 
-def _discard(ctx: Context, t0: int, T: int, folder) -> Cost:
-    """Move the final trajectory's steps (t0, T] out of it: checkpoints, metrics and evaluations (the
-    main process moves them). Returns what those steps cost (their TRL step times and tokens)."""
-    run, acc = ctx.run, ctx.trainer.accelerator
-    kept, gone = _split(read_jsonl(run.metrics), t0)
-    acc.wait_for_everyone()  # every process has read the metrics before they move
-    if ctx.is_main:
-        folder.mkdir(parents=True, exist_ok=True)
-        for step in run.checkpoint_steps():
-            if t0 < step <= T:
-                shutil.move(str(run.checkpoint(step)), str(checkpoint_folder(folder, step)))
-        for path, name in ((run.metrics, METRICS), (run.evals, EVALS)):
-            keep, move = _split(read_jsonl(path), t0)
-            atomic_write_text(folder / name, "".join(json.dumps(r, sort_keys=True) + "\n" for r in move))
-            atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
-    acc.wait_for_everyone()
-    tokens_before = kept[-1]["signal/generated_tokens"] if kept else 0
-    tokens_after = gone[-1]["signal/generated_tokens"] if gone else tokens_before
-    return Cost(T - t0, sum(r["train/step_time"] for r in gone), int(tokens_after - tokens_before))
-
-
-def _split(records: list[dict], after: int) -> tuple[list[dict], list[dict]]:
-    return [r for r in records if r["step"] <= after], [r for r in records if r["step"] > after]
+    ctx.once(f"discard/{index}", move)  # the commit clears `pending`
+    return read_jsonl(folder / METRICS)

@@ -58,6 +58,10 @@ class Decision:
     reason: str
     estimation_tokens: int = 0  # rollouts spent measuring the table
 
+    @classmethod
+    def from_json(cls, data: dict) -> "Decision":
+        return cls(**{**data, "trigger": Trigger(**data["trigger"])})
+
 
 @dataclass
 class Seen:

@@ -1,22 +1,25 @@
 """Trainer callbacks: per-step metrics to `metrics.jsonl`, periodic held-out evaluation to
 `eval.jsonl`, a progress bar with reward and accuracy, a checkpoint where a segment ends, the
-plateau rule and AutoNPO's controller fed per step, and the controller's state saved with each
-checkpoint."""
+plateau rule and AutoNPO's controller fed per step, and the completion marker written last into
+every checkpoint (with the run's books and what the watches had seen: a resume reads it)."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm import tqdm
 from transformers import TrainerCallback
 
-from npo.autonpo import Controller, StepRecord
+from npo.autonpo import Controller, Seen, StepRecord, Trigger
 from npo.engine import generation_model
 from npo.evaluate import EvalPlan
+from npo.faults import crash_point
 from npo.interventions import plateaued
-from npo.rundir import CONTROLLER_STATE, RunDir, append_jsonl, atomic_write_json, checkpoint_folder
+from npo.rundir import RunDir, append_jsonl, checkpoint_folder, mark_complete
 
 # metrics.jsonl key <- TRL log key. Every key is documented in README "Metrics".
 TRL_KEYS = {
@@ -102,6 +105,26 @@ class StopAt(TrainerCallback):
             control.should_training_stop = True
 
 
+class CheckpointMarker(TrainerCallback):
+    """Writes a checkpoint's completion marker (`npo.rundir.mark_complete`) once HF has written its
+    files: `state()` is what the run wants saved with it (books, the watch, the guidance's stats)."""
+
+    def __init__(self, state):
+        self.state = state
+
+    def on_step_end(self, args, state, control, **kwargs):
+        crash_point("step")
+
+    def on_save(self, args, state, control, **kwargs):
+        # HF calls on_save right after writing checkpoint-<global_step>, and after this step's on_log
+        processes = PartialState()
+        processes.wait_for_everyone()  # every process has written its share (its RNG state, shards)
+        crash_point("checkpoint")
+        if processes.is_main_process:
+            mark_complete(checkpoint_folder(Path(args.output_dir), state.global_step), self.state())
+        processes.wait_for_everyone()
+
+
 class PlateauWatch(TrainerCallback):
     """Stops the final trajectory at the first step where `npo.interventions.plateaued` holds on the
     on-policy group accuracy (`signal/group_accuracy`; the training reward would count guides),
@@ -131,11 +154,23 @@ class PlateauWatch(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
+    def snapshot(self) -> dict:
+        """Saved in each checkpoint: where it fired, if it did (a segment resumed there has ended)."""
+        return {"fired_at": self.fired_at, "evidence": self.evidence}
+
+    def restore(self, snapshot: dict | None, ended: bool) -> None:
+        """Resuming from a checkpoint (its snapshot); `ended`: the segment got past its start. The
+        history comes from metrics.jsonl, which a resume cut back to that checkpoint."""
+        if ended and snapshot and snapshot["fired_at"] is not None:
+            self.fired_at, self.evidence = snapshot["fired_at"], snapshot["evidence"]
+
 
 class AutoWatch(TrainerCallback):
     """Feeds AutoNPO's controller one record per step of the final trajectory (the trainer's gate
     outcome through `on_gate`, the step's signals from its log); stops the segment with a checkpoint
-    at the step where it triggers, and saves the controller's state into every checkpoint."""
+    at the step where it triggers. What the controller had seen is saved with every checkpoint
+    (`snapshot`) and restored from the checkpoint a segment starts from (`restore`): a rollback to t,
+    and a resume at t, both continue from what it had seen at t (`npo.autonpo`)."""
 
     def __init__(self, controller: Controller):
         self.controller = controller
@@ -156,11 +191,16 @@ class AutoWatch(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
-    def on_save(self, args, state, control, **kwargs):
-        # HF calls on_save right after writing checkpoint-<global_step>, and after this step's on_log
-        if state.is_world_process_zero:
-            folder = checkpoint_folder(Path(args.output_dir), state.global_step)
-            atomic_write_json(folder / CONTROLLER_STATE, self.controller.state.to_json())
+    def snapshot(self) -> dict:
+        return {"seen": asdict(self.controller.state.seen),
+                "trigger": asdict(self.trigger) if self.trigger is not None else None}
+
+    def restore(self, snapshot: dict | None, ended: bool) -> None:
+        """From the checkpoint a segment starts at (None: the base model, nothing seen yet); `ended`:
+        the segment got past its start, so a trigger saved there is this segment's."""
+        self.controller.rollback(Seen(**snapshot["seen"]) if snapshot else Seen())
+        if ended and snapshot and snapshot["trigger"] is not None:
+            self.trigger = Trigger(**snapshot["trigger"])
 
 
 class Progress(TrainerCallback):

@@ -26,7 +26,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_train(sub):
     p = sub.add_parser("train", help="train with GRPO (or NPO/AutoNPO) from a YAML config")
-    p.add_argument("config", help="YAML run config (see configs/)")
+    p.add_argument("config", nargs="?", help="YAML run config (see configs/)")
+    p.add_argument("--resume", metavar="RUN", help="continue a killed run in its folder (no config: the "
+                   "folder holds it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.steps=100 (repeatable)")
     p.add_argument("--out", help="run directory (default: runs/<config name>-<time>)")
@@ -110,10 +112,23 @@ def parser() -> argparse.ArgumentParser:
 def cmd_train(a) -> int:
     from npo.config import load_config
 
-    cfg = load_config(a.config, a.set)  # a bad field is refused before torch and TRL are imported
+    if a.resume:
+        if a.config or a.set or a.out:
+            raise UserError("train --resume RUN: takes no config, --set or --out (the run folder holds its config)")
+        run = Path(a.resume)
+        if not (run / "config.yaml").is_file():  # (a run killed before its journal was written starts over)
+            raise UserError(f"--resume {run}: not a run folder (no config.yaml)")
+        cfg = load_config(run / "config.yaml")
+    elif not a.config:
+        raise UserError("train: give a CONFIG, or --resume RUN")
+    else:
+        cfg = load_config(a.config, a.set)  # a bad field is refused before torch and TRL are imported
     from npo.train import prepare, train
 
-    prep = prepare(cfg, a.out or default_out(a.config))
+    prep = prepare(cfg, a.resume or a.out or default_out(a.config), resume=bool(a.resume))
+    if prep.status == "finished":
+        print(f"{prep.out}: finished (summary.json); nothing to resume")
+        return 0
     summary = train(prep, show_progress=not a.quiet)
     keys = ("initial_accuracy", "final_accuracy", "best_accuracy", "final_steps", "total_steps",
             "generated_tokens", "interventions", "wall_seconds")

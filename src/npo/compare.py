@@ -4,6 +4,10 @@
 A config may be named `NAME=PATH` (default name: the file's stem); the first is the baseline whose
 mean final accuracy is the target. Every config is validated and every run folder checked before
 the first run starts. `npo demo` is the same job over presets of one config (npo.demo).
+
+Re-run into the same `--out`, a comparison continues: finished runs of the same plan are not run
+again, a killed run resumes (`npo train --resume`), and a folder holding runs of another plan is
+refused before any work.
 """
 
 from __future__ import annotations
@@ -39,12 +43,18 @@ def run_methods(methods: dict[str, tuple[Path, list[str]]], seeds: int, out: Pat
     for name, (path, overrides) in methods.items():  # everything that can fail on bad input, before any work
         for seed in range(seeds):
             cfg = load_config(path, [*overrides, f"seed={seed}"])
-            preps[name, seed] = prepare(cfg, out / "runs" / f"{name}-s{seed}")
+            preps[name, seed] = prepare(cfg, out / "runs" / f"{name}-s{seed}", resume=True)
+    planned = {p.out.name for p in preps.values()}
+    others = sorted(p.name for p in (out / "runs").iterdir() if p.name not in planned) if (out / "runs").is_dir() else []
+    if others:
+        raise UserError(f"{out}: holds runs of another plan ({', '.join(others)}): choose another --out")
     folders: dict[str, list[Path]] = {name: [] for name in methods}
     for i, (name, seed) in enumerate((n, s) for s in range(seeds) for n in methods):
-        if show_progress:
-            print(f"[{i + 1}/{len(preps)}] {name}, seed {seed}", flush=True)
-        train(preps[name, seed], show_progress=show_progress, label=f"{name} s{seed}")
+        prep = preps[name, seed]
+        state = {"finished": " (finished before: not run again)", "resume": " (resuming)"}.get(prep.status, "")
+        if show_progress or state:  # what a re-run skips or resumes is said even when quiet
+            print(f"[{i + 1}/{len(preps)}] {name}, seed {seed}{state}", flush=True)
+        train(prep, show_progress=show_progress, label=f"{name} s{seed}")
         folders[name].append(preps[name, seed].out)
     return write_report(folders, out, commands, **report)
 

@@ -24,7 +24,8 @@ def resolve_target(target: str, step: int | None):
         if step is None:
             step = steps[-1]
         if step not in steps:
-            raise UserError(f"--step {step}: no checkpoint at that step in {p} (have {steps})")
+            what = "an incomplete" if run.checkpoint(step).is_dir() else "no"  # a crash cut it short: never loaded
+            raise UserError(f"--step {step}: {what} checkpoint at that step in {p} (complete: {steps})")
         return run.checkpoint(step), run.config
     if step is not None:
         raise UserError("--step: only for a run directory")

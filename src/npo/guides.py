@@ -1,7 +1,8 @@
 """The guide bank and an intervention's guidance.
 
 - `GuideBank`: per-prompt store of verified-correct trajectories (`npo.sources.Guide`: token ids,
-  text, source and step, per-token log-probs under the source), saved atomically in the run folder.
+  text, source and step, per-token log-probs under the source), saved atomically in the run folder
+  with what making it cost; a bank made ahead and saved is reloaded, never remade, by a resume.
 - `Guidance`: one intervention's guide source, its bank, and the window [start, end) of optimizer
   steps in which the trainer injects from it. It asks the source for the prompts it lacks, ahead of
   time (`prefill`, then the bank is closed) or as gated prompts come (`fill`), and counts what that
@@ -101,17 +102,32 @@ class Guidance:
         self.stats.seconds += time.perf_counter() - t0
         return len(todo)
 
-    def prefill(self, indices: list[int], items: list, step: int, save: bool = True) -> None:
+    def prefill(self, indices: list[int], items: list, step: int, books=None) -> None:
         """Ahead-of-time guides for prompts known before the window, then the bank is closed: its
-        source is the policy at the end of a look-ahead, which the rollback is about to replace."""
+        source is the policy at the end of a look-ahead, which the rollback is about to replace.
+        `books` (the main process): saves the bank with `books()`, the run's books once it was made
+        (`npo.journal`: its verifications count)."""
         self.fill(indices, items, step)
         self.closed = True
-        if save:
-            self.save()
+        if books is not None:
+            self.save(books())
 
     def lookup(self, indices: list[int]) -> list[GuideRow | None]:
         return [g.row() if (g := self.bank.get(i)) is not None else None for i in indices]
 
-    def save(self) -> None:
+    def save(self, books: dict | None = None) -> None:
+        """The bank, what making it cost, whether it is complete (made ahead), atomically."""
         if self.bank_path is not None:
-            self.bank.save(self.bank_path)
+            atomic_write_json(self.bank_path, {**self.bank.to_json(), "stats": asdict(self.stats),
+                                               "closed": self.closed, "books": books})
+
+    def load_saved(self) -> bool:
+        """Take the bank a killed run saved complete (made ahead), with its stats: it is never made
+        twice. Returns whether there was one."""
+        if self.bank_path is None or not Path(self.bank_path).is_file():
+            return False
+        data = json.loads(Path(self.bank_path).read_text())
+        if not data.get("closed"):
+            return False  # an on-demand bank (`self`): asked afresh at every step anyway
+        self.bank, self.stats, self.closed = GuideBank.from_json(data), GuideStats(**data["stats"]), True
+        return True

@@ -10,7 +10,8 @@ One intervention (NPO_METHOD.md section 3), with Delta = lookahead and W = windo
     3. roll back to t (in place) and retrain the window [t, t + W) with guides injected into gated groups;
     4. record the intervention in events.jsonl with what it cost.
 Then plain GRPO to the next intervention or to the end. Segments, rollback and the event writer are
-`npo.segments`; the guide sources `npo.sources`.
+`npo.segments`; the guide sources `npo.sources`. Each intervention is one stage (`Context.once`),
+and so is the search for a plateau: a resumed run skips those it committed.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ import time
 
 from npo.accounting import Cost
 from npo.callbacks import PlateauWatch
+from npo.engine import load_weights
+from npo.faults import crash_point
 from npo.guides import GuideBank, Guidance
 from npo.interventions import Intervention, parse_interventions
-from npo.rundir import checkpoint_folder, read_jsonl
-from npo.segments import Context, record_intervention, run_segment
+from npo.rundir import METRICS, checkpoint_folder, read_jsonl
+from npo.segments import Context, record_intervention, run_segment, segment_cost
 from npo.sources import PolicySource, SelfSource, guide_sampling
 
 
@@ -31,32 +34,17 @@ def train_npo(ctx: Context) -> None:
     interventions = parse_interventions(cfg.npo.interventions, steps) if cfg.method == "npo" else []
     pos = 0  # the final trajectory has a checkpoint at `pos` (or is the base model at 0)
     for i, iv in enumerate(interventions):
-        # 1. reach the rollback target t
-        if iv.auto:
-            t = _run_to_plateau(ctx, pos, iv)
-            if t is None:
-                ctx.event({"event": "plateau_not_found", "index": i, "kind": iv.kind, "searched": [pos, steps]})
-                return
-        else:
-            t = iv.at_step
-            if t > pos:
-                run_segment(ctx, pos, t, out_dir=run.checkpoints)
-        # 2. the guide (a look-ahead for the near future);  3. roll back to t, retrain the window with it
-        t0 = time.perf_counter()
-        guidance, lookahead = _make_guidance(ctx, i, iv, t)
-        run_segment(ctx, t, guidance.end, out_dir=run.checkpoints, guidance=guidance)
-        pos = guidance.end
-        # 4. the record
-        trigger = "auto-plateau" if iv.auto else ("start" if iv.kind == "bootstrap" else "at_step")
-        mode = "on_demand" if cfg.npo.source == "self" else "ahead"
-        record_intervention(ctx, guidance, index=i, kind=iv.kind, trigger=trigger, delta=iv.lookahead,
-                            guide_mode=mode, lookahead=lookahead, seconds=time.perf_counter() - t0)
-        del guidance  # frees the guide's model
+        # 1. the rollback target t
+        t = ctx.once(f"plateau/{i}", lambda: _run_to_plateau(ctx, pos, i, iv)) if iv.auto else iv.at_step
+        if t is None:
+            return  # no plateau before the end: the run has ended
+        # 2.-4. reach t, make the guide, roll back to t and retrain the window with it, record
+        pos = ctx.once(f"intervention/{i}", lambda: _intervene(ctx, i, iv, pos, t))
     if pos < steps:
         run_segment(ctx, pos, steps, out_dir=run.checkpoints)
 
 
-def _run_to_plateau(ctx: Context, pos: int, iv: Intervention) -> int | None:
+def _run_to_plateau(ctx: Context, pos: int, i: int, iv: Intervention) -> int | None:
     p, steps = ctx.cfg.npo, ctx.cfg.train.steps
     ctx.trainer.accelerator.wait_for_everyone()  # the main process has written the metrics read here
     history = [r["signal/group_accuracy"] for r in read_jsonl(ctx.run.metrics) if "signal/group_accuracy" in r]
@@ -65,9 +53,25 @@ def _run_to_plateau(ctx: Context, pos: int, iv: Intervention) -> int | None:
                          latest=steps - max(iv.lookahead, iv.window),
                          every=ctx.trainer.data_order().steps_per_chunk)
     run_segment(ctx, pos, steps, out_dir=ctx.run.checkpoints, watch=watch)
-    if watch.fired_at is not None:
+    if watch.fired_at is None:
+        ctx.event({"event": "plateau_not_found", "index": i, "kind": iv.kind, "searched": [pos, steps]})
+    else:
         ctx.event({"event": "plateau_detected", "step": watch.fired_at, **watch.evidence})
     return watch.fired_at
+
+
+def _intervene(ctx: Context, i: int, iv: Intervention, pos: int, t: int) -> int:
+    """Intervention i at step t: the guide, then the window retrained with it. Returns the window's end."""
+    if t > pos:
+        run_segment(ctx, pos, t, out_dir=ctx.run.checkpoints)
+    t0 = time.perf_counter()
+    guidance, lookahead = _make_guidance(ctx, i, iv, t)
+    run_segment(ctx, t, guidance.end, out_dir=ctx.run.checkpoints, guidance=guidance)
+    trigger = "auto-plateau" if iv.auto else ("start" if iv.kind == "bootstrap" else "at_step")
+    mode = "on_demand" if ctx.cfg.npo.source == "self" else "ahead"
+    record_intervention(ctx, guidance, index=i, kind=iv.kind, trigger=trigger, delta=iv.lookahead,
+                        guide_mode=mode, lookahead=lookahead, seconds=time.perf_counter() - t0)
+    return guidance.end
 
 
 def _make_guidance(ctx: Context, i: int, iv: Intervention, t: int) -> tuple[Guidance, Cost]:
@@ -80,10 +84,14 @@ def _make_guidance(ctx: Context, i: int, iv: Intervention, t: int) -> tuple[Guid
         return Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path), Cost()
     folder = run.lookahead(i, iv.kind)
     scout = run_segment(ctx, t, t + iv.lookahead, out_dir=folder, main=False)
-    ctx.ledger.lookahead_steps += iv.lookahead
-    guide = run.relative(checkpoint_folder(folder, t + iv.lookahead))
-    source = PolicySource(trainer.live_policy(), name=guide, step=t + iv.lookahead, **guide_sampling(cfg))
+    crash_point("lookahead")
+    guide = checkpoint_folder(folder, t + iv.lookahead)
+    source = PolicySource(trainer.live_policy(), name=run.relative(guide), step=t + iv.lookahead, **guide_sampling(cfg))
     guidance = Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path)
-    window = trainer.data_order().prompts_between(t, end)
-    guidance.prefill(window, [ctx.train_items[x] for x in window], step=t, save=ctx.is_main)
-    return guidance, scout.cost
+    if not guidance.load_saved():  # a resumed run never makes a saved bank twice
+        if not scout.trained:  # resumed after the look-ahead ended: its last policy back into the engine
+            load_weights(trainer, guide)
+        window = trainer.data_order().prompts_between(t, end)
+        guidance.prefill(window, [ctx.train_items[x] for x in window], step=t, books=ctx.books if ctx.is_main else None)
+    trainer.accelerator.wait_for_everyone()  # the main process has written the look-ahead's metrics
+    return guidance, segment_cost(ctx, t, read_jsonl(folder / METRICS))

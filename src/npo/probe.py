@@ -30,7 +30,7 @@ from npo.groups import p_hat
 from npo.grpo_args import grpo_overrides
 from npo.models.load import check_model_folder, load_policy
 from npo.rewards import TaskScorer
-from npo.rundir import RunDir
+from npo.rundir import RunDir, checkpoint_state
 from npo.signal import Trajectory, estimate, failed_set
 from npo.sources import GuideSource
 from npo.tasks import build_split
@@ -69,10 +69,11 @@ class Probe:
                 path = Path(json.loads(self.run.model_json.read_text())["model_path"])
             elif isinstance(ref, int):
                 path = self.run.checkpoint(ref)
-                if not path.is_dir():
+                if checkpoint_state(path) is None:  # absent, or cut short by a crash: never loaded
                     have = ", ".join(map(str, self.run.checkpoint_steps())) or "none"
-                    raise UserError(f"--step/--deltas: no checkpoint at step {ref} in {self.run.root} "
-                                    f"(checkpoints: {have})")
+                    what = "an incomplete" if path.is_dir() else "no"
+                    raise UserError(f"--step/--deltas: {what} checkpoint at step {ref} in {self.run.root} "
+                                    f"(complete checkpoints: {have})")
             else:
                 path = check_model_folder(ref, "--source checkpoint")
             model, tok = load_policy(path)

@@ -21,9 +21,10 @@ class TaskScorer:
         """`npo.tasks.verify.VerifyStats`: verifications made, and those that raised or timed out."""
         return self.guard.stats
 
-    def reward(self, completion, item: Item) -> float:
+    def reward(self, completion, item: Item, count: bool = True) -> float:
+        """`count=False`: a verdict the run has counted already (TRL's reward function after the gate)."""
         text = answer_for_scoring(completion_text(completion), self.style, self.task)
-        return 1.0 if self.guard.score(text, item) >= self.threshold else 0.0
+        return 1.0 if self.guard.score(text, item, count) >= self.threshold else 0.0
 
     def close(self) -> None:
         self.guard.close()
@@ -33,6 +34,6 @@ def make_reward_fn(scorer: TaskScorer, items: list[Item]):
     """A TRL reward function over dataset column `item_index` (row of `items`)."""
 
     def verified(prompts, completions, item_index, **_):
-        return [scorer.reward(c, items[i]) for c, i in zip(completions, item_index)]
+        return [scorer.reward(c, items[i], count=False) for c, i in zip(completions, item_index)]  # the gate counted it
 
     return verified

@@ -9,12 +9,19 @@ Layout (everything needed to understand and resume a run)::
     RUN/metrics.jsonl        one line per optimizer step (keys documented in README "Metrics")
     RUN/eval.jsonl           one line per evaluation (step 0 is the starting policy)
     RUN/events.jsonl         interventions and other decisions (NPO / AutoNPO)
+    RUN/run_state.json       the run's journal: stages done, events, books, a pending file operation
+                             (npo.journal; what `npo train --resume` continues from)
     RUN/checkpoints/         checkpoint-<step>/: weights, optimizer, scheduler, RNG, trainer state
-                             (+ autonpo_state.json: the AutoNPO controller's state at that step)
+                             + npo_state.json, written last: the files' sizes (the folder is complete
+                             only when every file is there at its size), the run's books, the AutoNPO
+                             controller's observations and the watch that stopped there
     RUN/lookahead/<i>-<kind>/  a discarded look-ahead: its metrics.jsonl, eval.jsonl, checkpoints
-    RUN/guides/<i>-<kind>.json the guide bank of intervention i
+    RUN/guides/<i>-<kind>.json the guide bank of intervention i (with its generation stats)
     RUN/signal/step-<T>[-backward].{json,png}  `npo signal`
     RUN/summary.json         written last; its presence means the run finished
+
+Every file is written atomically (a temp file renamed) except the append-only JSONL logs, whose
+torn last line a reader skips and a resume removes.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-CONTROLLER_STATE = "autonpo_state.json"  # inside a checkpoint folder
+from npo.faults import crash_point
+
+CHECKPOINT_STATE = "npo_state.json"  # inside a checkpoint folder, written last
 METRICS, EVALS = "metrics.jsonl", "eval.jsonl"
 
 
@@ -69,6 +78,11 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         f.flush()
 
 
+def write_jsonl(path: str | Path, records: list[dict]) -> None:
+    """Replace a JSONL file atomically."""
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
@@ -96,18 +110,14 @@ class RunDir:
     events = property(lambda self: self.root / "events.jsonl")
     checkpoints = property(lambda self: self.root / "checkpoints")
     summary = property(lambda self: self.root / "summary.json")
+    state = property(lambda self: self.root / "run_state.json")
 
     def checkpoint(self, step: int) -> Path:
         return checkpoint_folder(self.checkpoints, step)
 
     def checkpoint_steps(self) -> list[int]:
-        if not self.checkpoints.exists():
-            return []
-        steps = []
-        for p in self.checkpoints.iterdir():
-            if p.name.startswith("checkpoint-") and (p / "trainer_state.json").exists():
-                steps.append(int(p.name.split("-")[1]))
-        return sorted(steps)
+        """The steps of the final trajectory's complete checkpoints."""
+        return complete_steps(self.checkpoints)
 
     def lookahead(self, index: int, kind: str) -> Path:
         """The folder of intervention `index`'s discarded look-ahead (its own metrics and checkpoints)."""
@@ -127,3 +137,63 @@ class RunDir:
 def checkpoint_folder(folder: Path, step: int) -> Path:
     """Where HF's Trainer writes the checkpoint of `step` under its output folder."""
     return Path(folder) / f"checkpoint-{step}"
+
+
+def checkpoint_folders(folder: Path) -> dict[int, Path]:
+    """step -> checkpoint folder under `folder`, complete or not."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {int(p.name.split("-")[1]): p for p in folder.iterdir()
+            if p.is_dir() and p.name.startswith("checkpoint-") and p.name.split("-")[1].isdigit()}
+
+
+def file_sizes(folder: Path) -> dict[str, int]:
+    """Every file under a checkpoint folder (its marker aside) -> its size in bytes."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != CHECKPOINT_STATE}
+
+
+def mark_complete(folder: Path, state: dict) -> None:
+    """The last write of a checkpoint: its marker, with the size of every file it holds."""
+    atomic_write_json(Path(folder) / CHECKPOINT_STATE, {**state, "files": file_sizes(folder)})
+
+
+def checkpoint_state(folder: Path) -> dict | None:
+    """A checkpoint's marker if the checkpoint is complete (every file listed there, at its size),
+    else None: a checkpoint cut short by a crash or truncated later is never loaded."""
+    try:
+        state = json.loads((Path(folder) / CHECKPOINT_STATE).read_text())
+        files = state["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    for name, size in files.items():
+        path = Path(folder) / name
+        if not path.is_file() or path.stat().st_size != size:
+            return None
+    return state
+
+
+def complete_steps(folder: Path) -> list[int]:
+    """The steps of the complete checkpoints under `folder`."""
+    return sorted(s for s, p in checkpoint_folders(folder).items() if checkpoint_state(p) is not None)
+
+
+
+def move_steps(run: RunDir, after: int, upto: int, folder: Path) -> None:
+    """Move the final trajectory's steps (after, upto] into `folder`: their checkpoints (each an atomic
+    rename), metrics and evaluation lines (the folder's copy written before the trajectory's file is
+    cut). Idempotent: calling it again completes a move a crash interrupted."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for step, path in sorted(checkpoint_folders(run.checkpoints).items()):
+        if after < step <= upto:
+            os.replace(path, checkpoint_folder(folder, step))
+            crash_point("discard")
+    for path, name in ((run.metrics, METRICS), (run.evals, EVALS)):
+        records = read_jsonl(path)
+        moved = [r for r in records if r["step"] > after]
+        if moved:
+            write_jsonl(folder / name, moved)
+            write_jsonl(path, [r for r in records if r["step"] <= after])

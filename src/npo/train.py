@@ -3,7 +3,8 @@
 `prepare` does every check that can fail on bad input (config, task, dataset rows, model folder,
 output folder) before anything is written; `train` then warms up the embedded default if needed,
 builds the run's one trainer, evaluates the starting policy, runs the method's loop, evaluates, and
-writes `summary.json` last.
+writes `summary.json` last. With `resume`, a killed run in the output folder continues where it
+stopped (`npo.resume`); a finished one returns its summary.
 
 Methods: `grpo` and `npo` run `npo.loop.train_npo` (GRPO is NPO with no interventions); `autonpo` runs
 `npo.autoloop.train_autonpo`.
@@ -14,6 +15,7 @@ process builds the warm start while the others wait, and is the only one that wr
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +24,21 @@ from accelerate import PartialState
 from transformers.utils import logging as hf_logging
 from trl import GRPOConfig
 
-from npo.accounting import Ledger
+from npo.accounting import Clock, Ledger
 from npo.autoloop import train_autonpo
+from npo.autonpo import Controller, ControllerState, Made
 from npo.callbacks import Evaluator, Progress, warmup_bar
 from npo.config import RunConfig, dump_yaml, resolved
 from npo.errors import UserError
+from npo.engine import load_weights
 from npo.evaluate import eval_plan
 from npo.grpo_args import grpo_kwargs
+from npo.journal import Journal
 from npo.loop import train_npo
 from npo.models.load import TINY, check_model_folder, load_policy, resolve_model_path
 from npo.prompting import prompt_style
 from npo.rewards import TaskScorer
+from npo.resume import clear, recover, run_status
 from npo.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl
 from npo.segments import Context
 from npo.tasks import Task, build_split
@@ -48,16 +54,23 @@ class Prepared:
     train_items: list
     eval_items: list
     out: Path
+    status: str = "new"  # "new", "resume" or "finished" (npo.resume.run_status)
 
 
-def prepare(cfg: RunConfig, out: str | Path) -> Prepared:
+def prepare(cfg: RunConfig, out: str | Path, resume: bool = False) -> Prepared:
+    """`resume`: the folder may hold this config's run, killed (it continues) or finished (nothing
+    to do); without it the folder must be new."""
     task, train_items, eval_items = build_split(cfg)
     if cfg.model.path != TINY:
         check_model_folder(cfg.model.path)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out}: already exists and is not empty")
-    return Prepared(cfg, task, train_items, eval_items, out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    status = run_status(out, cfg) if resume else "new"
+    if not resume and out.exists() and any(out.iterdir()):
+        raise UserError(f"--out {out}: already exists and is not empty (to continue a killed run: "
+                        f"npo train --resume {out})")
+    return Prepared(cfg, task, train_items, eval_items, out, status)
 
 
 def rolls_back_to_start(cfg: RunConfig) -> bool:
@@ -67,16 +80,18 @@ def rolls_back_to_start(cfg: RunConfig) -> bool:
 
 
 def train(prep: Prepared, show_progress: bool = True, label: str | None = None) -> dict:
+    if prep.status == "finished":
+        return json.loads(RunDir(prep.out).summary.read_text())
     ctx = open_run(prep, show_progress, label)
     LOOPS[ctx.cfg.method](ctx)
     return close_run(ctx, prep.out)
 
 
 def open_run(prep: Prepared, show_progress: bool = True, label: str | None = None) -> Context:
-    """Everything before the method's loop: the warm start, the run folder, the run's one trainer, the
-    evaluation of the starting policy."""
+    """Everything before the method's loop: the warm start, the run folder (or a killed run's folder
+    repaired, and its books read back), the run's one trainer, the evaluation of the starting policy."""
     hf_logging.disable_progress_bar()  # per-segment "Loading weights" / "Writing model shards" bars: noise
-    cfg, t_start = prep.cfg, time.perf_counter()
+    cfg, t_start, resuming = prep.cfg, time.perf_counter(), prep.status == "resume"
     processes = PartialState()  # the launcher's processes, or this one
     processes.wait_for_everyone()  # every process has checked its input before anything is written
     main = processes.is_main_process
@@ -88,46 +103,77 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     scorer = TaskScorer(prep.task, style, cfg.task.reward_threshold, cfg.task.verifier_timeout)
 
     run = RunDir(prep.out)
-    if main:
+    if main and not resuming:
+        if prep.out.exists():
+            clear(prep.out)  # a run killed before its journal was written: nothing was trained
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.config, dump_yaml(resolved(cfg)))
         atomic_write_json(run.trl_args, GRPOConfig(**grpo_kwargs(cfg, output_dir=str(run.checkpoints))).to_dict())
         atomic_write_json(run.model_json, {"model_path": str(model_path), "prompt_style": style})
+        Journal(run.state).save()
     processes.wait_for_everyone()
+    journal = Journal.load(run.state)
+    with processes.main_process_first():  # the main process repairs the folder; the others read it after
+        back = recover(run, journal, repair=main) if resuming else None
+    if back and main:
+        crashes = journal.crashes
+        crashes.update(resumes=crashes["resumes"] + 1, lost_seconds=crashes["lost_seconds"] + back.lost_seconds,
+                       resumed_at=time.time())
+        journal.save()
+    books = back.books if back else {}
+    journal.seq = max(journal.seq, books.get("seq", 0))  # later snapshots must outrank every earlier one
 
-    ledger = Ledger()
+    ledger = Ledger(**books.get("ledger", {}))
     trainer = build_trainer(cfg, run.checkpoints, model, tokenizer, scorer, style, prep.train_items, [],
                             ledger=ledger, start_dir=run.checkpoints if rolls_back_to_start(cfg) else None)
-    progress = Progress(cfg.train.steps, desc=label or f"{cfg.method} seed {cfg.seed}", enabled=show_progress and main)
+    progress = Progress(cfg.train.steps, initial=back.step if back else 0,
+                        desc=label or f"{cfg.method} seed {cfg.seed}", enabled=show_progress and main)
     evaluator = Evaluator(run, eval_plan(cfg, tokenizer, scorer, style, prep.eval_items), cfg.eval.every, trainer,
                           on_result=progress.eval_result)
-    evaluator.evaluate(0)
-    return Context(cfg, run, trainer, scorer, style, prep.train_items, evaluator, progress, show_progress, ledger,
-                   timings={"start": t_start, "warmup": warmup_seconds, "train": time.perf_counter(),
-                            "model_path": str(model_path)})
+    controller = None
+    if cfg.method == "autonpo":  # its decisions are books; what it has seen comes with each checkpoint
+        made = Made(**books["made"]) if books.get("made") else Made()
+        controller = Controller(cfg.autonpo, cfg.train.steps, ControllerState(made=made), every=cfg.train.checkpoint_every)
+    if back:  # the resumed process's start-up is lost time; the productive clock continues from the books
+        evaluator.seconds = books.get("eval_seconds", 0.0)
+        for key, value in books.get("verify", {}).items():  # the verifier's running counts (metrics.jsonl)
+            setattr(scorer.stats, key, value)
+        evaluator.last_step = max((e["step"] for e in read_jsonl(run.evals)), default=None)
+        clock = Clock(base=books.get("wall_seconds", 0.0), warmup_seconds=books.get("warmup_seconds", warmup_seconds))
+        if main:  # this process's start-up produced nothing the run did not have
+            journal.crashes["lost_seconds"] += time.perf_counter() - t_start
+            journal.save()
+    else:
+        clock = Clock(since=t_start, warmup_seconds=warmup_seconds)
+    if evaluator.last_step is None:
+        evaluator.evaluate(0)
+    return Context(cfg, run, trainer, scorer, style, prep.train_items, evaluator, progress, show_progress, journal,
+                   ledger, clock, controller, timings={"model_path": str(model_path)})
 
 
 def close_run(ctx: Context, out: Path) -> dict:
     """The final evaluation (the live model is the final trajectory's last step) and summary.json."""
     cfg, evaluator = ctx.cfg, ctx.evaluator
     if evaluator.last_step != cfg.train.steps:
+        if not (ctx.trainer.engine_built and ctx.trainer.state.global_step == cfg.train.steps):
+            load_weights(ctx.trainer, ctx.run.checkpoint(cfg.train.steps))  # resumed after the last step
         evaluator.evaluate(cfg.train.steps)
     ctx.progress.close()
     ctx.scorer.close()
     ctx.trainer.accelerator.wait_for_everyone()  # the main process has written every evaluation
-    t = ctx.timings
-    summary = summarize(ctx.run, cfg, evaluator, t["model_path"], ctx.ledger.summary(cfg.train.steps),
-                        wall=time.perf_counter() - t["start"], warmup=t["warmup"],
-                        train=time.perf_counter() - t["train"] - evaluator.seconds)
+    summary = summarize(ctx.run, cfg, ctx.timings["model_path"], ctx.ledger.summary(cfg.train.steps), ctx.clock,
+                        eval_seconds=evaluator.seconds, crashes=ctx.journal.crashes)
     if ctx.is_main:
         atomic_write_json(ctx.run.summary, summary)
     ctx.trainer.accelerator.wait_for_everyone()
     return summary
 
 
-def summarize(run: RunDir, cfg: RunConfig, evaluator, model_path, accounting: dict, wall, warmup, train) -> dict:
+def summarize(run: RunDir, cfg: RunConfig, model_path, accounting: dict, clock: Clock, eval_seconds: float,
+              crashes: dict) -> dict:
     evals = read_jsonl(run.evals)
     first, last = evals[0], evals[-1]
+    wall = clock.wall()
     return {
         "method": cfg.method,
         "seed": cfg.seed,
@@ -140,8 +186,10 @@ def summarize(run: RunDir, cfg: RunConfig, evaluator, model_path, accounting: di
         "initial_mean_at_k": first.get("mean_at_k"),
         "final_mean_at_k": last.get("mean_at_k"),
         **accounting,
-        "wall_seconds": round(wall, 2),
-        "warmup_seconds": round(warmup, 2),
-        "train_seconds": round(train, 2),
-        "eval_seconds": round(evaluator.seconds, 2),
+        "wall_seconds": round(wall, 2),  # only time that produced this run (a crash's losses apart)
+        "warmup_seconds": round(clock.warmup_seconds, 2),
+        "train_seconds": round(wall - clock.warmup_seconds - eval_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
+        "resumes": crashes["resumes"],
+        "lost_seconds": round(crashes["lost_seconds"], 2),  # work a crash undid, and each resume's start-up
     }

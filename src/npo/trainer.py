@@ -17,7 +17,8 @@ What it changes, and why:
   same trainer for every segment. `train` keeps accelerate's `free_memory()` from destroying the
   DeepSpeed engine on re-entry, and `_prepare_for_training` loads the checkpoint into the existing
   engine (model, optimizer, scheduler; HF restores RNG and data position) instead of building a new
-  one; on its first call it can save `checkpoint-0`, the target of a rollback to the start.
+  one; on its first call it can save `checkpoint-0`, the target of a rollback to the start (and
+  calls the callbacks' `on_save`, which write its completion marker, as for every checkpoint).
 
 Everything else -- rewards, group advantages, the clipped loss, optimizer, logging, checkpoints --
 is TRL's path. `tests/test_trl_seam.py` pins the private methods used here by source hash.
@@ -159,9 +160,10 @@ class NPOTrainer(GRPOTrainer):
             acc = self.accelerator
             self._engine = (getattr(acc, "deepspeed_engine_wrapped", None), list(acc._models),
                             list(acc._optimizers), list(acc._schedulers))
-            if self.start_dir is not None and self.state.global_step == 0:
+            if self.start_dir is not None and resume_from_checkpoint is None:
                 segment_dir, self.args.output_dir = self.args.output_dir, str(self.start_dir)
                 self._save_checkpoint(model, trial=None)
+                self.control = self.callback_handler.on_save(self.args, self.state, self.control)  # its marker
                 self.args.output_dir = segment_dir
             return model, train_dataloader
         acc = self.accelerator  # later segments: the same engine, the checkpoint loaded into it

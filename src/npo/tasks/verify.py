@@ -59,23 +59,28 @@ class GuardedScorer:
         self._proc = None
         self._conn = None
 
-    def score(self, answer: str, item: Item) -> float:
+    def score(self, answer: str, item: Item, count: bool = True) -> float:
+        """The verifier's score. Every call with `count` is counted in `stats`, a cached pair as it was
+        when verified, so the counts depend only on what was scored (a resumed run, whose cache starts
+        empty, counts the same); `count=False` re-reads a verdict already counted."""
         key = (answer, item.question, item.answer)
-        if key in self._cache:
-            return self._cache[key]
+        if key not in self._cache:
+            if len(self._cache) >= self._cache_size:
+                self._cache.clear()
+            self._cache[key] = self._isolated(answer, item) if self.isolate else self._inline(answer, item)
+        value, outcome = self._cache[key]
+        if not count:
+            return value
         self.stats.calls += 1
-        value = self._isolated(answer, item) if self.isolate else self._inline(answer, item)
-        if len(self._cache) >= self._cache_size:
-            self._cache.clear()
-        self._cache[key] = value
+        if outcome != "ok":
+            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         return value
 
-    def _inline(self, answer: str, item: Item) -> float:
+    def _inline(self, answer: str, item: Item) -> tuple[float, str]:
         try:
-            return float(self.task.score(answer, item))
+            return float(self.task.score(answer, item)), "ok"
         except Exception:  # noqa: BLE001
-            self.stats.errors += 1
-            return 0.0
+            return 0.0, "errors"
 
     def _start(self) -> None:
         ctx = mp.get_context("spawn")
@@ -83,19 +88,17 @@ class GuardedScorer:
         self._proc = ctx.Process(target=_worker, args=(child, self.task), daemon=True)
         self._proc.start()
 
-    def _isolated(self, answer: str, item: Item) -> float:
+    def _isolated(self, answer: str, item: Item) -> tuple[float, str]:
         if self._proc is None or not self._proc.is_alive():
             self._start()
         self._conn.send((answer, item))
         if not self._conn.poll(self.timeout):
-            self.stats.timeouts += 1
             self.close()
-            return 0.0
+            return 0.0, "timeouts"
         status, value = self._conn.recv()
         if status != "ok":
-            self.stats.errors += 1
-            return 0.0
-        return value
+            return 0.0, "errors"
+        return value, "ok"
 
     def close(self) -> None:
         if self._proc is not None:
