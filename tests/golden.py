@@ -4,11 +4,11 @@
 `tests/data/golden.json` holds those files of `npo demo --quick` (four runs) and of the AutoNPO run
 of `configs/tiny-autonpo.yaml` at test size (AUTONPO_SHORT), recorded by
 
-    .venv/bin/python tests/golden.py            # rewrites tests/data/golden.json
+    OMP_NUM_THREADS=1 .venv/bin/python tests/golden.py      # rewrites tests/data/golden.json
 
-with the warm start's hash: CPU numerics differ between processor families, so on a machine whose
-warm start differs the comparison says so and skips instead of comparing trajectories that never
-could match. Re-record only for a change that means to alter training, and say so in its commit.
+with the warm start's hash and torch's thread count (`make test` runs one thread per process): CPU
+numerics differ between processor families and between thread counts, so where either differs the
+comparison says so and skips instead of comparing trajectories that never could match. Re-record only for a change that means to alter training, and say so in its commit.
 """
 
 from __future__ import annotations
@@ -57,7 +57,13 @@ def collect(demo_out: Path, autonpo_run: Path) -> dict:
     runs = {f"demo/{p.name}": normalized(p) for p in sorted((demo_out / "runs").iterdir())}
     runs["autonpo-short"] = normalized(autonpo_run)
     model = json.loads((autonpo_run / "model.json").read_text())["model_path"]
-    return {"warm_start_sha256": warm_start_hash(Path(model)), "runs": runs}
+    return {"warm_start_sha256": warm_start_hash(Path(model)), "torch_threads": torch_threads(), "runs": runs}
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def record() -> None:

@@ -8,6 +8,8 @@ import hashlib
 import json
 import shutil
 
+import pytest
+
 from conftest import ROOT
 from golden import normalized
 from killing import kill_chain, npo, resume
@@ -15,6 +17,8 @@ from npo.cli import main
 from npo.config import load_config
 from npo.rundir import checkpoint_folders, checkpoint_state, read_jsonl
 from npo.train import prepare, train
+
+pytestmark = pytest.mark.xdist_group("trained-runs")  # one worker trains the shared runs once (conftest)
 
 BOOKS = ("final_steps", "total_steps", "lookahead_steps", "generated_tokens", "generated_tokens_by_kind",
          "guide_samples", "interventions", "final_accuracy", "final_mean_at_k")
@@ -114,8 +118,8 @@ def test_a_finished_run_says_so_and_a_foreign_folder_is_refused(tmp_path, autonp
     state = json.loads((copy / "run_state.json").read_text())
     (copy / "run_state.json").write_text(json.dumps({**state, "npo_version": "0.0.0"}))
     assert npo(["train", "--resume", str(copy)]) == 2  # another npo version: refused, nothing written
-    assert sorted(p.name for p in copy.iterdir()) == sorted(p.name for p in reference.iterdir()
-                                                             if p.name not in ("checkpoints", "lookahead", "summary.json"))
+    kept = [p.name for p in reference.iterdir() if p.name not in ("checkpoints", "lookahead", "summary.json")]
+    assert sorted(p.name for p in copy.iterdir()) == sorted(kept)
 
 
 def test_compare_refuses_an_out_folder_of_another_plan(demo_quick):

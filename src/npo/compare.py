@@ -45,7 +45,8 @@ def run_methods(methods: dict[str, tuple[Path, list[str]]], seeds: int, out: Pat
             cfg = load_config(path, [*overrides, f"seed={seed}"])
             preps[name, seed] = prepare(cfg, out / "runs" / f"{name}-s{seed}", resume=True)
     planned = {p.out.name for p in preps.values()}
-    others = sorted(p.name for p in (out / "runs").iterdir() if p.name not in planned) if (out / "runs").is_dir() else []
+    runs = out / "runs"
+    others = sorted(p.name for p in runs.iterdir() if p.name not in planned) if runs.is_dir() else []
     if others:
         raise UserError(f"{out}: holds runs of another plan ({', '.join(others)}): choose another --out")
     folders: dict[str, list[Path]] = {name: [] for name in methods}

@@ -75,19 +75,25 @@ def clear(out: Path) -> None:
 class Recovered:
     books: dict  # the latest snapshot of the run's books
     step: int  # the final trajectory's last complete checkpoint (0: none)
-    lost_seconds: float  # from that snapshot to the killed process's last write
 
 
-def recover(run: RunDir, journal: Journal, repair: bool, say=lambda line: print(line, file=sys.stderr)) -> Recovered:
-    """Where a killed run stands. `repair` (the main process, while the others wait): first measure
-    what the crash lost, then repair the folder (see the module's docstring)."""
+def recover(run: RunDir, journal: Journal, repair: bool, say=lambda line: print(line, file=sys.stderr)
+            ) -> Recovered:
+    """Where a killed run stands, its journal numbering snapshots after the latest. `repair` (the main
+    process, while the others wait): first measure what the crash lost (from the later of the last
+    snapshot and the last resume, to the last write), then repair the folder (see the module's
+    docstring), then count the resume in the journal."""
     books = latest_books(run, journal)
-    lost = 0.0
-    if repair:  # lost: from the later of the last snapshot and the last resume, to the last write
+    journal.seq = max(journal.seq, books.get("seq", 0))  # later snapshots must outrank every earlier one
+    if repair:
         last_write = max((p.stat().st_mtime for p in run.root.rglob("*") if p.is_file()), default=time.time())
-        lost = max(0.0, last_write - max(books.get("time", last_write), journal.crashes["resumed_at"] or 0))
+        crashes = journal.crashes
+        lost = max(0.0, last_write - max(books.get("time", last_write), crashes["resumed_at"] or 0))
         _repair(run, journal, say)
-    return Recovered(books, max(run.checkpoint_steps(), default=0), lost)
+        crashes.update(resumes=crashes["resumes"] + 1, lost_seconds=crashes["lost_seconds"] + lost,
+                       resumed_at=time.time())
+        journal.save()
+    return Recovered(books, max(run.checkpoint_steps(), default=0))
 
 
 def _repair(run: RunDir, journal: Journal, say) -> None:
@@ -128,5 +134,6 @@ def latest_books(run: RunDir, journal: Journal) -> dict:
     for folder in _segment_folders(run):
         snapshots += [checkpoint_state(checkpoint_folder(folder, step))["books"] for step in complete_steps(folder)]
     banks = run.root / "guides"  # a bank made ahead is saved with the books of its making (its verifications)
-    snapshots += [json.loads(p.read_text()).get("books") or {} for p in sorted(banks.glob("*.json"))] if banks.is_dir() else []
+    if banks.is_dir():
+        snapshots += [json.loads(p.read_text()).get("books") or {} for p in sorted(banks.glob("*.json"))]
     return max(snapshots, key=lambda books: books.get("seq", 0))

@@ -115,13 +115,7 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     journal = Journal.load(run.state)
     with processes.main_process_first():  # the main process repairs the folder; the others read it after
         back = recover(run, journal, repair=main) if resuming else None
-    if back and main:
-        crashes = journal.crashes
-        crashes.update(resumes=crashes["resumes"] + 1, lost_seconds=crashes["lost_seconds"] + back.lost_seconds,
-                       resumed_at=time.time())
-        journal.save()
     books = back.books if back else {}
-    journal.seq = max(journal.seq, books.get("seq", 0))  # later snapshots must outrank every earlier one
 
     ledger = Ledger(**books.get("ledger", {}))
     trainer = build_trainer(cfg, run.checkpoints, model, tokenizer, scorer, style, prep.train_items, [],
@@ -133,7 +127,8 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     controller = None
     if cfg.method == "autonpo":  # its decisions are books; what it has seen comes with each checkpoint
         made = Made(**books["made"]) if books.get("made") else Made()
-        controller = Controller(cfg.autonpo, cfg.train.steps, ControllerState(made=made), every=cfg.train.checkpoint_every)
+        controller = Controller(cfg.autonpo, cfg.train.steps, ControllerState(made=made),
+                                every=cfg.train.checkpoint_every)
     if back:  # the resumed process's start-up is lost time; the productive clock continues from the books
         evaluator.seconds = books.get("eval_seconds", 0.0)
         for key, value in books.get("verify", {}).items():  # the verifier's running counts (metrics.jsonl)
