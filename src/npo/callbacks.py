@@ -154,6 +154,10 @@ class PlateauWatch(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
+    @property
+    def stopped(self) -> bool:
+        return self.fired_at is not None
+
     def snapshot(self) -> dict:
         """Saved in each checkpoint: where it fired, if it did (a segment resumed there has ended)."""
         return {"fired_at": self.fired_at, "evidence": self.evidence}
@@ -190,6 +194,10 @@ class AutoWatch(TrainerCallback):
             self.trigger = trigger
             control.should_save = True
             control.should_training_stop = True
+
+    @property
+    def stopped(self) -> bool:
+        return self.trigger is not None
 
     def snapshot(self) -> dict:
         return {"seen": asdict(self.controller.state.seen),

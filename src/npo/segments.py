@@ -130,7 +130,7 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
         watch.restore(state.get("watch") if state else None, ended=at > start)
     if guidance is not None and at > start:
         guidance.stats = GuideStats(**state["guidance"])  # what the window had spent when it was saved
-    if at == stop or getattr(watch, "trigger", None) is not None or getattr(watch, "fired_at", None) is not None:
+    if at == stop or (watch is not None and watch.stopped):
         return Segment(at, trained=False)
 
     def marker() -> dict:

@@ -149,6 +149,8 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
 def close_run(ctx: Context, out: Path) -> dict:
     """The final evaluation (the live model is the final trajectory's last step) and summary.json."""
     cfg, evaluator = ctx.cfg, ctx.evaluator
+    if ctx.stage_events:  # an event outside a stage would never reach events.jsonl
+        raise RuntimeError(f"events outside a committed stage: {ctx.stage_events}")
     if evaluator.last_step != cfg.train.steps:
         if not (ctx.trainer.engine_built and ctx.trainer.state.global_step == cfg.train.steps):
             load_weights(ctx.trainer, ctx.run.checkpoint(cfg.train.steps))  # resumed after the last step
