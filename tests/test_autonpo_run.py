@@ -2,16 +2,12 @@
 (the discarded steps leave the final trajectory), guided retraining, the accounting, and the
 controller's state saved with each checkpoint and restored on rollback."""
 
-import pytest
-
 from conftest import ROOT
 from golden import AUTONPO_SHORT
 from npo.autonpo import Controller, ControllerState, Made, Seen, StepRecord
 from npo.config import load_config
 from npo.rundir import checkpoint_state, read_jsonl
 from npo.train import prepare, train
-
-pytestmark = pytest.mark.xdist_group("trained-runs")  # one worker trains the shared runs once (conftest)
 
 
 def test_autonpo_intervenes_and_records_it(autonpo_short):

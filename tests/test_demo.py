@@ -7,8 +7,6 @@ import pytest
 from npo.config import load_config
 from npo.demo import DEFAULT_CONFIG, method_overrides, targets
 
-pytestmark = pytest.mark.xdist_group("trained-runs")  # one worker trains the shared runs once (conftest)
-
 
 @pytest.mark.parametrize("quick", [False, True])
 def test_presets_differ_only_where_the_method_does(quick):

@@ -8,8 +8,6 @@ import hashlib
 import json
 import shutil
 
-import pytest
-
 from conftest import ROOT
 from golden import normalized
 from killing import kill_chain, npo, resume
@@ -17,8 +15,6 @@ from npo.cli import main
 from npo.config import load_config
 from npo.rundir import checkpoint_folders, checkpoint_state, read_jsonl
 from npo.train import prepare, train
-
-pytestmark = pytest.mark.xdist_group("trained-runs")  # one worker trains the shared runs once (conftest)
 
 BOOKS = ("final_steps", "total_steps", "lookahead_steps", "generated_tokens", "generated_tokens_by_kind",
          "guide_samples", "interventions", "final_accuracy", "final_mean_at_k")

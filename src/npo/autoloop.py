@@ -36,7 +36,7 @@ from npo.sources import PolicySource, guide_sampling
 
 def train_autonpo(ctx: Context) -> None:
     steps = ctx.cfg.train.steps
-    pos, made, triggers = 0, 0, 0
+    pos, interventions, triggers = 0, 0, 0
     while pos < steps:
         # 1.-2. the final trajectory, watched, until a trigger at T; the decision on it
         decision = ctx.once(f"decision/{triggers}", lambda: _watch_and_decide(ctx, pos))
@@ -48,8 +48,8 @@ def train_autonpo(ctx: Context) -> None:
             pos = decision.trigger.step
             continue
         # 3. roll back to T - Delta* and retrain the window guided by pi_T
-        pos = ctx.once(f"intervention/{made}", lambda: _intervene(ctx, made, decision))
-        made += 1
+        pos = ctx.once(f"intervention/{interventions}", lambda: _intervene(ctx, interventions, decision))
+        interventions += 1
 
 
 def _watch_and_decide(ctx: Context, pos: int) -> dict | None:
