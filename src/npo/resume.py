@@ -37,9 +37,9 @@ def run_status(out: Path, cfg: RunConfig) -> str:
         return "new"
     if not run.config.is_file():
         raise UserError(f"{out}: exists and is not a run folder (no config.yaml)")
-    planned, found = resolved(cfg), yaml.safe_load(run.config.read_text())
-    if dump_yaml(planned) != run.config.read_text():
-        field = _first_difference(yaml.safe_load(dump_yaml(planned)), found)
+    planned, found = dump_yaml(resolved(cfg)), run.config.read_text()
+    if planned != found:
+        field = _first_difference(yaml.safe_load(planned), yaml.safe_load(found))
         raise UserError(f"{out}: holds a run of another config ({field} differs): choose another --out")
     if _complete_json(run.summary):
         return "finished"
@@ -101,20 +101,20 @@ def _repair(run: RunDir, journal: Journal, say) -> None:
     if pending:
         move_steps(run, pending["after"], pending["upto"], run.root / pending["folder"])
         say(f"resume: completed moving steps ({pending['after']}, {pending['upto']}] to {pending['folder']}")
-        journal.pending = None
-        journal.save()
+        journal.pending = None  # saved by `recover`
     for tmp in run.root.rglob(".*.tmp"):  # an atomic write cut short
         tmp.unlink()
     for folder in _segment_folders(run):
+        complete = complete_steps(folder)
         for step, path in sorted(checkpoint_folders(folder).items()):
-            if checkpoint_state(path) is None:
+            if step not in complete:
                 shutil.rmtree(path)
-                have = [s for s in complete_steps(folder) if s < step]
+                have = [s for s in complete if s < step]
                 back = f"checkpoint-{have[-1]}" if have else "the segment's start"
                 say(f"resume: {run.relative(path)} is incomplete (a crash during its write): removed; "
                     f"continuing from {back}")
         main = folder == run.checkpoints  # the final trajectory's logs are in the run's root
-        last = max(complete_steps(folder), default=0 if main else -1)
+        last = max(complete, default=0 if main else -1)
         for path in (run.metrics, run.evals) if main else (folder / METRICS, folder / EVALS):
             if path.exists():
                 keep = [r for r in read_jsonl(path) if r["step"] <= last]

@@ -94,10 +94,9 @@ class Context:
 
 @dataclass
 class Segment:
-    """What a segment did: the step it started training from (its start, or the checkpoint it
-    resumed from), whether it trained at all, and the prompts each step trained on (step -> indices)."""
+    """What a segment did: whether it trained at all (a resumed segment may find its end already
+    checkpointed), and the prompts each step trained on (step -> indices)."""
 
-    resumed_at: int
     trained: bool
     visited: dict[int, list[int]] = field(default_factory=dict)
 
@@ -131,7 +130,7 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
     if guidance is not None and at > start:
         guidance.stats = GuideStats(**state["guidance"])  # what the window had spent when it was saved
     if at == stop or (watch is not None and watch.stopped):
-        return Segment(at, trained=False)
+        return Segment(trained=False)
 
     def marker() -> dict:
         return {"step": trainer.state.global_step, "books": ctx.books(),
@@ -154,7 +153,7 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
         trainer.end_segment(callbacks)
     if not main:
         bar.close()
-    return Segment(at, trained=True, visited=dict(trainer.visited))
+    return Segment(trained=True, visited=dict(trainer.visited))
 
 
 def segment_cost(ctx: Context, start: int, records: list[dict]) -> Cost:
