@@ -83,7 +83,7 @@ def test_signal_is_deterministic_for_a_seed(run_dir):
     from npo.signal_cli import run_signal
 
     def rows(seed):
-        r = run_signal(run_dir, 5, [5], k=2, prompts=24, seed=seed, boot=20, backward=True)
+        r = run_signal(run_dir, 5, [5], k=2, prompts=24, seed=seed, boot=20, backward=True, force=True)
         return [{k: v for k, v in row.items() if k != "seconds"} for row in r["rows"]]
 
     first = rows(1)

@@ -18,18 +18,19 @@ The package in layers, top to bottom. A module imports only from its own layer o
         measurement, and the callbacks that write metrics, evaluate, stop segments and feed the controller
     tasks, models, generation  tasks.*, models.*, prompting, rewards, generation, evaluate
         prompts and verifiers, model folders and the embedded default, sampling and scoring
-    foundation             config, checks, grpo_args, rundir, journal (what a resume continues
+    foundation             config, configfile (strict YAML), checks, grpo_args, runlock (one run
+                           per folder), rundir, journal (what a resume continues
                            from), accounting, errors, faults (crash points), order (the data
                            order), and the math: groups, injection, signal, autonpo, interventions
         plain records and pure functions in the paper's symbols; no model, no trainer
 """
 
 LAYERS = (
-    ("foundation", {"npo.errors", "npo.checks", "npo.config", "npo.grpo_args", "npo.rundir", "npo.journal", "npo.faults",
+    ("foundation", {"npo.errors", "npo.checks", "npo.config", "npo.configfile", "npo.runlock", "npo.grpo_args", "npo.rundir", "npo.journal", "npo.faults",
                     "npo.accounting",
                     "npo.groups", "npo.injection", "npo.signal", "npo.autonpo", "npo.interventions", "npo.order"}),
     ("tasks, models, generation", {"npo.tasks", "npo.tasks.base", "npo.tasks.arith", "npo.tasks.files",
-                                   "npo.tasks.rg", "npo.tasks.verify", "npo.models", "npo.models.load",
+                                   "npo.tasks.rg", "npo.tasks.verify", "npo.models", "npo.models.load", "npo.models.check",
                                    "npo.models.tiny", "npo.models.smollm2", "npo.prompting", "npo.rewards",
                                    "npo.generation", "npo.evaluate"}),
     ("the TRL seam", {"npo.trainer", "npo.engine", "npo.callbacks"}),

@@ -56,8 +56,7 @@ class MetricsWriter(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "reward" in logs and state.is_world_process_zero:
             rec = metrics_record(state.global_step, logs)
-            stats = self.verify_stats
-            rec["verify/calls"], rec["verify/errors"], rec["verify/timeouts"] = stats.calls, stats.errors, stats.timeouts
+            rec.update({f"verify/{key}": value for key, value in asdict(self.verify_stats).items()})
             append_jsonl(self.path, rec)
 
 
@@ -73,8 +72,10 @@ class Evaluator(TrainerCallback):
 
     def evaluate(self, step: int) -> dict:
         t0, acc = time.perf_counter(), self.engine.accelerator
+        before = self.plan.scorer.snapshot()
         with generation_model(self.engine) as model:
             greedy, sampled = self.plan.score(model, acc.process_index, acc.num_processes)
+        self.plan.scorer.check(self.plan.scorer.stats.since(before), f"evaluation at step {step}")
         if acc.num_processes > 1:
             parts = gather_object([(greedy, sampled)])
             greedy, sampled = [x for g, _ in parts for x in g], [x for _, s in parts for x in s]

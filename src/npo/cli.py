@@ -15,7 +15,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from npo.errors import UserError
+from npo.errors import RunFailed, UserError
 from npo.rundir import default_out
 
 
@@ -84,6 +84,7 @@ def _add_signal(sub):
                    help="also measure: replay, checkpoint:PATH, teacher:PATH (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="prompts, sampling and bootstrap seed")
     p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the CIs")
+    p.add_argument("--force", action="store_true", help="replace an earlier result at this step")
 
 
 def _add_compare(sub):
@@ -169,7 +170,7 @@ def cmd_signal(a) -> int:
     if a.k < 1 or a.prompts < 1 or a.bootstrap < 0:
         raise UserError("--k and --prompts must be >= 1, --bootstrap >= 0")
     result = run_signal(a.run, a.step, a.deltas, k=a.k, prompts=a.prompts, backward=a.backward,
-                        sources=a.source, seed=a.seed, boot=a.bootstrap)
+                        sources=a.source, seed=a.seed, boot=a.bootstrap, force=a.force)
     print(table(result))
     print(f"\n{result['seconds']:.0f} s; wrote {', '.join(result['files'])}")
     return 0
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"npo: error: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"npo: run stopped: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("npo: interrupted", file=sys.stderr)
         return 130

@@ -17,7 +17,8 @@ from pathlib import Path
 from npo.config import load_config
 from npo.errors import UserError
 from npo.report import write_report
-from npo.train import prepare, train
+from npo.runlock import FolderLock
+from npo.train import claim, prepare, train
 
 
 def parse_specs(specs: list[str]) -> dict[str, Path]:
@@ -49,6 +50,10 @@ def run_methods(methods: dict[str, tuple[Path, list[str]]], seeds: int, out: Pat
     others = sorted(p.name for p in runs.iterdir() if p.name not in planned) if runs.is_dir() else []
     if others:
         raise UserError(f"{out}: holds runs of another plan ({', '.join(others)}): choose another --out")
+    lock = FolderLock(out).acquire()  # one comparison per folder; then every run's own folder
+    for prep in preps.values():
+        if prep.status != "finished":
+            claim(prep)
     folders: dict[str, list[Path]] = {name: [] for name in methods}
     for i, (name, seed) in enumerate((n, s) for s in range(seeds) for n in methods):
         prep = preps[name, seed]
@@ -57,7 +62,9 @@ def run_methods(methods: dict[str, tuple[Path, list[str]]], seeds: int, out: Pat
             print(f"[{i + 1}/{len(preps)}] {name}, seed {seed}{state}", flush=True)
         train(prep, show_progress=show_progress, label=f"{name} s{seed}")
         folders[name].append(preps[name, seed].out)
-    return write_report(folders, out, commands, **report)
+    result = write_report(folders, out, commands, **report)
+    lock.release()
+    return result
 
 
 def run_compare(specs: list[str], seeds: int, out: Path, overrides: list[str] = (), show_progress: bool = True,

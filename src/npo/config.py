@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from npo.checks import NON_NEGATIVE, POSITIVE, NonEmpty, OneOf, PositiveInts, Range, check_type, doc
+from npo.configfile import apply_override, parse_override, read_mapping
 from npo.errors import UserError
 from npo.grpo_args import grpo_defaults_markdown, grpo_kwargs, grpo_overrides
 from npo.interventions import parse_interventions
@@ -93,6 +94,11 @@ class TaskConfig:
         "Seconds one verification may take before it scores 0 (a hanging or raising verifier never "
         "kills a run). [ours]",
         default=5.0, check=POSITIVE,
+    )
+    max_failed_share: float = doc(
+        "The run stops (one line, exit 1) when more than this share of one step's (or one evaluation's) "
+        "verifications raise or time out: their zero rewards would say nothing about the answers. 1 never "
+        "stops. [ours]", default=0.5, check=Range(0, 1),
     )
 
 
@@ -272,7 +278,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(-n <= p.replace_slot < n, "npo.replace_slot", f"must be in -{n}..{n - 1} (a slot of a group of {n})")
     _require(p.source != "near_future" or p.guide_mode == "ahead", "npo.guide_mode",
              "near-future guides are made ahead, from the live policy at the end of the look-ahead (use ahead)")
-    interventions = parse_interventions(p.interventions, cfg.train.steps)
+    interventions = parse_interventions(p.interventions, cfg.train.steps, ahead=p.source == "near_future")
     if cfg.method == "npo":
         _require(bool(p.interventions), "npo.interventions", "method npo needs at least one intervention")
     else:
@@ -310,44 +316,10 @@ def resolved(cfg: RunConfig) -> RunConfig:
 # ----------------------------------------------------------------------------- loading
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`a.b.c=value` -> (['a','b','c'], value parsed as YAML scalar)."""
-    if "=" not in text:
-        raise UserError(f"--set {text}: expected key=value")
-    key, raw = text.split("=", 1)
-    if not key:
-        raise UserError(f"--set {text}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def apply_override(data: dict, path: list[str], value: Any) -> None:
-    node = data
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise UserError(f"--set {'.'.join(path)}: {part} is not a mapping")
-    node[path[-1]] = value
-
-
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
     """Read YAML (or start from defaults when `path` is None), apply `--set` overrides, validate."""
-    data: dict = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"{source}: no such config file")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise UserError(f"{source}:{where} not valid YAML") from None
+    data = read_mapping(path) if path is not None else {}
+    source = str(path) if path is not None else "defaults"
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value)

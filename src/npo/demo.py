@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from npo.compare import run_methods
+from npo.report import fmt_se
 from npo.rundir import default_out
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
@@ -81,8 +82,8 @@ def targets(result: dict) -> list[dict]:
         a, b = m["autonpo"], m[other]
         out.append({
             "target": f"AutoNPO's final accuracy is above {other}'s",
-            "measured": f"{a['final_accuracy']:.4f} ± {a['final_accuracy_se']:.4f} vs "
-                        f"{b['final_accuracy']:.4f} ± {b['final_accuracy_se']:.4f} (mean ± SE over seeds)",
+            "measured": f"{a['final_accuracy']:.4f} ± {fmt_se(a['final_accuracy_se'])} vs "
+                        f"{b['final_accuracy']:.4f} ± {fmt_se(b['final_accuracy_se'])} (mean ± SE over seeds)",
             "met": a["final_accuracy"] > b["final_accuracy"],
         })
     return out

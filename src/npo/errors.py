@@ -7,3 +7,8 @@ class UserError(Exception):
     The message names the file, field or row and says what was expected; the CLI prints it on one
     line and exits with code 2 before any run directory is written.
     """
+
+
+class RunFailed(Exception):
+    """A run that cannot go on honestly (its verifier fails on most answers): the CLI prints one line
+    naming the step and why, and exits with code 1. The run folder keeps what was complete."""

@@ -17,7 +17,7 @@ from npo.tasks import build_split
 def resolve_target(target: str, step: int | None):
     """(model folder, config path or None) for a run directory, a model folder or 'tiny'."""
     p, run = Path(target), RunDir(target)
-    if target != "tiny" and run.config.is_file() and run.checkpoints.is_dir():
+    if target != "tiny" and run.config.is_file():  # a run folder (config.yaml), with or without checkpoints
         steps = run.checkpoint_steps()
         if not steps:
             raise UserError(f"{p}: run has no checkpoint yet")
@@ -49,7 +49,7 @@ def run_eval(a) -> dict:
         model_ref = resolve_model_path(cfg, train_items)
     model, tokenizer = load_policy(model_ref)
     style = prompt_style(tokenizer)
-    scorer = TaskScorer(task, style, cfg.task.reward_threshold, cfg.task.verifier_timeout)
+    scorer = TaskScorer.for_run(task, style, cfg, warm=eval_items[0])
     try:
         result = evaluate(model, eval_plan(cfg, tokenizer, scorer, style, eval_items))
     finally:

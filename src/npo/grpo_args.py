@@ -11,7 +11,10 @@ refused in a fraction of a second, not after the ~6 s those imports take.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
+import re
+import sys
 from typing import Any
 
 from npo.checks import check_type
@@ -94,10 +97,49 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
         kw.setdefault("use_cpu", True)
         kw.setdefault("bf16", False)
     try:
-        GRPOConfig(**kw)
+        args = GRPOConfig(**kw)
     except (ValueError, TypeError) as exc:
         raise UserError(f"train.grpo: {str(exc).splitlines()[0]}") from None
+    check_runnable(args)
     return kw
+
+
+def supported(field: str) -> list[str]:
+    """The values GRPOConfig's help says `field` supports ("Supported values are 'a', 'b' and 'c'")."""
+    from trl import GRPOConfig
+
+    help_text = next(f for f in dataclasses.fields(GRPOConfig) if f.name == field).metadata["help"]
+    return re.findall(r"'([a-z_]+)'", help_text.split("Supported values are")[1].split(".")[0])
+
+
+def check_runnable(args) -> None:
+    """What GRPOConfig accepts but GRPOTrainer or generation refuses later, once files are written (each
+    found by running the value: tests/test_bad_input.py)."""
+    from transformers import Trainer
+    from transformers.integrations import get_reporting_integration_callbacks
+
+    for key in ("max_completion_length", "num_iterations", "steps_per_generation"):
+        value = getattr(args, key)
+        if value is not None and value < 1:
+            raise UserError(f"train.grpo.{key}: must be >= 1, got {value}")
+    if args.temperature <= 0:
+        raise UserError(f"train.grpo.temperature: must be > 0 (GRPO samples its groups), got {args.temperature}")
+    if args.top_k is not None and args.top_k < 0:
+        raise UserError(f"train.grpo.top_k: must be >= 0 (0: no top-k filtering), got {args.top_k}")
+    if args.loss_type not in (known := supported("loss_type")):
+        raise UserError(f"train.grpo.loss_type: expected one of {', '.join(known)}, got {args.loss_type!r}")
+    if args.importance_sampling_level not in ("token", "sequence"):
+        raise UserError(f"train.grpo.importance_sampling_level: expected token or sequence, got "
+                        f"{args.importance_sampling_level!r}")
+    if args.use_vllm and "vllm" not in sys.modules and importlib.util.find_spec("vllm") is None:
+        raise UserError("train.grpo.use_vllm: vLLM is not installed here (pip install 'trl[vllm]')")
+    try:
+        for callback in get_reporting_integration_callbacks(args.report_to):
+            callback()  # each integration's callback checks that its library is installed
+        Trainer.get_optimizer_cls_and_kwargs(args)  # e.g. an 8-bit optim without bitsandbytes
+    except (RuntimeError, ImportError, ValueError) as exc:
+        key = "optim" if "optim" in str(exc).lower() or "bitsandbytes" in str(exc) else "report_to"
+        raise UserError(f"train.grpo.{key}: {str(exc).splitlines()[0]}") from None
 
 
 def eval_max_new_tokens(cfg) -> int:

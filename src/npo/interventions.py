@@ -32,8 +32,10 @@ class Intervention:
         return self.at_step == AUTO
 
 
-def parse_interventions(raw: list, steps: int, where: str = "npo.interventions") -> list[Intervention]:
-    """Validate the config's list; errors name the entry and the key."""
+def parse_interventions(raw: list, steps: int, where: str = "npo.interventions",
+                        ahead: bool = True) -> list[Intervention]:
+    """Validate the config's list; errors name the entry and the key. `ahead`: the guide source trains
+    ahead (near future), so every look-ahead must fit inside the run; a self source only guides."""
     out: list[Intervention] = []
     for i, entry in enumerate(raw):
         at = f"{where}[{i}]"
@@ -58,7 +60,7 @@ def parse_interventions(raw: list, steps: int, where: str = "npo.interventions")
             if t != AUTO:
                 t = _positive_int(t, f"{at}.at_step", f"a step >= 1 or {AUTO!r}")
         out.append(Intervention(kind, t, delta, window))
-    _check_order(out, steps, where)
+    _check_order(out, steps, where, ahead)
     return out
 
 
@@ -68,8 +70,8 @@ def _positive_int(value, where: str, expected: str = "an integer >= 1") -> int:
     return value
 
 
-def _check_order(ivs: list[Intervention], steps: int, where: str) -> None:
-    """Fixed steps ascend, windows do not overlap, and every look-ahead fits inside the run."""
+def _check_order(ivs: list[Intervention], steps: int, where: str, ahead: bool) -> None:
+    """Fixed steps ascend, windows do not overlap, and every window (look-ahead) fits inside the run."""
     earliest = 0
     for i, iv in enumerate(ivs):
         at = f"{where}[{i}]"
@@ -79,9 +81,10 @@ def _check_order(ivs: list[Intervention], steps: int, where: str) -> None:
         if iv.at_step < earliest:
             raise UserError(f"{at}.at_step: {iv.at_step} is inside the previous intervention's window "
                             f"(the earliest allowed is {earliest})")
-        if iv.at_step + max(iv.lookahead, iv.window) > steps:
-            raise UserError(f"{at}: at_step + max(lookahead, window) = {iv.at_step + max(iv.lookahead, iv.window)}"
-                            f" exceeds train.steps ({steps})")
+        reach = iv.at_step + (max(iv.lookahead, iv.window) if ahead else iv.window)
+        if reach > steps:
+            what = "max(lookahead, window)" if ahead else "window"
+            raise UserError(f"{at}: at_step + {what} = {reach} exceeds train.steps ({steps})")
         earliest = iv.at_step + iv.window
 
 

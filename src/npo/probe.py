@@ -59,7 +59,7 @@ class Probe:
         cfg = load_config(run.config)
         task, train_items, _ = build_split(cfg)
         style = json.loads(run.model_json.read_text())["prompt_style"] if run.model_json.exists() else "plain"
-        scorer = TaskScorer(task, style, cfg.task.reward_threshold, cfg.task.verifier_timeout)
+        scorer = TaskScorer.for_run(task, style, cfg, warm=train_items[0])
         return cls(cfg, run, train_items, scorer, style, k=k, seed=seed, boot=boot, prompts=prompts)
 
     def policy(self, ref: int | str) -> Policy:

@@ -65,7 +65,7 @@ def _mean(xs):
 
 def _se(xs):
     if len(xs) < 2:
-        return 0.0
+        return None  # unknown from one seed, printed n/a: never 0
     m = sum(xs) / len(xs)
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
 
@@ -126,6 +126,10 @@ def _speed(x):
     return "never" if x is None else f"{x:.2f}x"
 
 
+def fmt_se(se: float | None) -> str:
+    return "n/a" if se is None else f"{se:.4f}"
+
+
 def markdown(result: dict, metric: str, commands: list[str], title: str = "npo compare") -> str:
     n = max(len(m["seeds"]) for m in result["methods"].values())
     lines = [f"# {title}: {', '.join(result['methods'])}", "",
@@ -138,9 +142,9 @@ def markdown(result: dict, metric: str, commands: list[str], title: str = "npo c
     for name, m in result["methods"].items():
         a = m["mean"]
         lines.append(
-            f"| {name} | {a['final_accuracy']:.4f} ± {a['final_accuracy_se']:.4f} | "
+            f"| {name} | {a['final_accuracy']:.4f} ± {fmt_se(a['final_accuracy_se'])} | "
             f"{a['final_accuracy_range'][0]:.4f}-{a['final_accuracy_range'][1]:.4f} | "
-            f"{a['best_accuracy']:.4f} ± {a['best_accuracy_se']:.4f} | "
+            f"{a['best_accuracy']:.4f} ± {fmt_se(a['best_accuracy_se'])} | "
             f"{a['best_accuracy_range'][0]:.4f}-{a['best_accuracy_range'][1]:.4f} | "
             f"{_fmt(a['steps_to_target'], '.0f')} ({a['reached']}/{len(m['seeds'])}) | "
             f"{_speed(a['speedup_per_step'])} | {_speed(a['speedup_per_compute'])} | "

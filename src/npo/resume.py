@@ -26,6 +26,7 @@ import yaml
 from npo.config import RunConfig, dump_yaml, resolved
 from npo.errors import UserError
 from npo.journal import Journal
+from npo.runlock import LOCK, is_empty
 from npo.rundir import (EVALS, METRICS, RunDir, checkpoint_folder, checkpoint_folders, checkpoint_state,
                         complete_steps, move_steps, read_jsonl, write_jsonl)
 
@@ -33,7 +34,7 @@ from npo.rundir import (EVALS, METRICS, RunDir, checkpoint_folder, checkpoint_fo
 def run_status(out: Path, cfg: RunConfig) -> str:
     """'new' (absent, empty, or started but never past its first write), 'finished' or 'resume'."""
     run = RunDir(out)
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+    if not out.exists() or (out.is_dir() and is_empty(out)):
         return "new"
     if not run.config.is_file():
         raise UserError(f"{out}: exists and is not a run folder (no config.yaml)")
@@ -68,7 +69,8 @@ def _complete_json(path: Path) -> bool:
 def clear(out: Path) -> None:
     """A folder whose run never got past its first write starts over."""
     for p in out.iterdir():
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+        if p.name != LOCK:  # the lock this run holds
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 @dataclass

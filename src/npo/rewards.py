@@ -6,15 +6,26 @@ with the task's verifier under a guard (`npo.tasks.verify.GuardedScorer`), thres
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from npo.errors import RunFailed
 from npo.prompting import answer_for_scoring, completion_text
 from npo.tasks.base import Item
-from npo.tasks.verify import GuardedScorer
+from npo.tasks.verify import GuardedScorer, VerifyStats
 
 
 class TaskScorer:
-    def __init__(self, task, style: str, threshold: float = 1.0, timeout: float = 5.0):
+    def __init__(self, task, style: str, threshold: float = 1.0, timeout: float = 5.0, max_failed_share: float = 0.5):
         self.task, self.style, self.threshold = task, style, threshold
         self.guard = GuardedScorer(task, timeout)
+        self.max_failed_share = max_failed_share
+
+    @classmethod
+    def for_run(cls, task, style: str, cfg, warm: Item | None = None) -> "TaskScorer":
+        """The scorer of a run's config (task section), its verifier workers started and warmed on `warm`."""
+        scorer = cls(task, style, cfg.task.reward_threshold, cfg.task.verifier_timeout, cfg.task.max_failed_share)
+        scorer.guard.start(warm)
+        return scorer
 
     @property
     def stats(self):
@@ -25,6 +36,16 @@ class TaskScorer:
         """`count=False`: a verdict the run has counted already (TRL's reward function after the gate)."""
         text = answer_for_scoring(completion_text(completion), self.style, self.task)
         return 1.0 if self.guard.score(text, item, count) >= self.threshold else 0.0
+
+    def snapshot(self) -> VerifyStats:
+        return replace(self.stats)
+
+    def check(self, counted: VerifyStats, where: str) -> None:
+        """Stop the run (RunFailed) when more than `max_failed_share` of the verifications `counted`
+        (one step's, one evaluation's) raised or timed out: rewards that are 0 because the verifier
+        failed would train and report nonsense while the run exits 0."""
+        if why := counted.failure(self.max_failed_share, self.guard.timeout):
+            raise RunFailed(f"{where}: {why}")
 
     def close(self) -> None:
         self.guard.close()

@@ -23,17 +23,20 @@ from transformers.utils import logging as hf_logging
 
 from npo.errors import UserError
 from npo.probe import Probe
-from npo.rundir import atomic_write_bytes, atomic_write_json
+from npo.rundir import RunDir, atomic_write_bytes, atomic_write_json
 from npo.signal import q_gain
 from npo.sources import PolicySource, SelfSource, TraceSource
 
 
 def run_signal(run_root, step: int, deltas: list[int], *, k: int = 8, prompts: int = 256, backward: bool = False,
-               sources: list[str] = (), seed: int = 0, boot: int = 500) -> dict:
+               sources: list[str] = (), seed: int = 0, boot: int = 500, force: bool = False) -> dict:
     for spec in sources:  # validate before any model is loaded
         if spec != "replay" and not spec.startswith(("teacher:", "checkpoint:")):
             raise UserError(f"--source {spec}: expected replay, teacher:PATH or checkpoint:PATH")
     traces = {s: TraceSource.from_file(s.partition(":")[2]) for s in sources if s.startswith("teacher:")}
+    earlier = RunDir(Path(run_root)).signal(step, backward).with_suffix(".json")
+    if earlier.exists() and not force:  # nothing a command wrote is replaced silently
+        raise UserError(f"{earlier}: exists (an earlier npo signal at this step); --force replaces it")
     hf_logging.disable_progress_bar()
     t0 = time.perf_counter()
     probe = Probe.from_run(run_root, prompts=prompts, seed=seed, k=k, boot=boot)

@@ -32,14 +32,16 @@ from npo.config import RunConfig, dump_yaml, resolved
 from npo.errors import UserError
 from npo.engine import load_weights
 from npo.evaluate import eval_plan
-from npo.grpo_args import grpo_kwargs
+from npo.grpo_args import eval_max_new_tokens, grpo_kwargs
 from npo.journal import Journal
 from npo.loop import train_npo
-from npo.models.load import TINY, check_model_folder, load_policy, resolve_model_path
+from npo.models.check import check_model
+from npo.models.load import load_policy, resolve_model_path
 from npo.prompting import prompt_style
 from npo.rewards import TaskScorer
 from npo.resume import clear, recover, run_status
 from npo.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl
+from npo.runlock import FolderLock, check_out, is_empty
 from npo.segments import Context
 from npo.tasks import Task, build_split
 from npo.trainer import build_trainer
@@ -54,23 +56,38 @@ class Prepared:
     train_items: list
     eval_items: list
     out: Path
+    resume: bool = False
     status: str = "new"  # "new", "resume" or "finished" (npo.resume.run_status)
+    lock: FolderLock | None = None
 
 
 def prepare(cfg: RunConfig, out: str | Path, resume: bool = False) -> Prepared:
-    """`resume`: the folder may hold this config's run, killed (it continues) or finished (nothing
-    to do); without it the folder must be new."""
+    """Every check that bad input can fail, before anything is written: the task and its rows, the
+    model against them, the output folder. `resume`: the folder may hold this config's run, killed (it
+    continues) or finished (nothing to do); without it the folder must be new."""
     task, train_items, eval_items = build_split(cfg)
-    if cfg.model.path != TINY:
-        check_model_folder(cfg.model.path)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    status = run_status(out, cfg) if resume else "new"
-    if not resume and out.exists() and any(out.iterdir()):
+    check_model(cfg, train_items + eval_items, max(grpo_kwargs(cfg, "")["max_completion_length"],
+                                                   eval_max_new_tokens(cfg)))
+    prep = Prepared(cfg, task, train_items, eval_items, Path(out), resume)
+    check_out(prep.out)
+    _check_folder(prep)
+    return prep
+
+
+def _check_folder(prep: Prepared) -> None:
+    out = prep.out
+    prep.status = run_status(out, prep.cfg) if prep.resume else "new"
+    if not prep.resume and out.exists() and not is_empty(out):
         raise UserError(f"--out {out}: already exists and is not empty (to continue a killed run: "
                         f"npo train --resume {out})")
-    return Prepared(cfg, task, train_items, eval_items, out, status)
+
+
+def claim(prep: Prepared) -> None:
+    """Take the run folder's lock (the main process; one run per folder), then look at the folder
+    again: another run may have written it since `prepare` looked."""
+    if prep.lock is None and PartialState().is_main_process:
+        prep.lock = FolderLock(prep.out).acquire()
+        _check_folder(prep)
 
 
 def rolls_back_to_start(cfg: RunConfig) -> bool:
@@ -82,9 +99,15 @@ def rolls_back_to_start(cfg: RunConfig) -> bool:
 def train(prep: Prepared, show_progress: bool = True, label: str | None = None) -> dict:
     if prep.status == "finished":
         return json.loads(RunDir(prep.out).summary.read_text())
-    ctx = open_run(prep, show_progress, label)
-    LOOPS[ctx.cfg.method](ctx)
-    return close_run(ctx, prep.out)
+    claim(prep)
+    try:
+        ctx = open_run(prep, show_progress, label)
+        LOOPS[ctx.cfg.method](ctx)
+        return close_run(ctx, prep.out)
+    finally:
+        if prep.lock is not None:
+            prep.lock.release()
+            prep.lock = None
 
 
 def open_run(prep: Prepared, show_progress: bool = True, label: str | None = None) -> Context:
@@ -100,7 +123,7 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     warmup_seconds = time.perf_counter() - t_start
     model, tokenizer = load_policy(model_path)
     style = prompt_style(tokenizer)
-    scorer = TaskScorer(prep.task, style, cfg.task.reward_threshold, cfg.task.verifier_timeout)
+    scorer = TaskScorer.for_run(prep.task, style, cfg, warm=prep.train_items[0])  # workers warm before any limit
 
     run = RunDir(prep.out)
     if main and not resuming:

@@ -52,6 +52,7 @@ from npo.groups import group_stats
 from npo.injection import gate, guide_token_weights, inject, local_rows, replacement_rows, weighted_advantages
 from npo.prompting import build_prompt
 from npo.rewards import make_reward_fn
+from npo.tasks.verify import VerifyStats
 
 
 @dataclass
@@ -196,6 +197,13 @@ class NPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ seam 2: verify, gate, inject
 
+    def _check_verifier(self, before) -> None:
+        """Every process stops together when the batch's verifications mostly failed (TaskScorer.check)."""
+        delta = self.scorer.stats.since(before)
+        counts = torch.tensor([delta.calls, delta.errors, delta.timeouts], device=self.accelerator.device)
+        calls, errors, timeouts = self.accelerator.gather(counts).view(-1, 3).sum(0).tolist()
+        self.scorer.check(VerifyStats(calls, errors, timeouts), f"step {self.state.global_step + 1}")
+
     def _generate(self, prompts):
         out = super()._generate(prompts)
         if not self.model.training:
@@ -203,8 +211,10 @@ class NPOTrainer(GRPOTrainer):
         prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images = out
         device = self.accelerator.device
         items = [self.items[i] for i in self._batch_index]
+        before = self.scorer.snapshot()
         local = torch.tensor([self.scorer.reward(c, it) for c, it in zip(completions, items)], device=device)
         rewards = self.accelerator.gather(local)  # (G*n,) in global row order
+        self._check_verifier(before)
         lengths = self.accelerator.gather(torch.tensor([len(c) for c in completion_ids], device=device))
         self.ledger.on_policy_tokens += int(lengths.sum().item())
         metrics = self._metrics["train"]

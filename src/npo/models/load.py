@@ -7,19 +7,10 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from npo.errors import UserError
+from npo.models.check import check_model_folder
 from npo.models.tiny import warmed_up_path
 
 TINY = "tiny"
-
-
-def check_model_folder(path: str | Path, field: str = "model.path") -> Path:
-    p = Path(path)
-    if not p.is_dir():
-        raise UserError(f"{field}: no such model folder: {p}")
-    if not (p / "config.json").is_file():
-        raise UserError(f"{field}: {p} is not a Hugging Face model folder (no config.json)")
-    return p
 
 
 def resolve_model_path(cfg, train_items, progress=None) -> Path:

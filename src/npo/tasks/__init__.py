@@ -2,8 +2,8 @@
 `parquet:PATH` through the registry of `npo.tasks.base`; `build_split(cfg)` gives a run's disjoint
 training and held-out items.
 
-Kept light on purpose (no torch, transformers or TRL): the math-verify worker process imports this
-package when it starts, and that start-up time counts against `task.verifier_timeout`.
+Kept light on purpose (no torch, transformers or TRL): every verifier worker process imports this
+package when it starts (outside any verification's limit, but a spare must be ready quickly).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def build_split(cfg) -> tuple[Task, list[Item], list[Item]]:
     train_items, eval_items = task.splits(cfg.task.train_size, cfg.task.eval_size, cfg.task.split_seed)
     if len(eval_items) < cfg.eval.n:
         raise UserError(f"eval.n: {cfg.eval.n} > the {len(eval_items)} held-out items of {cfg.task.spec}")
-    if not train_items:
-        raise UserError(f"task.spec: {cfg.task.spec} has no training items left after the held-out split")
+    if len(train_items) < cfg.train.prompts_per_step:  # TRL's sampler would make no batch: zero steps, no error
+        raise UserError(f"train.prompts_per_step: {cfg.train.prompts_per_step} > the {len(train_items)} training "
+                        f"items of {cfg.task.spec} left after the held-out split")
     return task, train_items, eval_items

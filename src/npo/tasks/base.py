@@ -28,7 +28,10 @@ class Task(Protocol):
         """Disjoint (train, eval) items: no eval question appears in train."""
 
     def score(self, answer_text: str, item: Item) -> float:
-        """Verifier score in [0, 1] of an extracted answer (may raise or hang: callers guard it)."""
+        """Verifier score in [0, 1] of an extracted answer (may raise or hang: `npo.tasks.verify` guards
+        it, in a worker process unless the task says `inline = True`). A task may also define
+        `parse_reference(item)`; the guard then parses each item's reference once and calls
+        `score(answer_text, item, reference=parsed)`."""
 
 
 REGISTRY: dict[str, Callable[[str, dict], Task]] = {}

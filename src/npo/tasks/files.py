@@ -13,7 +13,7 @@ from pathlib import Path
 
 from npo.errors import UserError
 from npo.tasks.base import Item, disjoint_split, register
-from npo.tasks.verify import math_verify_score
+from npo.tasks.verify import math_reference, math_verify_score
 
 
 def read_rows(path: Path, kind: str) -> list[dict]:
@@ -21,7 +21,11 @@ def read_rows(path: Path, kind: str) -> list[dict]:
         raise UserError(f"{path}: no such dataset file")
     if kind == "jsonl":
         rows = []
-        for i, line in enumerate(path.read_text().splitlines(), start=1):
+        for i, raw in enumerate(path.read_bytes().splitlines(), start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(f"{path}: row {i}: not UTF-8 (byte {exc.start} of the row)") from None
             if not line.strip():
                 continue
             try:
@@ -41,7 +45,9 @@ def read_rows(path: Path, kind: str) -> list[dict]:
 
 
 def rows_to_items(rows: list[dict], path: Path, qkey: str, akey: str) -> list[Item]:
-    items = []
+    """Items of the rows, each checked; one question with two different answers is refused (which one
+    would the verifier hold the policy to?)."""
+    items, first = [], {}
     for i, row in enumerate(rows, start=1):
         for key, field_name in ((qkey, "task.question_key"), (akey, "task.answer_key")):
             if key not in row:
@@ -51,15 +57,18 @@ def rows_to_items(rows: list[dict], path: Path, qkey: str, akey: str) -> list[It
             raise UserError(f"{path}: row {i}: empty question in column {qkey!r}")
         if a is None or not str(a).strip():
             raise UserError(f"{path}: row {i}: empty answer in column {akey!r}")
-        items.append(Item(question=str(q), answer=str(a), meta={"row": i}))
+        q, a = str(q), str(a)
+        if q in first and first[q][1].strip() != a.strip():
+            raise UserError(f"{path}: rows {first[q][0]} and {i}: the same question with different answers "
+                            f"({first[q][1]!r}, {a!r})")
+        first.setdefault(q, (i, a))
+        items.append(Item(question=q, answer=a, meta={"row": i}))
     if not items:
         raise UserError(f"{path}: no rows")
     return items
 
 
 class FileTask:
-    # math-verify runs sympy, which can hang on pathological input: score in a killable worker.
-    needs_isolation = True
     # math-verify finds the final answer in the whole completion itself.
     wants_full_text = True
 
@@ -76,8 +85,12 @@ class FileTask:
         train, eval_items = disjoint_split(eval_items, [self.items[i] for i in order[eval_size:]])
         return train[:train_size], eval_items
 
-    def score(self, answer_text: str, item: Item) -> float:
-        return math_verify_score(answer_text, item.answer)
+    def parse_reference(self, item: Item):
+        """Parsed once per item by the verifier guard (sympy's parse of a reference can be slow)."""
+        return math_reference(item.answer)
+
+    def score(self, answer_text: str, item: Item, reference=None) -> float:
+        return math_verify_score(answer_text, item.answer, reference)
 
 
 def _make(kind: str, arg: str, options: dict, question_key="question", answer_key="answer", **_) -> FileTask:

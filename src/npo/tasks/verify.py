@@ -1,50 +1,167 @@
-"""Verifiers that cannot kill a run: exceptions score 0, hangs are cut off by a timeout.
+"""Verifiers that cannot break a run: an exception scores 0, a hang is cut at a wall-clock limit, a dead
+worker is replaced, and a run whose verifications mostly fail stops (`VerifyStats.failure`).
 
-math-verify uses `signal.alarm` for its own timeouts, which fails off the main thread; we disable
-those (`parsing_timeout=None`, `timeout_seconds=None`) and enforce ours by scoring in a separate
-worker process that is killed and restarted when one verification runs past `timeout` seconds.
-Cheap exact-match tasks score inline (they cannot hang) with exceptions still caught.
+Every verifier that can hang (math-verify's sympy, reasoning-gym's `score_answer`, a user's task) scores
+in a worker process that is killed when one verification runs past `timeout` seconds. The limit counts
+only the verification: a worker is started and warmed (imports done, one pair scored) before it is
+given work, and a spare is kept warm in the background, so a kill costs no start-up inside any limit.
+A worker that dies (the OOM killer, a segfault) is replaced and its verification retried once.
+
+A task that parses its reference (`parse_reference(item)`, math-verify) has it parsed once per item in
+each worker and cached there; a reference whose parsing fails or hangs scores every answer 0 without
+another try. A task that cannot hang (`inline = True`: arith's exact match) scores in-process.
+
+math-verify uses `signal.alarm` for its own timeouts, which fails off the main thread; we disable them
+(`parsing_timeout=None`, `timeout_seconds=None`) and enforce ours.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+from npo.errors import RunFailed
 from npo.tasks.base import Item
 
+STARTUP_LIMIT = 300.0  # seconds a worker may take to import and warm up (a loaded machine; never a verdict)
 
-def math_verify_score(answer_text: str, gold: str) -> float:
-    """1.0 when math-verify finds the completion's final answer equal to `gold`, else 0.0."""
-    from math_verify import parse, verify
 
+def math_reference(gold: str):
+    """The parsed reference of a math answer (GSM8K `#### 72`, LaTeX, or a bare value)."""
+    from math_verify import parse
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled": ours is enforced
     gold = gold.split("####")[-1].strip() if "####" in gold else gold.strip()
     if "$" not in gold and "\\" not in gold:
         gold = f"${gold}$"
-    gold_parsed = parse(gold, parsing_timeout=None)
+    return parse(gold, parsing_timeout=None)
+
+
+def math_verify_score(answer_text: str, gold: str, reference=None) -> float:
+    """1.0 when math-verify finds the completion's final answer equal to `gold` (or its parsed
+    `reference`), else 0.0."""
+    from math_verify import parse, verify
+
+    gold_parsed = math_reference(gold) if reference is None else reference
     pred_parsed = parse(answer_text, parsing_timeout=None)
     if not gold_parsed or not pred_parsed:
         return 0.0
     return 1.0 if verify(gold_parsed, pred_parsed, timeout_seconds=None) else 0.0
 
 
-def _worker(conn, task) -> None:
+def _key(item: Item) -> tuple[str, str]:
+    return item.question, item.answer
+
+
+def _score(task, answer: str, item: Item, references: dict) -> float:
+    if _key(item) in references:
+        return float(task.score(answer, item, reference=references[_key(item)]))
+    return float(task.score(answer, item))
+
+
+def _serve(conn, task, warm: Item | None) -> None:
+    """The worker: warm up, say ready, then answer ("reference", item) and ("score", answer, item),
+    until the parent closes the pipe (or kills the process)."""
+    try:
+        _answer(conn, task, warm)
+    except (EOFError, OSError):  # the parent went away, or replaced this worker before it was needed
+        return
+
+
+def _answer(conn, task, warm: Item | None) -> None:
+    references = {}
+    if warm is not None:
+        try:
+            if hasattr(task, "parse_reference"):
+                references[_key(warm)] = task.parse_reference(warm)
+            _score(task, warm.answer, warm, references)
+        except Exception:  # noqa: BLE001 - warming is best effort; real calls report their own errors
+            pass
+        references.clear()
+    conn.send(("ready", None))
     while True:
         msg = conn.recv()
         if msg is None:
             return
-        answer, item = msg
         try:
-            conn.send(("ok", float(task.score(answer, item))))
+            if msg[0] == "reference":
+                references[_key(msg[1])] = task.parse_reference(msg[1])
+                conn.send(("ok", None))
+            else:
+                conn.send(("ok", _score(task, msg[1], msg[2], references)))
         except Exception as exc:  # noqa: BLE001 - any verifier failure is a 0 reward, never a crash
             conn.send(("error", repr(exc)))
 
 
+class Dead(Exception):
+    """The worker process died (its pipe closed) during a request."""
+
+
+class Worker:
+    """One verifier process, started on construction (asynchronously: `wait_ready` blocks)."""
+
+    def __init__(self, task, warm: Item | None):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, task, warm), daemon=True)
+        self.proc.start()
+        child.close()  # the worker's end lives in the worker only: its death closes the pipe here
+        self.ready = False
+        self.references: set = set()  # items whose reference this process has parsed
+
+    def wait_ready(self) -> None:
+        if self.ready:
+            return
+        try:
+            if self.conn.poll(STARTUP_LIMIT) and self.conn.recv()[0] == "ready":
+                self.ready = True
+                return
+        except (EOFError, OSError):
+            pass
+        self.kill()
+        why = f"exited with code {self.proc.exitcode}" if self.proc.exitcode else f"took over {STARTUP_LIMIT:.0f} s"
+        raise RunFailed(f"the verifier's worker process did not start: it {why}")
+
+    def ask(self, msg: tuple, timeout: float):
+        """The worker's reply, or None past `timeout` seconds; raises Dead if the process died."""
+        try:
+            self.conn.send(msg)
+            if not self.conn.poll(timeout):
+                return None
+            return self.conn.recv()
+        except (EOFError, OSError) as exc:  # BrokenPipeError and ConnectionResetError are OSErrors
+            raise Dead from exc
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+
+
 @dataclass
 class VerifyStats:
+    """Running counts, in metrics.jsonl as verify/<name>: verifications made, those that raised (or
+    met a worker that died twice, or a reference that would not parse), those cut at the limit, and
+    worker processes replaced."""
+
     calls: int = 0
     errors: int = 0
     timeouts: int = 0
+    restarts: int = 0
+
+    def since(self, before: "VerifyStats") -> "VerifyStats":
+        return VerifyStats(**{f.name: getattr(self, f.name) - getattr(before, f.name) for f in fields(self)})
+
+    def failure(self, max_share: float, timeout: float) -> str | None:
+        """Why these verifications (one step's) cannot be trusted, if more than `max_share` failed."""
+        failed = self.errors + self.timeouts
+        if not self.calls or failed <= max_share * self.calls:
+            return None
+        return (f"{failed} of {self.calls} verifications failed ({self.timeouts} past the "
+                f"{timeout:g} s limit of task.verifier_timeout, {self.errors} raised): their rewards would "
+                f"be 0 for the verifier's sake, not the answers'. The limit (task.max_failed_share) is "
+                f"{max_share:g}")
 
 
 class GuardedScorer:
@@ -52,12 +169,28 @@ class GuardedScorer:
 
     def __init__(self, task, timeout: float, isolate: bool | None = None, cache_size: int = 200_000):
         self.task, self.timeout = task, timeout
-        self.isolate = getattr(task, "needs_isolation", False) if isolate is None else isolate
+        self.isolate = not getattr(task, "inline", False) if isolate is None else isolate
         self.stats = VerifyStats()
-        self._cache: dict[tuple[str, str, str], float] = {}
+        self._cache: dict[tuple[str, str, str], tuple[float, str]] = {}
         self._cache_size = cache_size
-        self._proc = None
-        self._conn = None
+        self.parses = hasattr(task, "parse_reference")
+        self._bad_references: dict[tuple[str, str], str] = {}  # item -> the outcome its reference met
+        self._inline_references: dict = {}
+        self._warm: Item | None = None
+        self._worker: Worker | None = None
+        self._spare: Worker | None = None
+
+    def start(self, warm: Item | None = None) -> None:
+        """Start and warm the worker (and its spare) now, before any verification is timed; `warm` is an
+        item whose reference is scored against itself (imports and first-call costs paid)."""
+        if not self.isolate:
+            return
+        self._warm = warm if warm is not None else self._warm
+        if self._worker is None:
+            self._worker = Worker(self.task, self._warm)
+        if self._spare is None:
+            self._spare = Worker(self.task, self._warm)
+        self._worker.wait_ready()
 
     def score(self, answer: str, item: Item, count: bool = True) -> float:
         """The verifier's score. Every call with `count` is counted in `stats`, a cached pair as it was
@@ -78,35 +211,58 @@ class GuardedScorer:
 
     def _inline(self, answer: str, item: Item) -> tuple[float, str]:
         try:
-            return float(self.task.score(answer, item)), "ok"
+            if not self.parses:
+                return float(self.task.score(answer, item)), "ok"
+            if _key(item) not in self._inline_references:
+                self._inline_references[_key(item)] = self.task.parse_reference(item)
+            return float(self.task.score(answer, item, reference=self._inline_references[_key(item)])), "ok"
         except Exception:  # noqa: BLE001
             return 0.0, "errors"
 
-    def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker, args=(child, self.task), daemon=True)
-        self._proc.start()
-
     def _isolated(self, answer: str, item: Item) -> tuple[float, str]:
-        if self._proc is None or not self._proc.is_alive():
-            self._start()
-        self._conn.send((answer, item))
-        if not self._conn.poll(self.timeout):
-            self.close()
-            return 0.0, "timeouts"
-        status, value = self._conn.recv()
-        if status != "ok":
-            return 0.0, "errors"
-        return value, "ok"
+        key = _key(item)
+        if key in self._bad_references:
+            return 0.0, self._bad_references[key]
+        for _ in range(2):  # a worker that died is replaced and the verification retried once
+            worker = self._live()
+            try:
+                if self.parses and key not in worker.references:
+                    reply = worker.ask(("reference", item), self.timeout)
+                    if reply is None or reply[0] != "ok":  # parsed once: a bad reference is not tried again
+                        self._bad_references[key] = "timeouts" if reply is None else "errors"
+                        if reply is None:
+                            self._replace()
+                        return 0.0, self._bad_references[key]
+                    worker.references.add(key)
+                reply = worker.ask(("score", answer, item), self.timeout)
+            except Dead:
+                self._replace()
+                continue
+            if reply is None:
+                self._replace()
+                return 0.0, "timeouts"
+            return (reply[1], "ok") if reply[0] == "ok" else (0.0, "errors")
+        return 0.0, "errors"
+
+    def _live(self) -> Worker:
+        if self._worker is None:
+            self.start()
+        self._worker.wait_ready()  # start-up is never part of a verification's limit
+        return self._worker
+
+    def _replace(self) -> None:
+        """Kill the current worker; the warm spare takes its place and a new spare starts behind it."""
+        self.stats.restarts += 1
+        self._worker.kill()
+        self._worker, self._spare = self._spare or Worker(self.task, self._warm), Worker(self.task, self._warm)
 
     def close(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.join()
-            self._proc = None
+        for w in (self._worker, self._spare):
+            if w is not None:
+                w.kill()
+        self._worker = self._spare = None
 
-    def __getstate__(self):  # scorers travel to eval helpers; the worker process does not
+    def __getstate__(self):  # scorers travel to eval helpers; the worker processes do not
         state = self.__dict__.copy()
-        state["_proc"] = state["_conn"] = None
+        state["_worker"] = state["_spare"] = None
         return state

@@ -1,0 +1,137 @@
+"""A model folder checked before anything is written: config, weights complete, tokenizer present and
+within the embedding, and every prompt plus its completion within the context.
+
+Each problem is one UserError naming the field and the file. Weights are checked without loading
+them: a safetensors file's header says how long the file must be (a download cut short is shorter),
+and a sharded model's index says which shards must be there.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+from npo.errors import UserError
+from npo.models.tiny import build_tokenizer
+from npo.prompting import INSTRUCTION, prompt_style
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_folder(path: str | Path, field: str = "model.path") -> Path:
+    """`path` if it is a loadable Hugging Face causal-LM folder; else a UserError naming `field`."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{field}: no such model folder: {p}")
+    config = p / "config.json"
+    if not config.is_file():
+        raise UserError(f"{field}: {p} is not a Hugging Face model folder (no config.json)")
+    try:
+        json.loads(config.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        line = f" (line {exc.lineno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UserError(f"{field}: {config}: not valid JSON{line}") from None
+    _check_weights(p, field)
+    if not any((p / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"{field}: {p} has no tokenizer (none of {', '.join(TOKENIZER_FILES)})")
+    return p
+
+
+def _check_weights(p: Path, field: str) -> None:
+    index = next((p / n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+                  if (p / n).is_file()), None)
+    if index is not None:
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, AttributeError):
+            raise UserError(f"{field}: {index}: not a weight index (no weight_map)") from None
+        for shard in shards:
+            _check_weight_file(p / shard, field)
+    elif (p / "model.safetensors").is_file():
+        _check_weight_file(p / "model.safetensors", field)
+    elif (p / "pytorch_model.bin").is_file():
+        _check_weight_file(p / "pytorch_model.bin", field)
+    else:
+        raise UserError(f"{field}: {p} has no weights (model.safetensors, pytorch_model.bin or a sharded index)")
+
+
+def _check_weight_file(f: Path, field: str) -> None:
+    if not f.is_file():
+        raise UserError(f"{field}: {f}: missing (listed in the weight index)")
+    size = f.stat().st_size
+    if f.suffix == ".bin":
+        if not zipfile.is_zipfile(f):
+            raise UserError(f"{field}: {f}: not a complete torch checkpoint")
+        return
+    with f.open("rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        try:
+            header = json.loads(fh.read(n)) if 0 < n <= size - 8 else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            header = None
+    if not isinstance(header, dict):
+        raise UserError(f"{field}: {f}: not a safetensors file (its header is unreadable)")
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if size != 8 + n + end:
+        raise UserError(f"{field}: {f}: {size} bytes where its header says {8 + n + end} (cut short?)")
+
+
+def check_tokenizer(tokenizer, model_config, field: str = "model.path") -> None:
+    """Every token id the tokenizer can produce has a row in the embedding."""
+    vocab = getattr(model_config, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise UserError(f"{field}: the tokenizer has {len(tokenizer)} tokens but the model's embedding only "
+                        f"{vocab} rows (config.json vocab_size): a mismatched tokenizer")
+
+
+def check_context(longest: tuple[str, int], completion: int, context: int | None, field: str) -> None:
+    """The longest prompt (where it comes from, e.g. `jsonl:a.jsonl row 12`, and its tokens) plus
+    `completion` tokens must fit the model's `context` (max_position_embeddings)."""
+    where, tokens = longest
+    if context is not None and tokens + completion > context:
+        raise UserError(f"{field}: a context of {context} tokens cannot hold {where} ({tokens} prompt tokens) plus "
+                        f"{completion} completion tokens (train.grpo.max_completion_length, eval.max_new_tokens)")
+
+
+def check_model(cfg, items, completion: int) -> None:
+    """The run's model (a folder, or the embedded default) against its data: config and tokenizer
+    load, the tokenizer fits the embedding, the longest prompt of `items` plus `completion` tokens fits
+    the context. The embedded default is checked with its tokenizer and `model.tiny` (it is built later)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    if cfg.model.path == "tiny":
+        tokenizer, context, field = build_tokenizer(), cfg.model.tiny.max_position_embeddings, "model.tiny.max_position_embeddings"
+    else:
+        p = check_model_folder(cfg.model.path)
+        try:
+            config = AutoConfig.from_pretrained(p)
+        except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad config
+            raise UserError(f"model.path: {p}/config.json: transformers cannot read it ({_first_line(exc)})") from None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(p)
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"model.path: {p}: the tokenizer does not load ({_first_line(exc)})") from None
+        check_tokenizer(tokenizer, config)
+        context, field = getattr(config, "max_position_embeddings", None), f"model.path {p}"
+    where, tokens = longest_prompt(tokenizer, items, prompt_style(tokenizer))
+    check_context((f"{cfg.task.spec} {where}", tokens), completion, context, field)
+
+
+def longest_prompt(tokenizer, items, style: str) -> tuple[str, int]:
+    """('row 12' (a data file's row) or 'item 3', its prompt tokens) for the longest prompt of `items`."""
+    texts = [it.question if style == "plain" else it.question + INSTRUCTION for it in items]
+    overhead = 0
+    if style == "chat":  # the template's own tokens around one user message, and the generation prompt
+        overhead = len(tokenizer.apply_chat_template([{"role": "user", "content": ""}], add_generation_prompt=True,
+                                                     tokenize=True))
+    lengths = [len(ids) + overhead for ids in tokenizer(texts, add_special_tokens=style == "plain")["input_ids"]]
+    i = max(range(len(items)), key=lengths.__getitem__)
+    row = items[i].meta.get("row")
+    return (f"row {row}" if row is not None else f"item {i}"), lengths[i]
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

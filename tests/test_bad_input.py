@@ -1,0 +1,246 @@
+"""The bad-input corpus: every malformed input a new user tried (configs, values, model folders, data
+files, paths, misuse of every command) gets exit 2, one line naming the file, field or row, no
+traceback, and nothing written. Each case runs `npo` in-process; every check runs before any model is
+built or trained, so the corpus takes seconds."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from npo.cli import main
+from npo.runlock import FolderLock
+
+from conftest import ROOT
+
+TINY = str(ROOT / "configs" / "tiny-grpo.yaml")
+ROWS = [{"question": f"{i}+{i}=", "answer": str(2 * i)} for i in range(30)]
+
+
+def jsonl(rows) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def model_folder(path, *, vocab=None, context=64):
+    """A micro Qwen2 folder with the embedded default's character tokenizer (a real, loadable folder)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from npo.models.tiny import build_tokenizer
+
+    tok = build_tokenizer()
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, intermediate_size=32, max_position_embeddings=context)
+    Qwen2ForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    if vocab is not None:
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, "vocab_size": vocab}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Every file the cases point at, built once."""
+    w = tmp_path_factory.mktemp("world")
+    files = {
+        "bytes.yaml": b"seed: 0\nmethod: \xff\xfe\n",
+        "dup.yaml": b"seed: 0\ntrain:\n  steps: 10\n  steps: 20\n",
+        "empty.yaml": b"# nothing but a comment\n",
+        "list.yaml": b"- seed: 0\n",
+        "broken.yaml": b"train: {steps: 10\n",
+        "data/nonutf8.jsonl": jsonl(ROWS[:4]) + b'{"question": "\xff", "answer": "1"}\n',
+        "data/badjson.jsonl": jsonl(ROWS[:2]) + b"{question: 1}\n",
+        "data/array.jsonl": jsonl(ROWS[:2]) + b"[1, 2]\n",
+        "data/nocol.jsonl": jsonl(ROWS[:5] + [{"question": "q"}]),
+        "data/noanswer.jsonl": jsonl(ROWS[:3] + [{"question": "q", "answer": ""}]),
+        "data/contradict.jsonl": jsonl(ROWS[:6] + [{"question": "3+3=", "answer": "7"}]),
+        "data/long.jsonl": jsonl(ROWS + [{"question": "1+" * 100 + "1=", "answer": "101"}]),
+        "data/blank.jsonl": b"\n\n",
+        "data/small.jsonl": jsonl(ROWS[:5]),
+        "data/ok.jsonl": jsonl(ROWS),
+        "a_file": b"not a folder\n",
+        "nonempty/keep.txt": b"mine\n",
+        "run/config.yaml": yaml.safe_dump({"seed": 0}).encode(),  # a run folder without checkpoints
+        "run/signal/step-5.json": b"{}\n",
+        "model-noconfig/weights.bin": b"x",
+    }
+    for name, content in files.items():
+        (w / name).parent.mkdir(parents=True, exist_ok=True)
+        (w / name).write_bytes(content)
+    good = model_folder(w / "model")
+    model_folder(w / "model-bigtok", vocab=50)
+    for name in ("model-badconfig", "model-unknowntype", "model-truncated", "model-noweights", "model-notok",
+                 "model-shards"):
+        (w / name).mkdir()
+        for f in good.iterdir():
+            (w / name / f.name).write_bytes(f.read_bytes())
+    (w / "model-badconfig" / "config.json").write_text('{"model_type": "qwen2",')
+    (w / "model-unknowntype" / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    weights = (w / "model-truncated" / "model.safetensors").read_bytes()
+    (w / "model-truncated" / "model.safetensors").write_bytes(weights[:len(weights) // 2])
+    (w / "model-noweights" / "model.safetensors").unlink()
+    for f in (w / "model-notok").glob("*token*"):
+        f.unlink()
+    (w / "model-shards" / "model.safetensors").unlink()
+    (w / "model-shards" / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+    return w
+
+
+def T(*sets):
+    """`npo train` on the tiny config with --set overrides (the out folder is added by the test)."""
+    return ["train", TINY, *[x for s in sets for x in ("--set", s)]]
+
+
+def J(name):
+    return f"task.spec=jsonl:{{w}}/data/{name}"
+
+
+CASES = {
+    # config files
+    "config_missing": (["train", "{w}/nope.yaml"], "nope.yaml: no such config file"),
+    "config_is_folder": (["train", "{w}/data"], "data: no such config file"),
+    "config_not_utf8": (["train", "{w}/bytes.yaml"], "bytes.yaml: line 2: not UTF-8"),
+    "config_duplicate_key": (["train", "{w}/dup.yaml"], "dup.yaml: line 4: key 'steps' given twice (first on line 3)"),
+    "config_empty": (["train", "{w}/empty.yaml"], "empty.yaml: empty (write {} to run on every default)"),
+    "config_not_mapping": (["train", "{w}/list.yaml"], "list.yaml: expected a mapping of config sections"),
+    "config_not_yaml": (["train", "{w}/broken.yaml"], "broken.yaml: line 2: not valid YAML"),
+    "unknown_section": (T("trian.steps=1"), "trian: unknown field"),
+    "unknown_field": (T("train.nonsense=1"), "train.nonsense: unknown field"),
+    "mistyped_field": (T("eval.sample=3"), "eval.sample: unknown field"),
+    "not_an_integer": (T("train.steps=many"), "train.steps: expected an integer, got 'many'"),
+    "bool_for_int": (T("train.steps=true"), "train.steps: expected an integer"),
+    "zero_steps": (T("train.steps=0"), "train.steps: must be > 0"),
+    "tau_above_one": (T("npo.tau=1.5"), "npo.tau: must be in (0, 1]"),
+    "unknown_method": (T("method=ppo"), "method: expected one of grpo, npo, autonpo"),
+    "section_not_mapping": (T("train=5"), "train: expected a mapping"),
+    "set_without_value": (["train", TINY, "--set", "train.steps"], "--set train.steps: expected key=value"),
+    "set_empty_key": (["train", TINY, "--set", "=3"], "--set =3: empty key"),
+    "set_into_scalar": (T("seed.x=1"), "--set seed.x: seed is not a mapping"),
+    # values TRL and transformers refuse
+    "grpo_unknown_field": (T("train.grpo.temperatur=1.0"), "train.grpo.temperatur: not a field of trl.GRPOConfig"),
+    "grpo_owned_field": (T("train.grpo.output_dir=x"), "train.grpo.output_dir: set by npo"),
+    "grpo_one_generation": (T("train.grpo.num_generations=1"), "train.grpo: GRPO requires at least 2 generations"),
+    "grpo_report_to_missing": (T("train.grpo.report_to=wandb"), "train.grpo.report_to: WandbCallback requires wandb"),
+    "grpo_optim_missing": (T("train.grpo.optim=adamw_bnb_8bit"), "train.grpo.optim: You need to install `bitsandbytes`"),
+    "grpo_vllm_missing": (T("train.grpo.use_vllm=true"), "train.grpo.use_vllm: vLLM is not installed"),
+    "grpo_loss_type": (T("train.grpo.loss_type=foo"), "train.grpo.loss_type: expected one of grpo, dr_grpo, dapo"),
+    "grpo_zero_temperature": (T("train.grpo.temperature=0"), "train.grpo.temperature: must be > 0"),
+    "grpo_zero_completion": (T("train.grpo.max_completion_length=0"), "train.grpo.max_completion_length: must be >= 1"),
+    "grpo_negative_top_k": (T("train.grpo.top_k=-5"), "train.grpo.top_k: must be >= 0"),
+    "grpo_zero_iterations": (T("train.grpo.num_iterations=0"), "train.grpo.num_iterations: must be >= 1"),
+    "grpo_sampling_level": (T("train.grpo.importance_sampling_level=foo"),
+                            "train.grpo.importance_sampling_level: expected token or sequence"),
+    "grpo_missing_deepspeed": (T("train.grpo.deepspeed=/nonexistent.json"), "train.grpo: Expected a string path"),
+    "grpo_batch_split": (T("train.grpo.generation_batch_size=7"), "train.grpo: generation_batch_size (7)"),
+    "tiny_heads": (T("model.tiny.hidden_size=130"), "model.tiny.hidden_size: must be divisible"),
+    "eval_n_past_split": (T("eval.n=900"), "eval.n: must be in 1..task.eval_size"),
+    "completion_past_context": (T("eval.max_new_tokens=400"),
+                                "model.tiny.max_position_embeddings: a context of 128 tokens cannot hold"),
+    "lookahead_past_end": (T("method=npo", "npo.interventions=[{kind: plateau, at_step: 590, lookahead: 40}]"),
+                           "npo.interventions[0]: at_step + max(lookahead, window) = 630 exceeds train.steps"),
+    "self_window_past_end": (T("method=npo", "npo.source=self", "npo.interventions=[{kind: plateau, at_step: 590, "
+                               "lookahead: 5, window: 20}]"), "npo.interventions[0]: at_step + window = 610"),
+    "npo_without_interventions": (T("method=npo"), "npo.interventions: method npo needs"),
+    "grpo_with_interventions": (T("npo.interventions=[{kind: bootstrap, lookahead: 20}]"),
+                                "npo.interventions: only method npo intervenes"),
+    "replace_slot": (T("npo.replace_slot=8"), "npo.replace_slot: must be in -8..7"),
+    "autonpo_deltas": (T("method=autonpo", "autonpo.deltas=[30]"), "autonpo.deltas: must be multiples"),
+    "chunk_boundary": (T("train.grpo.steps_per_generation=3"), "train.checkpoint_every: must be a multiple of 3"),
+    "on_demand_near_future": (T("npo.guide_mode=on_demand"), "npo.guide_mode: near-future guides are made ahead"),
+    "verifier_timeout": (T("task.verifier_timeout=0"), "task.verifier_timeout: must be > 0"),
+    "failed_share": (T("task.max_failed_share=2"), "task.max_failed_share: must be in [0, 1]"),
+    # model folders
+    "model_missing": (T("model.path={w}/no-model"), "model.path: no such model folder"),
+    "model_no_config": (T("model.path={w}/model-noconfig"), "is not a Hugging Face model folder (no config.json)"),
+    "model_corrupt_config": (T("model.path={w}/model-badconfig"), "model-badconfig/config.json: not valid JSON"),
+    "model_unknown_type": (T("model.path={w}/model-unknowntype"), "config.json: transformers cannot read it"),
+    "model_truncated": (T("model.path={w}/model-truncated"), "model.safetensors: "),
+    "model_no_weights": (T("model.path={w}/model-noweights"), "model-noweights has no weights"),
+    "model_missing_shard": (T("model.path={w}/model-shards"), "model-00001-of-00002.safetensors: missing"),
+    "model_no_tokenizer": (T("model.path={w}/model-notok"), "model-notok has no tokenizer"),
+    "model_tokenizer_too_big": (T("model.path={w}/model-bigtok"), "but the model's embedding only 50 rows"),
+    "row_past_context": (T("model.path={w}/model", J("long.jsonl"), "task.options={}", "task.eval_size=4", "eval.n=4"),
+                         "model.path {w}/model: a context of 64 tokens cannot hold jsonl:{w}/data/long.jsonl row 31"),
+    # data files and tasks
+    "task_unknown": (T("task.spec=nosuchtask"), "task.spec: unknown task 'nosuchtask'"),
+    "task_arith_option": (T("task.options={size: 3}"), "task.options.size: unknown option for arith"),
+    "task_rg_unknown": (T("task.spec=rg:no_such_dataset", "task.options={}"), "unknown reasoning-gym dataset"),
+    "task_rg_options": (T("task.spec=rg:chain_sum", "task.options={nonsense: 1}"), "task.options: reasoning-gym"),
+    "data_missing": (T(J("nope.jsonl"), "task.options={}"), "nope.jsonl: no such dataset file"),
+    "data_not_utf8": (T(J("nonutf8.jsonl"), "task.options={}"), "nonutf8.jsonl: row 5: not UTF-8"),
+    "data_bad_json": (T(J("badjson.jsonl"), "task.options={}"), "badjson.jsonl: row 3: not valid JSON"),
+    "data_not_object": (T(J("array.jsonl"), "task.options={}"), "array.jsonl: row 3: expected a JSON object"),
+    "data_missing_column": (T(J("nocol.jsonl"), "task.options={}"), "nocol.jsonl: row 6: missing column 'answer'"),
+    "data_empty_answer": (T(J("noanswer.jsonl"), "task.options={}"), "noanswer.jsonl: row 4: empty answer"),
+    "data_contradiction": (T(J("contradict.jsonl"), "task.options={}"),
+                           "contradict.jsonl: rows 4 and 7: the same question with different answers ('6', '7')"),
+    "data_no_rows": (T(J("blank.jsonl"), "task.options={}"), "blank.jsonl: no rows"),
+    "data_eval_too_big": (T(J("small.jsonl"), "task.options={}"), "task.eval_size: 500 >= the 5 rows"),
+    "data_too_few_prompts": (T(J("small.jsonl"), "task.options={}", "task.eval_size=2", "eval.n=2"),
+                             "train.prompts_per_step: 16 > the 3 training items"),
+    "data_options": (T(J("ok.jsonl")), "task.options: jsonl tasks take no options"),
+    "data_wrong_key": (T(J("ok.jsonl"), "task.options={}", "task.answer_key=solution"), "missing column 'solution'"),
+    # output folders
+    "out_is_file": (T() + ["--out", "{w}/a_file"], "--out {w}/a_file: exists and is not a folder"),
+    "out_under_file": (T() + ["--out", "{w}/a_file/run"], "cannot be created: {w}/a_file is a file"),
+    "out_not_empty": (T() + ["--out", "{w}/nonempty"], "--out {w}/nonempty: already exists and is not empty"),
+    # misuse of every command
+    "no_command": ([], "npo: the following arguments are required: command"),
+    "unknown_command": (["fly"], "invalid choice: 'fly'"),
+    "train_nothing": (["train"], "train: give a CONFIG, or --resume RUN"),
+    "train_resume_and_config": (["train", TINY, "--resume", "{w}/run"], "train --resume RUN: takes no config"),
+    "train_resume_not_run": (["train", "--resume", "{w}/nonempty"], "not a run folder (no config.yaml)"),
+    "eval_bad_flag": (["eval", "tiny", "--n", "many"], "argument --n: invalid int value: 'many'"),
+    "eval_no_model": (["eval", "{w}/no-model"], "no-model"),
+    "eval_step_not_run": (["eval", "tiny", "--step", "3"], "--step: only for a run directory"),
+    "eval_no_checkpoint": (["eval", "{w}/run"], "run has no checkpoint yet"),
+    "signal_no_step": (["signal", "{w}/run"], "the following arguments are required: --step"),
+    "signal_deltas": (["signal", "{w}/run", "--step", "5", "--deltas", "5,x"], "--deltas 5,x: expected comma-separated"),
+    "signal_k": (["signal", "{w}/run", "--step", "5", "--k", "0"], "--k and --prompts must be >= 1"),
+    "signal_source": (["signal", "{w}/run", "--step", "5", "--source", "oracle"], "--source oracle: expected replay"),
+    "signal_exists": (["signal", "{w}/run", "--step", "5"], "step-5.json: exists (an earlier npo signal at this step)"),
+    "compare_names": (["compare", f"a={TINY}", f"a={TINY}"], f"compare: config 'a={TINY}': empty or repeated name"),
+    "compare_seeds": (["compare", TINY, "--seeds", "0", "--out", "{w}/cmp"], "--seeds: must be >= 1"),
+    "compare_bad_config": (["compare", TINY, "{w}/dup.yaml", "--out", "{w}/cmp"], "dup.yaml: line 4: key 'steps'"),
+    "demo_bad_set": (["demo", "--set", "train.steps=x", "--out", "{w}/dm"], "train.steps: expected an integer"),
+    "warmup_folder": (["warmup", "--set", "model.path={w}/model"], "model.path: warmup applies to the embedded"),
+    "import_bad_flag": (["import-smollm2"], "the following arguments are required: out"),
+    "import_onto_file": (["import-smollm2", "{w}/a_file"], "import-smollm2 {w}/a_file: exists and is not a folder"),
+    "import_not_empty": (["import-smollm2", "{w}/nonempty"], "nonempty: already exists and is not empty"),
+}
+
+
+def snapshot(root):
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_refused_in_one_line_with_nothing_written(case, world, tmp_path, monkeypatch, capsys):
+    argv, expect = CASES[case]
+    argv = [a.replace("{w}", str(world)) for a in argv]
+    if argv[:1] == ["train"] and "--out" not in argv and "--resume" not in argv:
+        argv += ["--out", str(tmp_path / "run")]
+    monkeypatch.chdir(tmp_path)  # default output folders (runs/...) would land here
+    monkeypatch.setenv("NPO_CACHE", str(tmp_path / "cache"))  # no warm start is built either
+    before = snapshot(world)
+    code = main(argv + ["--quiet"] if argv[:1] in (["train"], ["compare"], ["demo"]) else argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("npo: error:") and "Traceback" not in err, err
+    assert expect.replace("{w}", str(world)) in err, err
+    assert snapshot(world) == before and os.listdir(tmp_path) == []
+
+
+def test_a_second_run_into_a_held_folder_is_refused_naming_the_holder(tmp_path, capsys):
+    out = tmp_path / "run"
+    held = FolderLock(out).acquire()  # another run holds it (a flock per open file: this process counts)
+    try:
+        code = main(["train", TINY, "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1
+        assert f"--out {out}: in use by another run (pid {os.getpid()} on " in err
+        assert os.listdir(out) == [".npo.lock"]
+    finally:
+        held.release()

@@ -1,0 +1,110 @@
+"""The verifier guard (npo.tasks.verify): limits without start-up, replaced workers, references
+parsed once, and the share of failed verifications that stops a run."""
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from npo.errors import RunFailed
+from npo.rewards import TaskScorer
+from npo.tasks import Item, build_task
+from npo.tasks.verify import GuardedScorer, VerifyStats
+from conftest import ROOT
+from verifiers import Flaky, HangingReference, burn
+
+
+def test_a_raising_verifier_scores_zero_inline():
+    g = GuardedScorer(Flaky(), timeout=1.0, isolate=False)
+    item = Item("q", "1")
+    assert g.score("raise", item) == 0.0 and g.stats.errors == 1
+    assert g.score("1", item) == 1.0 and g.stats == VerifyStats(calls=2, errors=1)
+
+
+def test_a_hanging_reasoning_gym_verifier_is_cut_at_the_limit_and_scoring_goes_on():
+    task = build_task("rg:countdown", {})  # its score_answer evaluates the expression: 9**9**9**9 never ends
+    train, _ = task.splits(3, 1, 0)
+    g = GuardedScorer(task, timeout=1.0)
+    g.start(train[0])
+    assert g.score(train[0].answer, train[0]) == 1.0
+    t0 = time.perf_counter()
+    assert g.score("9**9**9**9", train[0]) == 0.0
+    cut = time.perf_counter() - t0
+    assert 1.0 <= cut < 3.0, cut  # the limit, not the worker's start-up nor the hang
+    assert g.stats == VerifyStats(calls=2, timeouts=1, restarts=1)
+    assert [g.score(it.answer, it) for it in train[1:]] == [1.0, 1.0]  # the warm spare took over
+    g.close()
+
+
+def test_a_killed_worker_is_replaced_and_its_verification_retried():
+    g = GuardedScorer(Flaky(), timeout=5.0, isolate=True)
+    g.start(Item("q", "1"))
+    victim = g._worker.proc.pid
+    threading.Timer(0.3, os.kill, (victim, signal.SIGKILL)).start()  # the OOM killer, mid-verification
+    assert g.score("slow", Item("q", "1")) == 1.0  # retried once on the spare
+    assert g.stats == VerifyStats(calls=1, restarts=1) and g._worker.proc.pid != victim
+    assert g.score("1", Item("q", "1")) == 1.0
+    g.close()
+
+
+def test_a_hanging_reference_costs_one_limit_then_scores_zero_at_once():
+    g = GuardedScorer(HangingReference(), timeout=1.0)
+    g.start(Item("warm", "1"))
+    bad, good = Item("q", "pathological"), Item("p", "2")
+    t0 = time.perf_counter()
+    assert [g.score(a, bad) for a in ("1", "2", "3", "4")] == [0.0] * 4
+    assert time.perf_counter() - t0 < 4.0  # one timeout, not four
+    assert g.stats == VerifyStats(calls=4, timeouts=4, restarts=1)  # every answer counted as failed
+    assert g.score("2", good) == 1.0 and g.score("x", good) == 0.0
+    g.close()
+
+
+def test_a_one_second_limit_on_a_loaded_machine_changes_no_reward(tmp_path):
+    rows = [("\\frac{1}{2}", ["1/2", "0.5", "\\frac{2}{4}", "2"]), ("3", ["3", "3.0", "4", "$3$"]),
+            ("72", ["#### 72", "72", "27", "\\boxed{72}"]), ("x^2", ["x^2", "x**2", "2x", "x\\cdot x"])]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(f'{{"question": "q{i}", "answer": {a!r}}}\n'.replace("'", '"').replace("\\", "\\\\")
+                            for i, (a, _) in enumerate(rows)))
+    task = build_task(f"jsonl:{path}", {})
+    pairs = [(answer, item) for item, (_, answers) in zip(task.items, rows) for answer in answers]
+    expected = [GuardedScorer(task, 60.0, isolate=False).score(a, it) for a, it in pairs]
+    assert 0 < sum(expected) < len(pairs)
+    load = [mp.get_context("spawn").Process(target=burn, args=(60.0,), daemon=True) for _ in range(3)]
+    for p in load:
+        p.start()
+    try:
+        g = GuardedScorer(task, timeout=1.0)
+        g.start(task.items[0])  # start-up under load (seconds) is outside every limit
+        assert [g.score(a, it) for a, it in pairs] == expected
+        assert g.stats == VerifyStats(calls=len(pairs))
+    finally:
+        for p in load:
+            p.kill()
+        g.close()
+
+
+def test_failed_share_stops_only_past_the_limit():
+    assert VerifyStats(calls=10, errors=3, timeouts=2).failure(0.5, 5.0) is None  # 5 of 10 is not more than half
+    why = VerifyStats(calls=10, errors=3, timeouts=3).failure(0.5, 5.0)
+    assert why.startswith("6 of 10 verifications failed (3 past the 5 s limit of task.verifier_timeout, 3 raised)")
+    assert VerifyStats().failure(0.0, 1.0) is None and VerifyStats(calls=4, errors=4).failure(1.0, 1.0) is None
+    scorer = TaskScorer(Flaky(), "plain", max_failed_share=0.25)
+    with pytest.raises(RunFailed, match=r"^step 3: 2 of 4 verifications failed"):
+        scorer.check(VerifyStats(calls=4, errors=2), "step 3")
+
+
+def test_a_run_whose_verifications_all_fail_stops_in_one_line(tmp_path, capsys):
+    from npo.cli import main
+
+    out = tmp_path / "run"
+    code = main(["train", str(ROOT / "configs" / "tiny-grpo.yaml"), "--out", str(out), "--quiet",
+                 "--set", "task.spec=raising", "--set", "task.options={}", "--set", "eval.n=4", "--set",
+                 "eval.samples=0", "--set", "model.warmup.steps=0"])  # a task kind of tests/verifiers.py
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and err[-1].startswith(
+        "npo: run stopped: evaluation at step 0: 4 of 4 verifications failed (0 past the 5 s limit of "
+        "task.verifier_timeout, 4 raised)"), err
+    assert not (out / "summary.json").exists()

@@ -1,0 +1,59 @@
+"""Verifiers that misbehave on purpose, for tests/test_verify.py. A module of its own, light to import:
+the guard's worker processes are spawned and unpickle these classes by module name."""
+
+import time
+
+from npo.tasks.arith import ArithTask
+from npo.tasks.base import register
+
+
+class Flaky:
+    """Scores 1 when the answer equals the reference; 'raise' raises, 'hang' hangs, 'slow' takes 1 s."""
+
+    name = "flaky"
+
+    def score(self, answer, item):
+        if answer == "raise":
+            raise RuntimeError("verifier bug")
+        if answer == "hang":
+            time.sleep(600)
+        if answer == "slow":
+            time.sleep(1.0)
+            return 1.0
+        return 1.0 if answer == item.answer else 0.0
+
+
+class HangingReference(Flaky):
+    """A task whose reference parsing hangs for the reference 'pathological'."""
+
+    def parse_reference(self, item):
+        if item.answer == "pathological":
+            time.sleep(600)
+        return item.answer
+
+    def score(self, answer, item, reference=None):
+        assert reference == item.answer  # the worker passes the reference it parsed
+        return super().score(answer, item)
+
+
+def burn(seconds: float) -> None:
+    """Keep one core busy (a loaded machine)."""
+    end = time.time() + seconds
+    while time.time() < end:
+        pass
+
+
+class RaisingArith(ArithTask):
+    """A task of a user's whose verifier raises on every answer (a broken dependency, say); scored in a
+    worker like any verifier that is not declared inline."""
+
+    inline = False
+    name = "raising"
+
+    def score(self, answer, item):
+        raise RuntimeError("the verifier's dependency is broken")
+
+
+@register("raising")
+def make_raising(arg, options, **_):
+    return RaisingArith()
