@@ -26,12 +26,12 @@ The package in layers, top to bottom. A module imports only from its own layer o
 """
 
 LAYERS = (
-    ("foundation", {"npo.errors", "npo.checks", "npo.config", "npo.configfile", "npo.runlock", "npo.grpo_args", "npo.rundir", "npo.journal", "npo.faults",
-                    "npo.accounting",
+    ("foundation", {"npo.errors", "npo.checks", "npo.config", "npo.configfile", "npo.runlock", "npo.grpo_args",
+                    "npo.rundir", "npo.journal", "npo.faults", "npo.accounting",
                     "npo.groups", "npo.injection", "npo.signal", "npo.autonpo", "npo.interventions", "npo.order"}),
     ("tasks, models, generation", {"npo.tasks", "npo.tasks.base", "npo.tasks.arith", "npo.tasks.files",
-                                   "npo.tasks.rg", "npo.tasks.verify", "npo.models", "npo.models.load", "npo.models.check",
-                                   "npo.models.tiny", "npo.models.smollm2", "npo.prompting", "npo.rewards",
+                                   "npo.tasks.rg", "npo.tasks.verify", "npo.models", "npo.models.load",
+                                   "npo.models.check", "npo.models.tiny", "npo.models.smollm2", "npo.prompting", "npo.rewards",
                                    "npo.generation", "npo.evaluate"}),
     ("the TRL seam", {"npo.trainer", "npo.engine", "npo.callbacks"}),
     ("sources and measurement", {"npo.sources", "npo.guides", "npo.probe"}),

@@ -138,10 +138,12 @@ def check_runnable(args) -> None:
     try:
         for callback in get_reporting_integration_callbacks(args.report_to):
             callback()  # each integration's callback checks that its library is installed
+    except (RuntimeError, ImportError, ValueError) as exc:
+        raise UserError(f"train.grpo.report_to: {str(exc).splitlines()[0]}") from None
+    try:
         Trainer.get_optimizer_cls_and_kwargs(args)  # e.g. an 8-bit optim without bitsandbytes
     except (RuntimeError, ImportError, ValueError) as exc:
-        key = "optim" if "optim" in str(exc).lower() or "bitsandbytes" in str(exc) else "report_to"
-        raise UserError(f"train.grpo.{key}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"train.grpo.optim: {str(exc).splitlines()[0]}") from None
 
 
 def eval_max_new_tokens(cfg) -> int:

@@ -31,7 +31,8 @@ from npo.sources import PolicySource, SelfSource, guide_sampling
 
 def train_npo(ctx: Context) -> None:
     cfg, run, steps = ctx.cfg, ctx.run, ctx.cfg.train.steps
-    interventions = parse_interventions(cfg.npo.interventions, steps, ahead=cfg.npo.source == "near_future") if cfg.method == "npo" else []
+    interventions = (parse_interventions(cfg.npo.interventions, steps, ahead=cfg.npo.source == "near_future")
+                     if cfg.method == "npo" else [])
     pos = 0  # the final trajectory has a checkpoint at `pos` (or is the base model at 0)
     for i, iv in enumerate(interventions):
         # 1. the rollback target t

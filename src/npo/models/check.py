@@ -101,8 +101,9 @@ def check_model(cfg, items, completion: int) -> None:
     the context. The embedded default is checked with its tokenizer and `model.tiny` (it is built later)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    if cfg.model.path == "tiny":
-        tokenizer, context, field = build_tokenizer(), cfg.model.tiny.max_position_embeddings, "model.tiny.max_position_embeddings"
+    if cfg.model.path == "tiny":  # the embedded default (npo.models.load.TINY)
+        tokenizer, context = build_tokenizer(), cfg.model.tiny.max_position_embeddings
+        field = "model.tiny.max_position_embeddings"
     else:
         p = check_model_folder(cfg.model.path)
         try:

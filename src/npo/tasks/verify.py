@@ -247,14 +247,24 @@ class GuardedScorer:
     def _live(self) -> Worker:
         if self._worker is None:
             self.start()
-        self._worker.wait_ready()  # start-up is never part of a verification's limit
+        try:
+            self._worker.wait_ready()  # start-up is never part of a verification's limit
+        except RunFailed:  # it died before it was ready (a spare the OOM killer took): one fresh start
+            self._worker = Worker(self.task, self._warm)
+            self._worker.wait_ready()
         return self._worker
 
     def _replace(self) -> None:
-        """Kill the current worker; the warm spare takes its place and a new spare starts behind it."""
+        """Kill the current worker; the warm spare takes its place (a fresh one if the spare died too)
+        and a new spare starts behind it."""
         self.stats.restarts += 1
         self._worker.kill()
-        self._worker, self._spare = self._spare or Worker(self.task, self._warm), Worker(self.task, self._warm)
+        spare = self._spare
+        if spare is None or not spare.proc.is_alive():
+            if spare is not None:
+                spare.kill()
+            spare = Worker(self.task, self._warm)
+        self._worker, self._spare = spare, Worker(self.task, self._warm)
 
     def close(self) -> None:
         for w in (self._worker, self._spare):
