@@ -83,3 +83,4 @@ def test_npo_eval_on_a_run_matches_its_summary(tmp_path, tiny_model_path, capsys
     assert main(["eval", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["accuracy"] == summary["final_accuracy"] and result["n"] == 60
+    assert result["verify"]["calls"] >= 60 and result["verify"]["errors"] == result["verify"]["timeouts"] == 0

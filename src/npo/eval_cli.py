@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from npo.config import load_config
@@ -54,4 +55,5 @@ def run_eval(a) -> dict:
         result = evaluate(model, eval_plan(cfg, tokenizer, scorer, style, eval_items))
     finally:
         scorer.close()
-    return {"model": str(model_ref), "task": cfg.task.spec, **result}
+    scorer.check(scorer.stats, f"npo eval {a.model}")  # an accuracy the verifier's failures made is no result
+    return {"model": str(model_ref), "task": cfg.task.spec, **result, "verify": asdict(scorer.stats)}
