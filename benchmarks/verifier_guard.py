@@ -49,6 +49,17 @@ def timed(scorer, work) -> tuple[list[float], list[float]]:
     return values, seconds
 
 
+def guarded(task, timeout: float, work) -> tuple[float, list[float], list[float]]:
+    """(seconds to start and warm the worker, verdicts, seconds per verification) through the guard."""
+    guard = GuardedScorer(task, timeout)
+    t0 = time.perf_counter()
+    guard.start(task.items[0])
+    startup = time.perf_counter() - t0
+    values, seconds = timed(guard, work)
+    guard.close()
+    return startup, values, seconds
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pairs", type=int, default=400)
@@ -62,12 +73,7 @@ def main() -> None:
         task = build_task(f"jsonl:{data}", {})
         work = pairs(task, a.pairs)
         inline_values, inline_s = timed(GuardedScorer(task, 60.0, isolate=False), work)
-        guard = GuardedScorer(task, 5.0)
-        t0 = time.perf_counter()
-        guard.start(task.items[0])
-        startup = time.perf_counter() - t0
-        values, isolated_s = timed(guard, work)
-        guard.close()
+        startup, values, isolated_s = guarded(task, 5.0, work)
         hanging = GuardedScorer(Flaky(), 1.0, isolate=True)  # 'hang' sleeps 600 s in the verifier
         hanging.start(task.items[0])
         t0 = time.perf_counter()
@@ -81,12 +87,7 @@ def main() -> None:
         for proc in load:
             proc.start()
         try:
-            loaded = GuardedScorer(task, 1.0)
-            t0 = time.perf_counter()
-            loaded.start(task.items[0])
-            loaded_startup = time.perf_counter() - t0
-            loaded_values, loaded_s = timed(loaded, work)
-            loaded.close()
+            loaded_startup, loaded_values, loaded_s = guarded(task, 1.0, work)
         finally:
             for proc in load:
                 proc.kill()

@@ -32,7 +32,7 @@ from npo.config import RunConfig, dump_yaml, resolved
 from npo.errors import UserError
 from npo.engine import load_weights
 from npo.evaluate import eval_plan
-from npo.grpo_args import eval_max_new_tokens, grpo_kwargs
+from npo.grpo_args import eval_max_new_tokens, grpo_kwargs, grpo_overrides
 from npo.journal import Journal
 from npo.loop import train_npo
 from npo.models.check import check_model
@@ -66,7 +66,7 @@ def prepare(cfg: RunConfig, out: str | Path, resume: bool = False) -> Prepared:
     model against them, the output folder. `resume`: the folder may hold this config's run, killed (it
     continues) or finished (nothing to do); without it the folder must be new."""
     task, train_items, eval_items = build_split(cfg)
-    check_model(cfg, train_items + eval_items, max(grpo_kwargs(cfg, "")["max_completion_length"],
+    check_model(cfg, train_items + eval_items, max(grpo_overrides(cfg)["max_completion_length"],
                                                    eval_max_new_tokens(cfg)))
     prep = Prepared(cfg, task, train_items, eval_items, Path(out), resume)
     check_out(prep.out)
