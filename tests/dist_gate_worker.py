@@ -51,7 +51,7 @@ def main(out: str) -> None:
     bank = GuideBank()
     for b in batch:
         ids = tok.encode("g", add_special_tokens=False) + [tok.eos_token_id]
-        bank.add(b["item_index"], Guide(ids, items[0].answer, "constructed", 0, [-1.0] * len(ids)))
+        bank.add(b["item_index"], [Guide(ids, items[0].answer, "constructed", 0, [-1.0] * len(ids))])
     # a source that is never asked: the bank holds every prompt of the batch
     trainer.guidance = Guidance(TraceSource({}, "constructed"), trainer.scorer, bank, 0, 2, seed=0)
     result = {}

@@ -26,7 +26,7 @@ def answer_bank(trainer) -> GuideBank:
     tok, bank = trainer.processing_class, GuideBank()
     for i, item in enumerate(trainer.items):
         ids = tok.encode(item.answer, add_special_tokens=False) + [tok.eos_token_id]
-        bank.add(i, Guide(ids, item.answer, "reference", 0, [-1.0] * len(ids)))
+        bank.add(i, [Guide(ids, item.answer, "reference", 0, [-1.0] * len(ids))])
     return bank
 
 

@@ -59,6 +59,7 @@ def world(tmp_path_factory):
         "data/blank.jsonl": b"\n\n",
         "data/small.jsonl": jsonl(ROWS[:5]),
         "data/ok.jsonl": jsonl(ROWS),
+        "data/badpool.jsonl": jsonl([{"question": "1+1=", "completion": "2"}] * 2 + [{"question": "3+3="}]),
         "a_file": b"not a folder\n",
         "nonempty/keep.txt": b"mine\n",
         "run/config.yaml": yaml.safe_dump({"seed": 0}).encode(),  # a run folder without checkpoints
@@ -199,7 +200,22 @@ CASES = {
     "signal_no_step": (["signal", "{w}/run"], "the following arguments are required: --step"),
     "signal_deltas": (["signal", "{w}/run", "--step", "5", "--deltas", "5,x"], "--deltas 5,x: expected comma-separated"),
     "signal_k": (["signal", "{w}/run", "--step", "5", "--k", "0"], "--k and --prompts must be >= 1"),
-    "signal_source": (["signal", "{w}/run", "--step", "5", "--source", "oracle"], "--source oracle: expected replay"),
+    "signal_source": (["signal", "{w}/run", "--step", "5", "--source", "oracle"],
+                      "--source oracle: expected near_future, self, replay"),
+    "signal_tau": (["signal", "{w}/run", "--step", "5", "--tau", "2"], "--tau 2.0: must be in (0, 1]"),
+    # guide sources and the baselines (issue 15)
+    "source_unknown": (T("npo.source=oracle"), "npo.source: expected near_future, self, replay"),
+    "rlep_without_pool": (T("method=rlep"), "npo.source: method rlep replays a pool of verified successes"),
+    "luffy_near_future": (T("method=luffy", "npo.source=near_future"), "npo.inject_when: near_future guides"),
+    "teacher_missing": (T("method=luffy", "npo.source=teacher:{w}/nope.jsonl"), "teacher:{w}/nope.jsonl: no such file"),
+    "pool_bad_row": (T("method=rlep", "npo.source=pool:{w}/data/badpool.jsonl"),
+                     "badpool.jsonl: row 3: expected {\"question\": str, \"completion\": str}"),
+    "checkpoint_not_model": (T("method=luffy", "npo.source=checkpoint:{w}/model-noconfig"), "model-noconfig"),
+    "pool_out_exists": (["pool", "{w}/run", "--out", "{w}/a_file"], "--out {w}/a_file: exists"),
+    "pool_no_checkpoint": (["pool", "{w}/run", "--out", "{w}/new.jsonl"], "run: no complete checkpoint"),
+    "pool_k": (["pool", "{w}/run", "--k", "0", "--out", "{w}/new.jsonl"], "--k must be >= 1"),
+    "compare_pool_missing": (["compare", "rlep", "--pool", "{w}/nope.jsonl", "--out", "{w}/cmp"],
+                             "pool:{w}/nope.jsonl: no such file"),
     "signal_exists": (["signal", "{w}/run", "--step", "5"], "step-5.json: exists (an earlier npo signal at this step)"),
     "compare_names": (["compare", f"a={TINY}", f"a={TINY}"], f"compare: config 'a={TINY}': empty or repeated name"),
     "compare_seeds": (["compare", TINY, "--seeds", "0", "--out", "{w}/cmp"], "--seeds: must be >= 1"),
@@ -225,7 +241,7 @@ def test_bad_input_is_refused_in_one_line_with_nothing_written(case, world, tmp_
     monkeypatch.chdir(tmp_path)  # default output folders (runs/...) would land here
     monkeypatch.setenv("NPO_CACHE", str(tmp_path / "cache"))  # no warm start is built either
     before = snapshot(world)
-    code = main(argv + ["--quiet"] if argv[:1] in (["train"], ["compare"], ["demo"]) else argv)
+    code = main(argv + ["--quiet"] if argv[:1] in (["train"], ["compare"], ["demo"], ["pool"]) else argv)
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("npo: error:") and "Traceback" not in err, err

@@ -10,7 +10,8 @@ candidates in place) and added `verify/calls`: the GRPO run and the untriggered 
 were unchanged by it, so the one-engine rollback itself changed nothing. Re-made at issue 13: first
 with only `verify/calls` changed (it counts every verification, a cached verdict too, so that a
 resumed run counts the same; checked: every other value equal), then single-threaded, with a warm
-start built single-threaded, as `make test` runs (two workers, one thread each).
+start built single-threaded, as `make test` runs (two workers, one thread each). Re-made at issue 15,
+which added `npo/guide_rows` to guided steps' metrics (checked: every other value of every file equal).
 """
 
 import json

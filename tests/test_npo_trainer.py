@@ -78,11 +78,12 @@ def test_policy_source_keeps_verified_guides_with_their_logps(policy):
     guides = made.guides
     assert torch.equal(state, torch.random.get_rng_state())  # the training RNG stream is untouched
     again = propose(src, items, seeds, scorer).guides
-    assert [g and g.token_ids for g in guides] == [g and g.token_ids for g in again]  # seeded
+    assert [[x.token_ids for x in g] for g in guides] == [[x.token_ids for x in g] for g in again]  # seeded
     # one seed per prompt: a prompt's guide does not depend on which prompts were asked with it
     alone = propose(src, items[5:9], seeds[5:9], scorer).guides
-    assert [g and g.token_ids for g in alone] == [g and g.token_ids for g in guides[5:9]]
-    found = [(it, g) for it, g in zip(items, guides) if g is not None]
+    assert [[x.token_ids for x in g] for g in alone] == [[x.token_ids for x in g] for g in guides[5:9]]
+    assert all(len(g) <= 1 for g in guides)  # m = 1: the first verified-correct candidate
+    found = [(it, g[0]) for it, g in zip(items, guides) if g]
     assert 0 < len(found) < len(items) and made.tokens > 0 and made.samples == 4 * len(items)
     for item, g in found:
         assert scorer.reward(g.text, item) == 1.0
@@ -102,13 +103,13 @@ def test_completion_lengths_cut_after_the_first_eos():
 
 def test_guide_bank_round_trip_is_atomic(tmp_path):
     bank = GuideBank()
-    bank.add(3, Guide([1, 2], "x", "ckpt", 10, [-0.5, -0.1]))
-    bank.add(4, None)
+    bank.add(3, [Guide([1, 2], "x", "ckpt", 10, [-0.5, -0.1]), Guide([3], "y", "ckpt", 10, [-0.2])])
+    bank.add(4, [])
     path = tmp_path / "guides" / "bank.json"
     bank.save(path)
     assert [p.name for p in path.parent.iterdir()] == ["bank.json"]  # no temp file left
     back = GuideBank.load(path)
-    assert back.get(3) == bank.get(3) and 4 in back and back.get(4) is None and 5 not in back
+    assert back.get(3) == bank.get(3) and len(back.get(3)) == 2 and 4 in back and back.get(4) == [] and 5 not in back
 
 
 def test_guidance_asks_the_source_once_per_prompt(policy):
@@ -131,7 +132,7 @@ def test_the_self_source_samples_the_live_policy_every_time(policy):
     # what it proposes is the live policy's own best-of-k, the same draw as that policy as a fixed source
     fixed = PolicySource(live, k=2, temperature=1.0, max_new_tokens=6, name="live", step=None)
     seeds = prompt_seeds(3, list(range(len(items))))
-    assert [g and g.token_ids for g in propose(own.source, items, seeds, scorer, live).guides] == \
-        [g and g.token_ids for g in propose(fixed, items, seeds, scorer).guides]
+    assert [[x.token_ids for x in g] for g in propose(own.source, items, seeds, scorer, live).guides] == \
+        [[x.token_ids for x in g] for g in propose(fixed, items, seeds, scorer).guides]
     with pytest.raises(ValueError, match="live policy"):
         propose(own.source, items, seeds, scorer)

@@ -30,7 +30,7 @@ def test_known_runs_give_a_known_table_and_speedups(tmp_path):
     # npo: reaches 0.6 at steps 10 and 20 (mean 15): 2x per step; its guide tokens (window from 0)
     # and a 20-step look-ahead cost more compute
     iv = {"event": "intervention", "kind": "bootstrap", "lookahead": 20, "source": "near_future", "window": [0, 10],
-          "guides": {"requested": 8, "injected": 5}, "compute": {"guide_tokens": 1000}}
+          "guides": {"requested": 8, "found": 6, "injected": 5}, "compute": {"guide_tokens": 1000}}
     npo = [fake_run(tmp_path / "n0", [0.1, 0.6, 0.6, 0.6, 0.6, 0.65], total_steps=70, events=[iv]),
            fake_run(tmp_path / "n1", [0.1, 0.5, 0.6, 0.7, 0.7, 0.7], total_steps=70, events=[iv])]
     never = [fake_run(tmp_path / "x0", [0.1, 0.2, 0.3, 0.3, 0.3, 0.3]),
@@ -53,7 +53,8 @@ def test_known_runs_give_a_known_table_and_speedups(tmp_path):
     assert "| never (0/2) | never | never |" in md
     # best: grpo 0.6 and 0.7 -> 0.65 ± 0.05, range 0.6-0.7
     assert "| grpo | 0.6000 ± 0.1000 | 0.5000-0.7000 | 0.6500 ± 0.0500 | 0.6000-0.7000 | 30 (2/2) |" in md
-    assert "- npo seed 1: bootstrap at 0 (Delta 20, window 0-10, near_future): 5 of 8 requested guides injected" in md
+    assert ("- npo seed 1: bootstrap at 0 (Delta 20, window 0-10, near_future): 6 of 8 prompts asked had a guide, "
+            "5 guide rows injected") in md
     assert "npo compare a.yaml b.yaml" in md
     assert "| 10 | 0.3500 | 0.5500 | 0.2000 |" in md and "| 50 | 0.6000 | 0.6750 | 0.2500 |" in md  # the curves
     assert (out / "curves.png").stat().st_size > 10_000

@@ -22,42 +22,52 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def test_signal_table_json_png_and_source_kinds(run_dir, tmp_path, capsys):
-    traces = tmp_path / "teacher.jsonl"
+def test_signal_table_json_png_and_every_source_kind(run_dir, tmp_path, capsys):
+    traces, pool = tmp_path / "teacher.jsonl", tmp_path / "pool.jsonl"
     cfg = load_config(run_dir / "config.yaml")
     _, items, _ = build_split(cfg)
     traces.write_text("".join(json.dumps({"question": it.question, "completion": it.answer}) + "\n"
                               for it in items))
-    argv = ["signal", str(run_dir), "--step", "5", "--deltas", "5", "--k", "2", "--prompts", "48",
-            "--bootstrap", "30", "--source", "replay", "--source", f"checkpoint:{run_dir / 'checkpoints' / 'checkpoint-10'}",
-            "--source", f"teacher:{traces}"]
+    pool.write_text("".join(json.dumps({"question": it.question, "completion": it.answer}) + "\n"
+                            for it in items[::2]))  # half the questions
+    later = run_dir / "checkpoints" / "checkpoint-10"
+    kinds = ["self", "replay", "teacher:reference", f"teacher:{traces}", f"teacher_model:{later}",
+             f"checkpoint:{later}", f"pool:{pool}"]
+    argv = ["signal", str(run_dir), "--step", "5", "--deltas", "5", "--k", "2", "--prompts", "48", "--tau", "0.9",
+            "--bootstrap", "30", *(x for kind in kinds for x in ("--source", kind))]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| self | 0 | 5 |" in out and "| near_future | 5 | 5 |" in out and "| replay | -5 | 5 |" in out
+    assert "| self | 0 | 5 |" in out and "| near_future | 5 | 5 |" in out and "| replay |  | 5 |" in out
     result = json.loads((run_dir / "signal" / "step-5.json").read_text())
-    assert (run_dir / "signal" / "step-5.png").stat().st_size > 10_000
-    rows = {r["source"] if r["source"] != "near_future" else "future": r for r in result["rows"]}
-    assert set(rows) == {"self", "future", "replay", f"checkpoint:{run_dir / 'checkpoints' / 'checkpoint-10'}",
-                         f"teacher:{traces}"}
-    assert rows["self"]["V"] == pytest.approx(1.0) and rows["self"]["S"] == pytest.approx(rows["self"]["Q"])
+    assert (run_dir / "signal" / "step-5.png").stat().st_size > 10_000 and result["tau"] == 0.9
+    rows = {r["source"]: r for r in result["rows"] if r["delta"] is None}
+    assert set(rows) == set(kinds) - {"self"}  # every kind through the one factory
+    own = result["rows"][0]
+    assert own["source"] == "self" and own["V"] == pytest.approx(1.0) and own["S"] == pytest.approx(own["Q"])
     for r in result["rows"]:
-        assert 0 <= r["Q"] <= 1 and r["n_failed"] == rows["self"]["n_failed"] > 0
+        assert 0 <= r["Q"] <= 1 and r["n_failed"] == own["n_failed"] > 0
         assert r["Q_ci"][0] <= r["Q"] <= r["Q_ci"][1]
-    teacher = rows[f"teacher:{traces}"]
-    assert teacher["Q"] == 1.0 and "proxy" in teacher["V_kind"]  # the traces are the reference answers
-    # the checkpoint source at step 10 is the same model as the near-future source at Delta = 5
-    assert rows[f"checkpoint:{run_dir / 'checkpoints' / 'checkpoint-10'}"]["Q"] == rows["future"]["Q"]
+    for perfect in (f"teacher:{traces}", "teacher:reference"):  # the traces are the reference answers
+        assert rows[perfect]["Q"] == 1.0 and "proxy" in rows[perfect]["V_kind"]
+    assert rows[f"pool:{pool}"]["Q"] < 1.0  # it covers half the questions
+    # the checkpoint at step 10, as a checkpoint or as a teacher model, is the near-future source at Delta = 5
+    future = next(r for r in result["rows"] if r["source"] == "near_future")
+    assert rows[f"checkpoint:{later}"]["Q"] == rows[f"teacher_model:{later}"]["Q"] == future["Q"]
+    # replay: GRPO kept no buffer, so it is rebuilt from checkpoint 0's groups: its successes, on F
+    assert rows["replay"]["n_trajectories"] > 0 and rows["replay"]["V_kind"].startswith("token-level")
     # the premise, paired on the same F: Q - Q(0) from the per-prompt outcomes of both rows
-    assert rows["future"]["dQ"] == pytest.approx(rows["future"]["Q"] - rows["self"]["Q"])
-    assert rows["future"]["dQ_ci"][0] <= rows["future"]["dQ"] <= rows["future"]["dQ_ci"][1]
-    assert "dQ" not in rows["self"]
+    assert future["dQ"] == pytest.approx(future["Q"] - own["Q"])
+    assert future["dQ_ci"][0] <= future["dQ"] <= future["dQ_ci"][1]
+    assert "dQ" not in own
 
 
 @pytest.mark.parametrize("argv,expect", [
     (["--step", "7"], "no checkpoint at step 7"),
     (["--step", "5", "--deltas", "5,x"], "--deltas 5,x: expected comma-separated integers"),
     (["--step", "5", "--source", "teacher:/nonexistent.jsonl"], "no such file"),
-    (["--step", "5", "--source", "oracle"], "--source oracle: expected replay"),
+    (["--step", "5", "--source", "oracle"], "--source oracle: expected near_future, self, replay"),
+    (["--step", "5", "--source", "pool:/nonexistent.jsonl"], "no such file"),
+    (["--step", "5", "--tau", "1.5"], "--tau 1.5: must be in (0, 1]"),
 ])
 def test_signal_bad_input(run_dir, capsys, argv, expect):
     assert main(["signal", str(run_dir), "--prompts", "8", "--k", "1", "--bootstrap", "0", *argv]) == 2

@@ -111,3 +111,10 @@ def test_engine_sources_unchanged():
     changed = [name for name, (fn, h) in PINNED_OTHERS.items()
                if hashlib.sha256(inspect.getsource(fn).encode()).hexdigest() != h]
     assert not changed, f"the in-place engine relies on these, and they changed: {changed}"
+
+
+def test_a_batch_has_one_group_size():
+    """Why `fill: add` (RLEP's G + M) is TRL's group of n = G + M rows whose last M are generated and then
+    overwritten (README "Injection rules"): TRL views each batch's rewards as groups of one size."""
+    src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert "rewards.view(-1, num_generations)" in src and "num_generations = self.num_generations" in src

@@ -3,39 +3,44 @@
 The package in layers, top to bottom. A module imports only from its own layer or below
 (tests/test_layers.py), so reading it needs only what lies beneath it.
 
-    commands and reports   cli, signal_cli, eval_cli, demo, compare, report
+    commands and reports   cli, signal_cli, eval_cli, pool_cli, demo, compare, report
         parse arguments, validate everything, call one job, print; reports read run folders
     loops                  train, resume, loop, autoloop, segments
-        `train` prepares a run and dispatches on the method: `loop` (GRPO, NPO's two interventions)
-        and `autoloop` (AutoNPO), each readable top to bottom; `segments` is the machinery both use
-        (a segment of TRL training from a checkpoint, the intervention record)
+        `train` prepares a run and dispatches on the method: `loop` (GRPO, NPO's two interventions,
+        the baselines' guided runs) and `autoloop` (AutoNPO), each readable top to bottom;
+        `segments` is the machinery both use (a segment of TRL training from a checkpoint, the
+        intervention record)
     sources and measurement  sources, guides, probe
-        where guides come from (near future, self, traces, replay, another run's checkpoint), the
-        guide bank and an intervention's window, and the engine that measures Q, V, S of a source
+        where guides come from (near future, self, teacher traces or model, replay, another run's
+        checkpoint or pool), the guide bank and an intervention's window, and the engine that
+        measures Q, V, S of a source
     the TRL seam           trainer, engine, callbacks
         NPOTrainer (the one subclass of trl.GRPOTrainer, pinned by tests/test_trl_seam.py; one per
         run, rolled back in place), the engine's generation path for guides, evaluation and
         measurement, and the callbacks that write metrics, evaluate, stop segments and feed the controller
     tasks, models, generation  tasks.*, models.*, prompting, rewards, generation, evaluate
         prompts and verifiers, model folders and the embedded default, sampling and scoring
-    foundation             config, configfile (strict YAML), checks, grpo_args, runlock (one run
+    foundation             config (method_config: the methods' sections), configfile (strict
+                           YAML), checks, grpo_args, runlock (one run
                            per folder), rundir, journal (what a resume continues
                            from), accounting, errors, faults (crash points), order (the data
-                           order), and the math: groups, injection, signal, autonpo, interventions
+                           order), presets (the baselines as settings), and the math: groups,
+                           injection, replay, signal, autonpo, interventions
         plain records and pure functions in the paper's symbols; no model, no trainer
 """
 
 LAYERS = (
-    ("foundation", {"npo.errors", "npo.checks", "npo.config", "npo.configfile", "npo.runlock", "npo.grpo_args",
+    ("foundation", {"npo.errors", "npo.checks", "npo.config", "npo.method_config", "npo.configfile", "npo.runlock", "npo.grpo_args",
                     "npo.rundir", "npo.journal", "npo.faults", "npo.accounting",
-                    "npo.groups", "npo.injection", "npo.signal", "npo.autonpo", "npo.interventions", "npo.order"}),
+                    "npo.groups", "npo.injection", "npo.signal", "npo.autonpo", "npo.interventions", "npo.order",
+                    "npo.presets", "npo.replay"}),
     ("tasks, models, generation", {"npo.tasks", "npo.tasks.base", "npo.tasks.arith", "npo.tasks.files",
-                                   "npo.tasks.rg", "npo.tasks.verify", "npo.models", "npo.models.load",
+                                   "npo.tasks.rg", "npo.tasks.scratch", "npo.tasks.verify", "npo.models", "npo.models.load",
                                    "npo.models.check", "npo.models.tiny", "npo.models.smollm2", "npo.prompting", "npo.rewards",
                                    "npo.generation", "npo.evaluate"}),
     ("the TRL seam", {"npo.trainer", "npo.engine", "npo.callbacks"}),
     ("sources and measurement", {"npo.sources", "npo.guides", "npo.probe"}),
     ("loops", {"npo.segments", "npo.loop", "npo.autoloop", "npo.resume", "npo.train"}),
-    ("commands and reports", {"npo.cli", "npo.signal_cli", "npo.eval_cli", "npo.demo", "npo.compare",
-                              "npo.report"}),
+    ("commands and reports", {"npo.cli", "npo.signal_cli", "npo.eval_cli", "npo.pool_cli", "npo.demo",
+                              "npo.compare", "npo.report"}),
 )

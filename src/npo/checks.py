@@ -47,6 +47,20 @@ class PositiveInts:
         return None if ok else "expected a non-empty list of integers >= 1"
 
 
+class SourceSpec:
+    """A guide source (npo.sources.SOURCE_KINDS): a bare kind, or KIND:PATH for the kinds that read one."""
+
+    BARE = ("near_future", "self", "replay")
+    WITH_PATH = ("teacher", "teacher_model", "checkpoint", "pool")
+
+    def error(self, value) -> str | None:
+        kind, sep, arg = str(value).partition(":")
+        if (not sep and kind in self.BARE) or (kind in self.WITH_PATH and (arg or kind == "pool")):
+            return None  # a bare "pool:" is the rlep preset's placeholder, refused with its own message
+        return (f"expected {', '.join(self.BARE)}, or {', '.join(k + ':PATH' for k in self.WITH_PATH)} "
+                f"(teacher:reference: the task's reference answers), got {value!r}")
+
+
 POSITIVE, NON_NEGATIVE = Range(0, lo_open=True), Range(0)
 
 

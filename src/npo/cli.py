@@ -81,7 +81,9 @@ def _add_signal(sub):
     p.add_argument("--prompts", type=int, default=256, help="training prompts probed (default 256)")
     p.add_argument("--backward", action="store_true", help="T is the source for the policies T - Delta")
     p.add_argument("--source", action="append", default=[], metavar="KIND",
-                   help="also measure: replay, checkpoint:PATH, teacher:PATH (repeatable)")
+                   help="also measure: self, replay, teacher:PATH, teacher:reference, teacher_model:PATH, "
+                        "checkpoint:PATH, pool:PATH (repeatable)")
+    p.add_argument("--tau", type=float, help="the gate that defines F (default: the run's npo.tau)")
     p.add_argument("--seed", type=int, default=0, help="prompts, sampling and bootstrap seed")
     p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples for the CIs")
     p.add_argument("--force", action="store_true", help="replace an earlier result at this step")
@@ -89,11 +91,28 @@ def _add_signal(sub):
 
 def _add_compare(sub):
     p = sub.add_parser("compare", help="train configs over paired seeds and report them side by side")
-    p.add_argument("configs", nargs="+", metavar="[NAME=]CONFIG", help="run configs; the first is the baseline")
+    p.add_argument("configs", nargs="+", metavar="[NAME=]CONFIG|METHOD",
+                   help="run configs, or method names (grpo, self, npo, autonpo, luffy, exgrpo, rlep: presets over "
+                        "--config); the first is the baseline")
+    p.add_argument("--config", help="the base config of method names (default: configs/demo.yaml)")
+    p.add_argument("--pool", help="RLEP's pool (npo pool); default: made from a GRPO run of seed 1000")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 for every config (default 1)")
     p.add_argument("--out", help="output folder (default: runs/compare-<time>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override in every config")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_pool(sub):
+    p = sub.add_parser("pool", help="RLEP's experience pool: a finished run's verified successes on the training prompts")
+    p.add_argument("source", metavar="RUN_OR_MODEL", help="a run folder (its last checkpoint) or a model folder")
+    p.add_argument("--k", type=int, default=4, help="answers sampled per prompt (default 4)")
+    p.add_argument("--out", required=True, help="the pool, a new JSONL file")
+    p.add_argument("--prompts", type=int, default=0, help="training prompts drawn with --seed (default 0: all)")
+    p.add_argument("--step", type=int, help="checkpoint step of a run (default: its last)")
+    p.add_argument("--config", help="config whose task to use with a model folder (default: defaults)")
+    p.add_argument("--task", help="task spec (overrides the run's or the config's)")
+    p.add_argument("--seed", type=int, default=0, help="prompt and sampling seed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_import(sub):
@@ -105,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="npo", description="Near-Future Policy Optimization on TRL's GRPOTrainer")
     p.add_argument("--version", action="version", version=f"npo {version('npo')}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_train, _add_eval, _add_warmup, _add_demo, _add_signal, _add_compare, _add_import):
+    for add in (_add_train, _add_eval, _add_warmup, _add_demo, _add_signal, _add_compare, _add_pool, _add_import):
         add(sub)
     return p
 
@@ -170,7 +189,7 @@ def cmd_signal(a) -> int:
     if a.k < 1 or a.prompts < 1 or a.bootstrap < 0:
         raise UserError("--k and --prompts must be >= 1, --bootstrap >= 0")
     result = run_signal(a.run, a.step, a.deltas, k=a.k, prompts=a.prompts, backward=a.backward,
-                        sources=a.source, seed=a.seed, boot=a.bootstrap, force=a.force)
+                        sources=a.source, seed=a.seed, boot=a.bootstrap, force=a.force, tau=a.tau)
     print(table(result))
     print(f"\n{result['seconds']:.0f} s; wrote {', '.join(result['files'])}")
     return 0
@@ -181,13 +200,22 @@ def cmd_compare(a) -> int:
 
     out = Path(a.out or default_out(None, "compare-"))
     command = ["npo", "compare", *a.configs, "--seeds", str(a.seeds), "--out", str(out)]
+    command += [x for flag in ("config", "pool") if getattr(a, flag) for x in (f"--{flag}", getattr(a, flag))]
     for text in a.set:
         command += ["--set", text]
     result = run_compare(a.configs, a.seeds, out, a.set, show_progress=not a.quiet,
-                         command=" ".join(shlex.quote(x) for x in command))
+                         command=" ".join(shlex.quote(x) for x in command), base=a.config, pool=a.pool)
     print((out / "report.md").read_text())
     print(f"wrote {out / 'report.md'}, {out / 'curves.png'}, {out / 'summary.json'} "
           f"(target {result['target_accuracy']:.4f})")
+    return 0
+
+
+def cmd_pool(a) -> int:
+    from npo.pool_cli import build_pool
+
+    print(json.dumps(build_pool(a.source, k=a.k, out=a.out, prompts=a.prompts, seed=a.seed, step=a.step,
+                                config=a.config, task=a.task, show_progress=not a.quiet)))
     return 0
 
 
@@ -199,7 +227,7 @@ def cmd_import(a) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "warmup": cmd_warmup, "demo": cmd_demo,
-            "signal": cmd_signal, "compare": cmd_compare, "import-smollm2": cmd_import}
+            "signal": cmd_signal, "compare": cmd_compare, "pool": cmd_pool, "import-smollm2": cmd_import}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """One YAML config per run: dataclasses per concern, every field documented once.
 
-Each field's `help` says what it does and where its default comes from: `[paper]` for a value the
-NPO paper states, `[ours]` for a choice of this project (measured where it says so). Its `check`
+The methods' sections (npo, replay, autonpo) are in `npo.method_config`. Each field's `help` says what
+it does and where its default comes from: `[paper]` for a value the NPO paper states, `[ours]` for a
+choice of this project (measured where it says so), a baseline's name for its setting. Its `check`
 (beside it) is the range it must lie in. `python -m npo.config` prints the README's table.
 
 Loading validates every field (type and range) before any work starts; an error names the file and
@@ -20,16 +21,15 @@ from typing import Any
 
 import yaml
 
-from npo.checks import NON_NEGATIVE, POSITIVE, NonEmpty, OneOf, PositiveInts, Range, check_type, doc
+from npo.checks import NON_NEGATIVE, POSITIVE, NonEmpty, OneOf, Range, check_type, doc
 from npo.configfile import apply_override, parse_override, read_mapping
 from npo.errors import UserError
 from npo.grpo_args import grpo_defaults_markdown, grpo_kwargs, grpo_overrides
 from npo.interventions import parse_interventions
+from npo.method_config import AutoNPOConfig, NPOConfig, ReplayConfig
+from npo.presets import apply_preset
 
-METHODS = ("grpo", "npo", "autonpo")
-GUIDE_SOURCES = ("near_future", "self")
-GUIDE_MODES = ("ahead", "on_demand")
-GUIDE_LOSSES = ("on_policy", "importance", "shaping")
+METHODS = ("grpo", "npo", "autonpo", "luffy", "exgrpo", "rlep")  # the last three: presets (npo.presets)
 
 
 @dataclass
@@ -131,97 +131,17 @@ class EvalConfig:
 
 
 @dataclass
-class NPOConfig:
-    """Near-Future Policy Optimization (method: npo). Symbols as in NPO_METHOD.md."""
-
-    interventions: list = doc(
-        "The interventions, in order: {kind: bootstrap, lookahead: Delta} (scout 0 -> Delta, restart at "
-        "0 guided by the scout) and {kind: plateau, at_step: t, lookahead: Delta, window: W} (train on to "
-        "t + Delta, roll back to t, retrain W steps guided; at_step may be 'auto-plateau'). W defaults "
-        "to Delta. [paper: the two manual interventions]",
-        default_factory=list,
-    )
-    tau: float = doc("Gate tau: a group is guided when its on-policy accuracy p_hat < tau. [paper: 0.6]",
-                     default=0.6, check=Range(0, 1, lo_open=True))
-    replace_slot: int = doc("Which slot of a gated group the guide replaces (-1: the last). [paper: the n-th]",
-                            default=-1)
-    source: str = doc(f"Guide source, one of {', '.join(GUIDE_SOURCES)}: the run's checkpoint Delta steps "
-                      "ahead, or the current policy itself (Delta = 0, best-of-k: the control). [ours]",
-                      default="near_future", check=OneOf(GUIDE_SOURCES))
-    k: int = doc("Guide tries per prompt: the source samples up to k completions and keeps the first "
-                 "verified-correct one. [ours: small, so Q measures the guide, not resampling luck]",
-                 default=4, check=POSITIVE)
-    guide_mode: str = doc(f"When near-future guides are made, one of {', '.join(GUIDE_MODES)}: at the end of the "
-                          "look-ahead, the live policy writes the bank for every prompt of the window (known from "
-                          "the data order) before the rollback replaces it. on_demand (for gated prompts as they "
-                          "come) would keep a second copy of the model alive through the window and is refused for "
-                          "near_future; the self source always asks on demand. [ours]",
-                          default="ahead", check=OneOf(GUIDE_MODES))
-    guide_temperature: float = doc("Sampling temperature of the guide source. [ours]", default=1.0, check=POSITIVE)
-    guide_loss: str = doc(f"Loss on guide rows, one of {', '.join(GUIDE_LOSSES)}: as if on-policy (no "
-                          "importance weight) [paper], min(pi_theta / pi_guide, c) per token, or LUFFY's "
-                          "f(p) = p / (p + gamma).", default="on_policy", check=OneOf(GUIDE_LOSSES))
-    importance_cap: float = doc("c: truncation of the importance weight of guide_loss importance. [ours]",
-                                default=2.0, check=POSITIVE)
-    shaping_gamma: float = doc("gamma of guide_loss shaping. [LUFFY: 0.1]", default=0.1, check=POSITIVE)
-    plateau_window: int = doc("auto-plateau: a plateau is when the mean reward of the last plateau_window "
-                              "steps beats the window before by less than plateau_min_gain. [ours]",
-                              default=50, check=POSITIVE)
-    plateau_min_gain: float = doc("auto-plateau: see plateau_window. [ours]", default=0.01)
-    plateau_min_step: int = doc("auto-plateau: no plateau is declared before this step. [ours]",
-                                default=100, check=NON_NEGATIVE)
-
-
-@dataclass
-class AutoNPOConfig:
-    """AutoNPO (method: autonpo): when to intervene and how far to look ahead (npo.autonpo.Controller).
-    Gate, guide source settings and guide_loss come from the npo section."""
-
-    deltas: list = doc("Candidate look-aheads Delta, multiples of train.checkpoint_every (triggers fire on "
-                       "checkpoint steps, so T - Delta is a checkpoint); Delta* = argmax S among them. [ours]",
-                       default_factory=lambda: [20, 40, 80], check=PositiveInts())
-    window: int = doc("W: guided steps after the rollback to T - Delta*. [ours]", default=40, check=POSITIVE)
-    ema: float = doc("EMA decay of the reward and entropy signals. [ours]",
-                     default=0.9, check=Range(0, 1, hi_open=True))
-    warmup_steps: int = doc("Early trigger: not before this step. [ours]", default=30, check=POSITIVE)
-    r_low: float = doc("Early trigger (bootstrapping): reward EMA below this after warmup_steps: most groups "
-                       "all wrong. [ours; the tiny default starts at 0.26 and does not fire it]", default=0.2)
-    stagnation_window: int = doc("Late trigger: the reward EMA gained < stagnation_eps over this many steps "
-                                 "and the entropy EMA is below entropy_fraction x its running peak. [ours, "
-                                 "measured: on tiny-grpo's 3 seeds (50, 0.01, 0.7) first fire at steps 123, 205, "
-                                 "173, inside the reward plateau of steps 100-300; 0.9 fires at 51-98, while the "
-                                 "reward still climbs]", default=50, check=POSITIVE)
-    stagnation_eps: float = doc("Late trigger: see stagnation_window. [ours]", default=0.01)
-    entropy_fraction: float = doc("Late trigger: see stagnation_window (rho). [ours]",
-                                  default=0.7, check=Range(0, 1, lo_open=True))
-    cooldown: int = doc("Steps after a trigger (carried out or declined) with no new trigger. [ours]",
-                        default=50, check=NON_NEGATIVE)
-    max_interventions: int = doc("Cap on interventions per run. [ours]", default=2, check=POSITIVE)
-    max_extra_fraction: float = doc("Cap on discarded optimizer steps, as a fraction of train.steps. [ours]",
-                                    default=0.5, check=NON_NEGATIVE)
-    min_s: float = doc("Decline when the best candidate's S is below this. [ours]", default=0.0)
-    min_q: float = doc("Decline when the best candidate's Q is below this. [ours]", default=0.0)
-    pool_size: int = doc("Mistake pool: at most this many (prompt, step) entries. [ours]",
-                         default=1024, check=POSITIVE)
-    pool_age: int = doc("Mistake pool: entries older than this many steps age out. [ours]",
-                        default=200, check=POSITIVE)
-    pool_width: int = doc("Q, V, S of a candidate use the pool prompts failed within this many steps of "
-                          "T - Delta. [ours]", default=20, check=NON_NEGATIVE)
-    signal_prompts: int = doc("At most this many pool prompts per candidate measurement. [ours]",
-                              default=64, check=POSITIVE)
-    signal_k: int = doc("Tries per prompt when measuring Q of the source pi_T. [ours]", default=8, check=POSITIVE)
-
-
-@dataclass
 class RunConfig:
     seed: int = doc("Seed of the RL run: data order, sampling, initialisation of anything random.",
                     default=0, check=NON_NEGATIVE)
-    method: str = doc(f"Training method, one of {', '.join(METHODS)}.", default="grpo", check=OneOf(METHODS))
+    method: str = doc(f"Training method, one of {', '.join(METHODS)}; luffy, exgrpo and rlep are presets of the "
+                      "npo section (README \"Baselines\").", default="grpo", check=OneOf(METHODS))
     model: ModelConfig = doc("Which policy to train.", default_factory=ModelConfig)
     task: TaskConfig = doc("Which prompts and which verifier.", default_factory=TaskConfig)
     train: TrainConfig = doc("The RL run.", default_factory=TrainConfig)
     eval: EvalConfig = doc("Held-out evaluation.", default_factory=EvalConfig)
-    npo: NPOConfig = doc("NPO: gate, guide source and interventions (method: npo).", default_factory=NPOConfig)
+    npo: NPOConfig = doc("NPO: gate, guide source, injection rules and interventions.", default_factory=NPOConfig)
+    replay: ReplayConfig = doc("The replay buffer of npo.source replay (ExGRPO).", default_factory=ReplayConfig)
     autonpo: AutoNPOConfig = doc("AutoNPO's controller (method: autonpo).", default_factory=AutoNPOConfig)
 
 
@@ -273,18 +193,44 @@ def validate(cfg: RunConfig) -> RunConfig:
              "must divide num_attention_heads")
     _require(cfg.eval.n <= cfg.task.eval_size, "eval.n", f"must be in 1..task.eval_size ({cfg.task.eval_size})")
     g = grpo_kwargs(cfg, output_dir="/nonexistent-npo-validation")  # checks the pass-through
-    n = g["num_generations"]
+    n = g["num_generations"]  # TRL's group: n + slots with fill add
     p = cfg.npo
     _require(-n <= p.replace_slot < n, "npo.replace_slot", f"must be in -{n}..{n - 1} (a slot of a group of {n})")
-    _require(p.source != "near_future" or p.guide_mode == "ahead", "npo.guide_mode",
-             "near-future guides are made ahead, from the live policy at the end of the look-ahead (use ahead)")
+    _check_injection(cfg, n)
     interventions = parse_interventions(p.interventions, cfg.train.steps, ahead=p.source == "near_future")
     if cfg.method == "npo":
-        _require(bool(p.interventions), "npo.interventions", "method npo needs at least one intervention")
+        _require(bool(p.interventions) or p.inject_when == "always", "npo.interventions",
+                 "method npo needs at least one intervention (or npo.inject_when: always)")
     else:
         _require(not p.interventions, "npo.interventions", f"only method npo intervenes (method is {cfg.method})")
     _check_boundaries(cfg, interventions, chunk_steps(g))
     return cfg
+
+
+def _check_injection(cfg: RunConfig, n: int) -> None:
+    """The injection rules against each other and the source (npo.rules says what each one does)."""
+    p, kind = cfg.npo, cfg.npo.source.partition(":")[0]
+    _require(kind != "near_future" or p.guide_mode == "ahead", "npo.guide_mode",
+             "near-future guides are made ahead, from the live policy at the end of the look-ahead (use ahead)")
+    _require(not (kind == "near_future" and p.inject_when == "always"), "npo.inject_when",
+             "near_future guides come from an intervention's look-ahead: inject_when always needs another source")
+    _require(not (p.inject_when == "always" and p.interventions), "npo.inject_when",
+             "always injects on every step: remove npo.interventions, or use windows")
+    _require(not (cfg.method == "autonpo" and kind != "near_future"), "npo.source",
+             "AutoNPO's guide is its own checkpoint T (near_future)")
+    _require(p.fill == "add" or p.slots <= n - 1, "npo.slots",
+             f"replace keeps at least one on-policy sample: at most {n - 1} of a group of {n}")
+    _require(p.targets == "batch" or (kind == "replay" and cfg.replay.share > 0), "npo.targets",
+             "replayed groups exist only with npo.source replay and replay.share > 0")
+    _require(cfg.replay.share == 0 or kind == "replay", "replay.share",
+             "questions are drawn from the replay buffer only with npo.source replay")
+    _require(p.guide_loss not in ("importance", "shaped_importance") or kind not in ("teacher", "pool"), "npo.guide_loss",
+             f"{p.guide_loss} needs the guide's behaviour log-probs; {kind} traces have none (use shaping or on_policy)")
+
+
+def on_policy_n(cfg: RunConfig, n: int) -> int:
+    """The on-policy samples a group keeps (G): TRL's n, less the slots `fill: add` appends."""
+    return n - cfg.npo.slots if cfg.npo.fill == "add" else n
 
 
 def chunk_steps(g: dict) -> int:
@@ -324,7 +270,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
         keys, value = parse_override(text)
         apply_override(data, keys, value)
     try:
-        cfg = _build(RunConfig, data, "")
+        cfg = _build(RunConfig, apply_preset(data), "")
         return validate(cfg)
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None

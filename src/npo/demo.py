@@ -17,17 +17,11 @@ import time
 from pathlib import Path
 
 from npo.compare import run_methods
+from npo.presets import DEFAULT_CONFIG, METHOD_PRESETS
 from npo.report import fmt_se
 from npo.rundir import default_out
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
-
-PRESETS = {
-    "grpo": ["method=grpo", "npo.interventions=[]"],
-    "self": ["npo.source=self"],
-    "npo": [],
-    "autonpo": ["method=autonpo", "npo.interventions=[]"],
-}
+PRESETS = {name: METHOD_PRESETS[name] for name in ("grpo", "self", "npo", "autonpo")}  # the demo's four
 
 METHODS_NOTE = """## Methods
 

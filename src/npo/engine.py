@@ -11,6 +11,7 @@ go through the trainer's own model and generation path, never through a second c
 - `load_weights`: a checkpoint's weights into the live model in place (model only), for scoring a
   past policy; the vLLM engine is marked stale so the next generation re-syncs.
 - `generation_model`: the unwrapped, generation-ready live model for a block of work.
+- `EpochRepeatSampler`: TRL's sampler with each epoch's permutation a pure function of (seed, epoch).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import contextlib
 
 from accelerate.utils import broadcast_object_list, gather_object
 from trl.models.utils import unwrap_model_for_generation
+from trl.trainer.utils import RepeatSampler
 
 from npo.generation import Policy, Sample, prompt_ids
+from npo.order import epoch_seed
 
 
 @contextlib.contextmanager
@@ -114,3 +117,18 @@ def _vllm_sample(trainer, policy: Policy, items, k, temperature, max_new_tokens,
         start = sum(len(part) for part in gather_object([len(ids)])[:trainer.accelerator.process_index])
         completions = answers[0][start:start + len(ids)]
     return [[Sample(c, tok.decode(c, skip_special_tokens=True), None) for c in group] for group in completions]
+
+
+class EpochRepeatSampler(RepeatSampler):
+    """TRL's RepeatSampler whose permutation of epoch e is seeded by `npo.order.epoch_seed(seed, e)`
+    (HF calls `set_epoch` before every epoch, including the one a resumed run starts in)."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if self.shuffle:
+            self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        return super().__iter__()

@@ -76,6 +76,8 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
     from trl import GRPOConfig
 
     kw = grpo_overrides(cfg)
+    if cfg.npo.fill == "add" and cfg.method != "grpo":  # RLEP's G + M: TRL's group holds the added guides too
+        kw["num_generations"] += cfg.npo.slots
     n = kw["num_generations"]
     # prompts_per_step is global: each of the launcher's processes holds an equal share of its rows
     processes = int(os.environ.get("WORLD_SIZE", "1"))

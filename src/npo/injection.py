@@ -5,7 +5,12 @@ of P holds the global rows [p*L, (p+1)*L), L = G*n/P, so a group may straddle tw
 therefore runs on the *gathered* rewards; each process then replaces only the rows it holds.
 
 Symbols: tau = the gate, p_hat = group accuracy, c = importance-weight cap, gamma = LUFFY's shaping
-constant.
+constant, n = TRL's group size, G = the on-policy samples a group keeps (n, or n - M with `fill: add`),
+M = guides per guided group (`slots`).
+
+The injection rules are data (npo.config.NPOConfig): which groups (`guided_groups`: gated by tau or
+all, every group or only replayed ones), which of their rows (`slot_rows`: replace the last M of n, or
+fill the M rows appended after G), and the loss on them (`guide_token_weights`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,26 @@ from npo.groups import below_gate, p_hat
 def gate(rewards: torch.Tensor, n: int, tau: float) -> torch.Tensor:
     """(G,) bool: the groups whose on-policy accuracy p_hat is strictly below tau (`below_gate`)."""
     return below_gate(p_hat(rewards, n), tau)
+
+
+def guided_groups(p_hat_on: torch.Tensor, tau: float, gated: bool, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """(G,) bool: the groups a guide may enter. `gated`: only those with p_hat < tau [paper]; else every
+    group (LUFFY, RLEP). `eligible`: a further mask (ExGRPO: only the groups of replayed questions)."""
+    out = below_gate(p_hat_on, tau) if gated else torch.ones_like(p_hat_on, dtype=torch.bool)
+    return out if eligible is None else out & eligible
+
+
+def slot_rows(group: int, m: int, n: int, kept: int, fill: str, slot: int = -1) -> list[int]:
+    """The global rows of `group` that its m guides overwrite. replace: slots slot, slot - 1, ... of the
+    n on-policy ones (-1: the last, the paper's n-th); add: the rows kept, kept + 1, ... that TRL
+    generated past the G = `kept` the group keeps."""
+    if fill == "add":
+        if kept + m > n:
+            raise ValueError(f"{m} added guides do not fit a group of {n} keeping {kept}")
+        return [group * n + kept + j for j in range(m)]
+    if not -n <= slot < n or m >= n:
+        raise ValueError(f"replace_slot {slot} with {m} guides does not fit a group of {n}")
+    return [group * n + (slot - j) % n for j in range(m)]
 
 
 def replacement_rows(gated: torch.Tensor, has_guide: torch.Tensor, n: int, slot: int) -> torch.Tensor:
@@ -84,15 +109,26 @@ def importance_weights(logp_policy: torch.Tensor, logp_guide: torch.Tensor, c: f
     return torch.exp(log_w)
 
 
-def shaping_weights(logp_policy: torch.Tensor, gamma: float) -> torch.Tensor:
-    """LUFFY's policy shaping f(p) = p / (p + gamma) as a per-token weight on the on-policy gradient.
+def shaped(log_x: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The gradient weight of the loss -A f(x), f(x) = x / (x + gamma), x = exp(log_x):
 
-    d f(p) = gamma / (p + gamma)^2 dp = [gamma p / (p + gamma)^2] d log p, so replacing the ratio by
-    f(p) multiplies the gradient -A d log p of a token by w = gamma p / (p + gamma)^2 (no clipping):
-    low-probability tokens of the guide are emphasised relative to the ones the policy already
-    predicts (w peaks at p = gamma)."""
-    p = logp_policy.exp()
-    return gamma * p / (p + gamma) ** 2
+    d f(x) = gamma / (x + gamma)^2 dx = [gamma x / (x + gamma)^2] d log x, so f multiplies the gradient
+    -A d log pi of a token by gamma x / (x + gamma)^2 = sigmoid(a) sigmoid(-a), a = log x - log gamma
+    (the product form cannot overflow; no clipping). The weight peaks at x = gamma."""
+    a = log_x - torch.log(torch.tensor(gamma, dtype=log_x.dtype))
+    return torch.sigmoid(a) * torch.sigmoid(-a)
+
+
+def shaping_weights(logp_policy: torch.Tensor, gamma: float) -> torch.Tensor:
+    """LUFFY's policy shaping f(p) = p / (p + gamma) on p = pi_theta(token) (the teacher's probability
+    taken as 1): low-probability tokens of the guide weigh more than the ones the policy already predicts."""
+    return shaped(logp_policy, gamma)
+
+
+def shaped_importance_weights(logp_policy: torch.Tensor, logp_behaviour: torch.Tensor, gamma: float) -> torch.Tensor:
+    """ExGRPO's f(w) = w / (w + gamma) on the importance ratio w = pi_theta / pi_behaviour, the
+    behaviour log-probs recorded when the replayed success was sampled."""
+    return shaped(logp_policy - logp_behaviour, gamma)
 
 
 def guide_token_weights(kind: str, logp_policy: torch.Tensor, logp_guide: torch.Tensor | None,
@@ -100,10 +136,12 @@ def guide_token_weights(kind: str, logp_policy: torch.Tensor, logp_guide: torch.
     """(R, T) detached weights for the R guide rows; all ones for `on_policy`."""
     if kind == "on_policy":
         return torch.ones_like(logp_policy)
+    if kind in ("importance", "shaped_importance") and logp_guide is None:
+        raise ValueError(f"guide_loss {kind!r} needs the guide's log-probs")
     if kind == "importance":
-        if logp_guide is None:
-            raise ValueError("guide_loss 'importance' needs the guide's log-probs")
         return importance_weights(logp_policy, logp_guide, c)
+    if kind == "shaped_importance":
+        return shaped_importance_weights(logp_policy, logp_guide, gamma)
     if kind == "shaping":
         return shaping_weights(logp_policy, gamma)
     raise ValueError(f"unknown guide_loss {kind!r}")

@@ -12,6 +12,10 @@ One intervention (NPO_METHOD.md section 3), with Delta = lookahead and W = windo
 Then plain GRPO to the next intervention or to the end. Segments, rollback and the event writer are
 `npo.segments`; the guide sources `npo.sources`. Each intervention is one stage (`Context.once`),
 and so is the search for a plateau: a resumed run skips those it committed.
+
+With `npo.inject_when: always` (the presets luffy, exgrpo, rlep) there are no interventions: the whole
+run is one guided segment [0, steps), its source asked on demand, and the injection rules decide
+which groups take guides at each step (`npo.injection`).
 """
 
 from __future__ import annotations
@@ -22,15 +26,21 @@ from npo.accounting import Cost
 from npo.callbacks import PlateauWatch
 from npo.engine import load_weights
 from npo.faults import crash_point
+from npo.generation import Policy
 from npo.guides import GuideBank, Guidance
 from npo.interventions import Intervention, parse_interventions
+from npo.prompting import prompt_style
 from npo.rundir import METRICS, checkpoint_folder, read_jsonl
 from npo.segments import Context, record_intervention, run_segment, segment_cost
-from npo.sources import PolicySource, SelfSource, guide_sampling
+from npo.models.load import load_policy
+from npo.sources import PolicySource, guide_sampling, make_source
 
 
 def train_npo(ctx: Context) -> None:
     cfg, run, steps = ctx.cfg, ctx.run, ctx.cfg.train.steps
+    if cfg.method != "grpo" and cfg.npo.inject_when == "always":
+        ctx.once("guided-run", lambda: _guide_whole_run(ctx))
+        return
     interventions = (parse_interventions(cfg.npo.interventions, steps, ahead=cfg.npo.source == "near_future")
                      if cfg.method == "npo" else [])
     pos = 0  # the final trajectory has a checkpoint at `pos` (or is the base model at 0)
@@ -43,6 +53,29 @@ def train_npo(ctx: Context) -> None:
         pos = ctx.once(f"intervention/{i}", lambda: _intervene(ctx, i, iv, pos, t))
     if pos < steps:
         run_segment(ctx, pos, steps, out_dir=run.checkpoints)
+
+
+def _guide_whole_run(ctx: Context) -> int:
+    """Every step guided by an on-demand source, under the injection rules (no look-ahead, no rollback)."""
+    t0, steps = time.perf_counter(), ctx.cfg.train.steps
+    guidance = Guidance(on_demand_source(ctx), ctx.scorer, GuideBank(), 0, steps, seed=ctx.cfg.seed,
+                        slots=ctx.cfg.npo.slots)
+    run_segment(ctx, 0, steps, out_dir=ctx.run.checkpoints, guidance=guidance)
+    record_intervention(ctx, guidance, index=0, kind="always", trigger="always", delta=None, guide_mode="on_demand",
+                        lookahead=Cost(), seconds=time.perf_counter() - t0)
+    return steps
+
+
+def on_demand_source(ctx: Context):
+    """The run's guide source when it is not its own near future (npo.sources.make_source)."""
+    cfg, trainer = ctx.cfg, ctx.trainer
+
+    def load(path: str, kind: str):
+        model, tok = load_policy(path)
+        return Policy(model.to(trainer.accelerator.device), tok, prompt_style(tok))
+
+    return make_source(cfg.npo.source, sampling=guide_sampling(cfg), task=ctx.scorer.task, style=ctx.style,
+                       load=load, buffer=trainer.replay, train_items=ctx.train_items)
 
 
 def _run_to_plateau(ctx: Context, pos: int, i: int, iv: Intervention) -> int | None:
@@ -69,7 +102,7 @@ def _intervene(ctx: Context, i: int, iv: Intervention, pos: int, t: int) -> int:
     guidance, lookahead = _make_guidance(ctx, i, iv, t)
     run_segment(ctx, t, guidance.end, out_dir=ctx.run.checkpoints, guidance=guidance)
     trigger = "auto-plateau" if iv.auto else ("start" if iv.kind == "bootstrap" else "at_step")
-    mode = "on_demand" if ctx.cfg.npo.source == "self" else "ahead"
+    mode = "ahead" if ctx.cfg.npo.source == "near_future" else "on_demand"
     record_intervention(ctx, guidance, index=i, kind=iv.kind, trigger=trigger, delta=iv.lookahead,
                         guide_mode=mode, lookahead=lookahead, seconds=time.perf_counter() - t0)
     return guidance.end
@@ -80,15 +113,16 @@ def _make_guidance(ctx: Context, i: int, iv: Intervention, t: int) -> tuple[Guid
     cfg, run, trainer = ctx.cfg, ctx.run, ctx.trainer
     end = min(t + iv.window, cfg.train.steps)
     bank_path = run.guide_bank(i, iv.kind)
-    if cfg.npo.source == "self":
-        source = SelfSource(**guide_sampling(cfg))
-        return Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path), Cost()
+    if cfg.npo.source != "near_future":  # self, a teacher, replay, another run: asked as gated prompts come
+        return Guidance(on_demand_source(ctx), ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path,
+                        slots=cfg.npo.slots), Cost()
     folder = run.lookahead(i, iv.kind)
     scout = run_segment(ctx, t, t + iv.lookahead, out_dir=folder, main=False)
     crash_point("lookahead")
     guide = checkpoint_folder(folder, t + iv.lookahead)
     source = PolicySource(trainer.live_policy(), name=run.relative(guide), step=t + iv.lookahead, **guide_sampling(cfg))
-    guidance = Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path)
+    guidance = Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path,
+                        slots=cfg.npo.slots)
     if not guidance.load_saved():  # a resumed run never makes a saved bank twice
         if not scout.trained:  # resumed after the look-ahead ended: its last policy back into the engine
             load_weights(trainer, guide)

@@ -2,7 +2,7 @@
 
 TRL's `RepeatSampler` draws one permutation per pass over the data from a generator it seeds once,
 so a run rolled back into epoch e >= 1 replays epoch 0's order (its fresh sampler starts over). npo's
-sampler (`npo.trainer.EpochRepeatSampler`) seeds the permutation of epoch e with `epoch_seed(seed, e)`
+sampler (`npo.engine.EpochRepeatSampler`) seeds the permutation of epoch e with `epoch_seed(seed, e)`
 instead; epoch 0 is TRL's own order, so runs within one pass are unchanged.
 
 Layout (TRL's): a generation batch holds U = generation_batch_size / n unique prompts, each repeated

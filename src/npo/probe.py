@@ -29,6 +29,8 @@ from npo.generation import Policy, Sample, prompt_seeds
 from npo.groups import p_hat
 from npo.grpo_args import grpo_overrides
 from npo.models.load import check_model_folder, load_policy
+from npo.prompting import prompt_style
+from npo.replay import Entry, ReplayBuffer, question_index
 from npo.rewards import TaskScorer
 from npo.rundir import RunDir, checkpoint_state
 from npo.signal import Trajectory, estimate, failed_set
@@ -38,20 +40,23 @@ from npo.tasks import build_split
 
 class Probe:
     def __init__(self, cfg: RunConfig, run: RunDir, train_items: list, scorer: TaskScorer, style: str, *, k: int,
-                 seed: int, boot: int, prompts: int = 0):
+                 seed: int, boot: int, prompts: int = 0, tau: float | None = None):
         """k: tries per prompt of a source; prompts: training prompts drawn (with `seed`) for F by fresh
-        rollouts; boot: bootstrap resamples."""
+        rollouts; boot: bootstrap resamples; tau: the gate that defines F (default: the run's)."""
         self.cfg, self.run, self.scorer, self.style = cfg, run, scorer, style
         g = grpo_overrides(cfg)
         self.n, self.temperature, self.max_new = g["num_generations"], g["temperature"], g["max_completion_length"]
+        self.train_items = train_items
         self.items = random.Random(seed).sample(train_items, min(prompts, len(train_items)))
-        self.k, self.boot, self.seed, self.tau = k, boot, seed, cfg.npo.tau
+        self.k, self.boot, self.seed, self.tau = k, boot, seed, cfg.npo.tau if tau is None else tau
         self._policies: dict = {}
         self._failed: dict = {}
+        self._groups: dict = {}  # step -> (its n samples per probe prompt, their rewards)
         self.generated_tokens = 0
 
     @classmethod
-    def from_run(cls, run_root: str | Path, *, prompts: int, seed: int, k: int, boot: int) -> "Probe":
+    def from_run(cls, run_root: str | Path, *, prompts: int, seed: int, k: int, boot: int,
+                 tau: float | None = None) -> "Probe":
         """A probe over a finished (or running) run folder, with its own verifier (close it)."""
         run = RunDir(run_root)
         if not run.config.is_file():
@@ -60,10 +65,11 @@ class Probe:
         task, train_items, _ = build_split(cfg)
         style = json.loads(run.model_json.read_text())["prompt_style"] if run.model_json.exists() else "plain"
         scorer = TaskScorer.for_run(task, style, cfg, warm=train_items[0])
-        return cls(cfg, run, train_items, scorer, style, k=k, seed=seed, boot=boot, prompts=prompts)
+        return cls(cfg, run, train_items, scorer, style, k=k, seed=seed, boot=boot, prompts=prompts, tau=tau)
 
-    def policy(self, ref: int | str) -> Policy:
-        """A checkpoint step of the run (0: the model it started from), or a model folder."""
+    def policy(self, ref: int | str, kind: str = "checkpoint") -> Policy:
+        """A checkpoint step of the run (0: the model it started from), or a model folder (kind
+        `teacher_model`: its own tokenizer and prompt style allowed)."""
         if ref not in self._policies:
             if ref == 0:
                 path = Path(json.loads(self.run.model_json.read_text())["model_path"])
@@ -77,10 +83,32 @@ class Probe:
             else:
                 path = check_model_folder(ref, "--source checkpoint")
             model, tok = load_policy(path)
+            if kind == "teacher_model":
+                self._policies[ref] = Policy(model, tok, prompt_style(tok))
+                return self._policies[ref]
             if self._policies and tok.get_vocab() != next(iter(self._policies.values())).tokenizer.get_vocab():
                 raise UserError(f"--source checkpoint:{ref}: its tokenizer differs from the run's")
             self._policies[ref] = Policy(model, tok, self.style)
         return self._policies[ref]
+
+    def replay_buffer(self, step: int, earlier: list[int]) -> ReplayBuffer:
+        """The run's replay buffer at `step`: the one its checkpoint saved (source replay), else rebuilt
+        as training collects it, from the groups of n fresh samples each earlier checkpoint (steps
+        `earlier` that exist) wrote on the probe's prompts, oldest first."""
+        buffer = ReplayBuffer.from_config(self.cfg.replay)
+        saved = ((checkpoint_state(self.run.checkpoint(step)) or {}).get("injection") or {}).get("replay")
+        if saved is not None:
+            buffer.load_json(saved)
+            return buffer
+        index = question_index(self.train_items)
+        have = set(self.run.checkpoint_steps()) | {0}
+        for s in sorted(x for x in set(earlier) if 0 <= x < step and x in have):
+            self.failed(s)
+            for it, group, rewards in zip(self.items, *self._groups[s]):
+                keep = [Entry(x.token_ids, x.text, x.logps, s, -sum(x.logps) / max(len(x.logps), 1))
+                        for x, r in zip(group, rewards) if r == 1.0]
+                buffer.observe(index[it.question], int(sum(rewards)), self.n, keep)
+        return buffer
 
     def failed(self, step: int) -> list[int]:
         """F of the policy at `step`: prompts with p_hat < tau over n fresh samples."""
@@ -90,6 +118,7 @@ class Probe:
                                               max_new_tokens=self.max_new, seeds=seeds)
             self.generated_tokens += sum(len(x.token_ids) for g in groups for x in g)
             rewards = torch.tensor([self.scorer.reward(x.text, it) for it, g in zip(self.items, groups) for x in g])
+            self._groups[step] = (groups, rewards.view(-1, self.n).tolist())
             self._failed[step] = failed_set(p_hat(rewards, self.n), self.tau)
         return self._failed[step]
 

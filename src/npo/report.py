@@ -41,11 +41,14 @@ def load_run(folder: Path, metric: str) -> dict:
 
 
 def describe(e: dict) -> str:
-    """One intervention of events.jsonl in a line: kind, step, Delta, W, guides injected / requested."""
+    """One intervention of events.jsonl in a line: kind, step, Delta, W, prompts with a guide, rows injected."""
     g = e.get("guides", {})
+    what = (f"{g.get('found', 0)} of {g.get('requested', 0)} prompts asked had a guide, {g.get('injected', 0)} "
+            f"guide rows injected")
+    if e.get("kind") == "always":  # a baseline's whole run (npo.inject_when: always)
+        return f"every step {e['window'][0]}-{e['window'][1]} ({e.get('source', '?')}): {what}"
     return (f"{e.get('kind', '?')} at {e['window'][0]} (Delta {e.get('lookahead')}, window "
-            f"{e['window'][0]}-{e['window'][1]}, {e.get('source', '?')}): {g.get('injected', 0)} of "
-            f"{g.get('requested', 0)} requested guides injected")
+            f"{e['window'][0]}-{e['window'][1]}, {e.get('source', '?')}): {what}")
 
 
 def tokens_at(run: dict, step: int) -> float:

@@ -28,7 +28,7 @@ from npo.autonpo import Controller
 from npo.callbacks import CheckpointMarker, Evaluator, MetricsWriter, Progress, StopAt
 from npo.config import RunConfig
 from npo.faults import crash_point
-from npo.guides import GuideStats, Guidance
+from npo.guides import Guidance
 from npo.journal import Journal
 from npo.rewards import TaskScorer
 from npo.rundir import (METRICS, RunDir, append_jsonl, checkpoint_folder, checkpoint_state, complete_steps,
@@ -128,14 +128,16 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
     if watch is not None:
         watch.restore(state.get("watch") if state else None, ended=at > start)
     if guidance is not None and at > start:
-        guidance.stats = GuideStats(**state["guidance"])  # what the window had spent when it was saved
+        guidance.restore(state["guidance"])  # what the window had spent (and found) when it was saved
+    trainer.restore_injection(state.get("injection") if state else None)  # the replay buffer as it was there
     if at == stop or (watch is not None and watch.stopped):
         return Segment(trained=False)
 
     def marker() -> dict:
         return {"step": trainer.state.global_step, "books": ctx.books(),
                 "watch": watch.snapshot() if watch is not None else None,
-                "guidance": asdict(guidance.stats) if guidance is not None else None}
+                "guidance": guidance.snapshot() if guidance is not None else None,
+                "injection": trainer.injection_state()}
 
     callbacks = [MetricsWriter(ctx.run.metrics if main else out_dir / METRICS, ctx.scorer.stats), StopAt(stop),
                  CheckpointMarker(marker)]

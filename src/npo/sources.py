@@ -4,28 +4,39 @@ A `GuideSource` proposes candidate trajectories for prompts. Training keeps the 
 candidate of a prompt as its guide (`propose`); the S = Q/V estimators use all of them (`npo.probe`).
 The same source objects serve both, so "the near future" means one thing in a run and in a table.
 
-| source | kind | what it samples | caches |
+| source | spec | what it gives | caches |
 |---|---|---|---|
 | `PolicySource` | `near_future` | k samples of this run's checkpoint Delta steps ahead | yes |
-| `PolicySource` | `replay`, `checkpoint` | k samples of an earlier checkpoint, or of any model folder | yes |
+| `PolicySource` | `checkpoint:PATH` | k samples of a finished run's policy (any model folder, same tokenizer) | yes |
 | `SelfSource` | `self` | k samples of the live policy at the moment of asking (Delta = 0, the control) | no |
-| `TraceSource` | `teacher` | the fixed traces of the prompt's question (no behaviour log-probs) | yes |
+| `TraceSource` | `teacher:PATH` | the fixed traces of the prompt's question (no behaviour log-probs) | yes |
+| `ReferenceSource` | `teacher:reference` | the task's reference completion: a perfect teacher | yes |
+| `TeacherModelSource` | `teacher_model:PATH` | k samples of another model, re-tokenized with the policy's tokenizer | yes |
+| `PoolSource` | `pool:PATH` | the pool's verified successes of the question, shuffled per step (RLEP) | no |
+| `ReplaySource` | `replay` | the run's own stored successes, with behaviour log-probs (ExGRPO) | no |
 
-`live` is the policy being trained (or, in `npo signal`, the policy being measured): `self` samples
-it, traces are tokenized with its tokenizer, and sources with a policy of their own ignore it.
+`make_source` builds every kind but `near_future` (made by the loop's look-ahead) from its spec, for
+training and `npo signal` alike. `live` is the policy being trained (or, in `npo signal`, the policy
+being measured): `self` samples it, traces are tokenized with its tokenizer, and sources with a
+policy of their own ignore it. A guided group takes the first M (`npo.slots`) verified-correct
+candidates of its prompt (`propose`).
 """
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from npo.config import RunConfig
 from npo.errors import UserError
 from npo.generation import Policy, Sample
 from npo.grpo_args import grpo_overrides
 from npo.injection import GuideRow
+from npo.models.check import check_model_folder
+from npo.replay import ReplayBuffer, question_index
 from npo.tasks.files import read_rows
 
 
@@ -44,7 +55,7 @@ class Guide:
 
 
 class GuideSource(ABC):
-    kind: str  # near_future | replay | checkpoint | self | teacher
+    kind: str  # near_future | self | replay | teacher | teacher_model | checkpoint | pool
     name: str  # what records say the guides came from
     step: int | None = None  # the training step of the policy that writes them, when it is one of this run
     k: int = 0  # candidates per prompt (a trace source has as many as the question has traces)
@@ -59,7 +70,7 @@ class GuideSource(ABC):
 
 class PolicySource(GuideSource):
     """k samples of a fixed policy: this run's checkpoint Delta steps ahead (`near_future`), an earlier
-    one (`replay`), or any model folder with the same tokenizer (`checkpoint`)."""
+    one, or any model folder with the same tokenizer (`checkpoint`)."""
 
     def __init__(self, policy: Policy, *, k: int, temperature: float, max_new_tokens: int, name: str,
                  step: int | None, kind: str = "near_future"):
@@ -97,37 +108,148 @@ class TraceSource(GuideSource):
         self.traces, self.name = traces, name
 
     @classmethod
-    def from_file(cls, path: str) -> "TraceSource":
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"--source teacher:{path}: no such file")
-        traces: dict[str, list[str]] = {}
-        for i, row in enumerate(read_rows(p, "jsonl"), 1):
-            if not isinstance(row.get("question"), str) or not isinstance(row.get("completion"), str):
-                raise UserError(f"{path}: row {i}: expected {{\"question\": str, \"completion\": str}}")
-            traces.setdefault(row["question"], []).append(row["completion"])
-        return cls(traces, f"teacher:{path}")
+    def from_file(cls, path: str, spec: str = "teacher") -> "TraceSource":
+        return cls(read_traces(path, spec), f"{spec}:{path}")
 
     def sample(self, items, seeds, live):
-        tok = live.tokenizer
-        return [[Sample(tok.encode(c, add_special_tokens=False) + [tok.eos_token_id], c, None)
-                 for c in self.traces.get(it.question, [])] for it in items]
+        return [[trace_sample(live.tokenizer, c) for c in self.traces.get(it.question, [])] for it in items]
+
+
+def read_traces(path: str, spec: str) -> dict[str, list[str]]:
+    """question -> completions of a JSONL file of {question, completion} rows (a teacher's or a pool's)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"npo.source {spec}:{path}: no such file")
+    traces: dict[str, list[str]] = {}
+    for i, row in enumerate(read_rows(p, "jsonl"), 1):
+        if not isinstance(row.get("question"), str) or not isinstance(row.get("completion"), str):
+            raise UserError(f"{path}: row {i}: expected {{\"question\": str, \"completion\": str}}")
+        traces.setdefault(row["question"], []).append(row["completion"])
+    if not traces:
+        raise UserError(f"{path}: no rows")
+    return traces
+
+
+def trace_sample(tokenizer, text: str) -> Sample:
+    """A fixed text as a candidate of the live policy: its tokens plus EOS, no log-probs."""
+    return Sample(tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id], text, None)
+
+
+class PoolSource(TraceSource):
+    """A finished run's verified successes (RLEP's experience pool, `npo pool`): each time a prompt is
+    asked, its pool entries in an order drawn from the prompt's seed, so M of them are sampled anew."""
+
+    kind, caches = "pool", False
+
+    def sample(self, items, seeds, live):
+        return [[trace_sample(live.tokenizer, c) for c in random.Random(seed).sample(pool, len(pool))]
+                for it, seed in zip(items, seeds) for pool in [self.traces.get(it.question, [])]]
+
+
+class ReferenceSource(GuideSource):
+    """The task's reference completion of each question (`teacher:reference`): a perfect teacher in one
+    fixed style (the scratchpad task's canonical order; the answer alone on `arith`; `\\boxed{answer}`
+    for chat models)."""
+
+    kind, name, generates = "teacher", "teacher:reference", False
+
+    def __init__(self, task, style: str):
+        self.task, self.style = task, style
+
+    def sample(self, items, seeds, live):
+        return [[trace_sample(live.tokenizer, reference_completion(self.task, it, self.style))] for it in items]
+
+
+def reference_completion(task, item, style: str) -> str:
+    if style != "plain":
+        return f"The answer is \\boxed{{{item.answer}}}."
+    write = getattr(task, "reference_completion", None)
+    return write(item) if write is not None else item.answer
+
+
+class TeacherModelSource(PolicySource):
+    """k samples of another model (`teacher_model:PATH`). Its tokenizer may differ: each text is then
+    re-tokenized with the live policy's tokenizer and carries no behaviour log-probs (those of the
+    teacher are over its own tokens), so only the `shaping` and `on_policy` losses apply."""
+
+    def sample(self, items, seeds, live):
+        groups = super().sample(items, seeds, live)
+        if live is None or live.tokenizer.get_vocab() == self.policy.tokenizer.get_vocab():
+            return groups
+        return [[trace_sample(live.tokenizer, x.text) for x in g] for g in groups]
+
+
+class ReplaySource(GuideSource):
+    """The run's own stored successes (`replay`, ExGRPO): for each prompt, the buffer's pick (lowest
+    entropy first), with the behaviour log-probs recorded when it was sampled."""
+
+    kind, name, caches, generates = "replay", "replay", False, False
+
+    def __init__(self, buffer: ReplayBuffer, train_items: list, k: int = 1):
+        self.buffer, self.k = buffer, k
+        self.index = question_index(train_items)  # the buffer is keyed by a question's first item index
+
+    def sample(self, items, seeds, live):
+        return [[Sample(list(e.token_ids), e.text, list(e.logps))
+                 for e in self.buffer.pick(self.index[it.question], self.k, random.Random(seed))]
+                for it, seed in zip(items, seeds)]
+
+
+def make_source(spec: str, *, sampling: dict, task, style: str, load: Callable[[str, str], Policy] | None = None,
+                buffer: ReplayBuffer | None = None, train_items: list | None = None) -> GuideSource:
+    """Every source kind but near_future, from its spec (npo.checks.SourceSpec), the same for training
+    and `npo signal`. `sampling`: k, temperature, max_new_tokens of sources that sample; `load`: (a
+    model folder, the kind) -> Policy; `buffer`, `train_items`: the replay buffer and the items it indexes."""
+    kind, _, arg = spec.partition(":")
+    if kind == "self":
+        return SelfSource(**sampling)
+    if kind == "replay":
+        return ReplaySource(buffer, train_items, k=sampling["k"])
+    if spec == "teacher:reference":
+        return ReferenceSource(task, style)
+    if kind == "teacher":
+        return TraceSource.from_file(arg)
+    if kind == "pool":
+        return PoolSource.from_file(arg, "pool")
+    if kind in ("checkpoint", "teacher_model"):
+        cls = TeacherModelSource if kind == "teacher_model" else PolicySource
+        return cls(load(arg, kind), name=spec, step=None, kind=kind, **sampling)
+    raise ValueError(f"make_source: {spec!r} is made by the loop (near_future) or unknown")
+
+
+def check_source(spec: str) -> None:
+    """What a source reads, checked before a run writes anything: trace files row by row, model folders."""
+    kind, _, arg = spec.partition(":")
+    if spec == "pool:":  # the rlep preset's placeholder
+        raise UserError("npo.source: method rlep replays a pool of verified successes: set npo.source=pool:PATH "
+                        "(build one with: npo pool RUN --out PATH; npo compare makes one itself)")
+    if kind in ("teacher", "pool") and spec != "teacher:reference":
+        read_traces(arg, kind)
+    elif kind in ("checkpoint", "teacher_model"):
+        check_model_folder(arg, f"npo.source {kind}")
 
 
 @dataclass
 class Proposal:
-    guides: list[Guide | None]  # per item: its first verified-correct candidate
+    guides: list[list[Guide]]  # per item: its first (up to m) verified-correct candidates
     samples: int  # candidates generated
     tokens: int  # completion tokens generated
 
 
-def propose(source: GuideSource, items: list, seeds: list[int], scorer, live: Policy | None = None) -> Proposal:
-    """The guide of each item: the first of the source's candidates that the verifier accepts."""
+def propose(source: GuideSource, items: list, seeds: list[int], scorer, live: Policy | None = None,
+            m: int = 1) -> Proposal:
+    """The guides of each item: the first m of the source's candidates that the verifier accepts (the
+    verifier is asked until m are found)."""
     groups = source.sample(items, seeds, live)
-    guides: list[Guide | None] = []
+    guides: list[list[Guide]] = []
     for item, group in zip(items, groups):
-        ok = next((x for x in group if scorer.reward(x.text, item) == 1.0), None)
-        guides.append(ok and Guide(ok.token_ids, ok.text, source.name, source.step, ok.logps))
+        ok: list[Guide] = []
+        for x in group:
+            if len(ok) == m:
+                break
+            if scorer.reward(x.text, item) == 1.0:
+                ok.append(Guide(x.token_ids, x.text, source.name, source.step, x.logps))
+        guides.append(ok)
     if not source.generates:
         return Proposal(guides, 0, 0)
     return Proposal(guides, sum(len(g) for g in groups), sum(len(x.token_ids) for g in groups for x in g))

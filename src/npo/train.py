@@ -43,10 +43,12 @@ from npo.resume import clear, recover, run_status
 from npo.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl
 from npo.runlock import FolderLock, check_out, is_empty
 from npo.segments import Context
+from npo.sources import check_source
 from npo.tasks import Task, build_split
 from npo.trainer import build_trainer
 
-LOOPS = {"grpo": train_npo, "npo": train_npo, "autonpo": train_autonpo}
+LOOPS = {"grpo": train_npo, "npo": train_npo, "autonpo": train_autonpo,
+         "luffy": train_npo, "exgrpo": train_npo, "rlep": train_npo}  # the baselines: presets of NPO's loop
 
 
 @dataclass
@@ -65,6 +67,8 @@ def prepare(cfg: RunConfig, out: str | Path, resume: bool = False) -> Prepared:
     """Every check that bad input can fail, before anything is written: the task and its rows, the
     model against them, the output folder. `resume`: the folder may hold this config's run, killed (it
     continues) or finished (nothing to do); without it the folder must be new."""
+    if cfg.method != "grpo":
+        check_source(cfg.npo.source)  # its files first: cheaper than the task's split
     task, train_items, eval_items = build_split(cfg)
     check_model(cfg, train_items + eval_items, max(grpo_overrides(cfg)["max_completion_length"],
                                                    eval_max_new_tokens(cfg)))

@@ -3,14 +3,16 @@
 What it changes, and why:
 - `_generate(prompts)`: after TRL samples the n completions of each prompt, verify this process's
   completions, gather the rewards of the whole generation batch (a group can straddle processes),
-  log the group signals, and -- inside an NPO window -- gate each group (p_hat < tau) and overwrite
-  one slot of each gated group that has a guide (`npo.injection`). TRL then scores the *mixed*
-  group with the unchanged reward function and computes advantages over it.
-- `_generate_and_score_completions(inputs)`: remembers which task items the batch holds, and adds
-  the per-row guide flag `npo_guide` to TRL's output dict. TRL shuffles and splits that dict
-  row-wise, so the flag stays with its row all the way to `_compute_loss`. For `guide_loss`
-  `importance` / `shaping` it turns the advantages of flagged rows into per-token weighted ones
-  (TRL's loss accepts (B, T) advantages); `on_policy` (the paper's) leaves them alone.
+  log the group signals, and -- inside a guidance window -- pick the groups a guide may enter (the
+  injection rules: p_hat < tau or all, replayed groups only) and overwrite M rows of each that has
+  guides (`npo.injection`). TRL then scores the *mixed* group with the unchanged reward function and
+  computes advantages over it.
+- `_generate_and_score_completions(inputs)`: remembers which task items the batch holds (with source
+  `replay`, first swaps a share of its prompts for questions drawn from the buffer, ExGRPO), adds the
+  per-row guide flag `npo_guide` to TRL's output dict, and hands the batch's new successes to the
+  replay buffer with their behaviour log-probs and entropies. The flag stays with its row through
+  TRL's shuffle and split to `_compute_loss`; a `guide_loss` other than `on_policy` (the paper's)
+  turns the flagged rows' advantages into per-token weighted ones (TRL accepts (B, T) advantages).
 - `_get_train_sampler()`: TRL's RepeatSampler, seeded per epoch (`npo.order`), so that the prompts of
   any step are a pure function of (seed, step) and a rollback into epoch >= 1 replays that epoch.
 - One trainer per run, rolled back in place: a run calls `train(resume_from_checkpoint=...)` on the
@@ -23,10 +25,9 @@ What it changes, and why:
 Everything else -- rewards, group advantages, the clipped loss, optimizer, logging, checkpoints --
 is TRL's path. `tests/test_trl_seam.py` pins the private methods used here by source hash.
 
-What the trainer shares with the loop around it: the run's `Ledger`, passed at construction (it
-books the on-policy tokens it generates); and per segment (`begin_segment`) the segment's `Guidance`
-(it asks the guide source, handing the `self` source the live policy, and injects) and `on_gate`,
-which receives each training generation's `GateOutcome` (AutoNPO's controller input).
+Shared with the loop: the run's `Ledger` (it books the on-policy tokens it generates); per segment
+(`begin_segment`) the `Guidance` it asks and injects from, and `on_gate`, which receives each
+generation's `GateOutcome` (AutoNPO's input); per checkpoint the injection state (`injection_state`).
 """
 
 from __future__ import annotations
@@ -35,22 +36,24 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import random
+
 import torch
 from accelerate.utils import gather_object
 from datasets import Dataset
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.integrations.deepspeed import deepspeed_load_checkpoint
 from trl import GRPOConfig, GRPOTrainer
-from trl.trainer.utils import RepeatSampler
 
 from npo.accounting import Ledger
-from npo.order import DataOrder, epoch_seed
-from npo.config import RunConfig
+from npo.order import DataOrder
+from npo.config import RunConfig, on_policy_n
 from npo.grpo_args import grpo_kwargs
-from npo.engine import EnginePolicy
-from npo.groups import group_stats
-from npo.injection import gate, guide_token_weights, inject, local_rows, replacement_rows, weighted_advantages
+from npo.engine import EnginePolicy, EpochRepeatSampler
+from npo.groups import below_gate, group_stats
+from npo.injection import guide_token_weights, guided_groups, inject, slot_rows, weighted_advantages
 from npo.prompting import build_prompt
+from npo.replay import Entry, ReplayBuffer, collection_plan, question_index, replayed_groups, solve_rate
 from npo.rewards import make_reward_fn
 from npo.tasks.verify import VerifyStats
 
@@ -67,38 +70,32 @@ class GateOutcome:
 def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style: str, train_items, callbacks,
                   **npo_kwargs) -> "NPOTrainer":
     """An NPOTrainer for the run's config, writing its checkpoints to `out_dir`. `npo_kwargs`: the
-    trainer's own arguments (guidance, ledger, on_gate); the gate is on for methods npo and autonpo."""
+    trainer's own arguments (guidance, ledger, on_gate); the gate is on for every method but grpo."""
     dataset = Dataset.from_list([{"prompt": build_prompt(it, style), "item_index": i}
                                  for i, it in enumerate(train_items)])
     args = GRPOConfig(**grpo_kwargs(cfg, output_dir=str(out_dir)))
+    guided = cfg.method != "grpo"
+    replay = ReplayBuffer.from_config(cfg.replay) if guided and cfg.npo.source == "replay" else None
     trainer = NPOTrainer(model=model, reward_funcs=make_reward_fn(scorer, train_items), args=args,
                          train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, scorer=scorer,
-                         items=train_items, style=style, npo=cfg.npo if cfg.method in ("npo", "autonpo") else None,
-                         **npo_kwargs)
+                         items=train_items, style=style, npo=cfg.npo if guided else None, replay=replay,
+                         replay_share=cfg.replay.share, kept=on_policy_n(cfg, args.num_generations), **npo_kwargs)
     for cb in (PrinterCallback, ProgressCallback):  # our own bar and files replace TRL's printing
         trainer.remove_callback(cb)
     return trainer
 
 
-class EpochRepeatSampler(RepeatSampler):
-    """TRL's RepeatSampler whose permutation of epoch e is seeded by `npo.order.epoch_seed(seed, e)`
-    (HF calls `set_epoch` before every epoch, including the one a resumed run starts in)."""
-
-    epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        if self.shuffle:
-            self.generator.manual_seed(epoch_seed(self.seed, self.epoch))
-        return super().__iter__()
-
-
 class NPOTrainer(GRPOTrainer):
     def __init__(self, *args, scorer, items, style: str = "plain", npo=None, guidance=None,
-                 ledger: Ledger | None = None, on_gate=None, start_dir: Path | None = None, **kwargs):
+                 ledger: Ledger | None = None, on_gate=None, start_dir: Path | None = None,
+                 replay: ReplayBuffer | None = None, replay_share: float = 0.0, kept: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.kept = kept or self.num_generations  # G: the on-policy samples of a group (n less added guide rows)
+        self.replay, self.replay_share = replay, replay_share  # ExGRPO's buffer (npo.replay), None without
+        self.started = False  # the start_solve_rate latch: injection on (saved with checkpoints)
+        self._question = question_index(items)
+        self._replayed: set[int] = set()  # groups of this batch whose question came from the buffer
+        self._collect: list[tuple[int, int, int, int, str]] = []  # (group, question, correct, local row, text)
         self.start_dir = start_dir  # where to write checkpoint-0 when the engine is built (a rollback to 0 may come)
         self._engine = None  # accelerate's registrations of the prepared engine, kept across segments
         self.scorer = scorer  # npo.rewards.TaskScorer: verified binary rewards
@@ -132,6 +129,19 @@ class NPOTrainer(GRPOTrainer):
         for cb in callbacks:
             self.remove_callback(cb)
         self.guidance = self.on_gate = None
+
+    def injection_state(self) -> dict:
+        """What a checkpoint keeps of the injection: the latch and the replay buffer."""
+        return {"started": self.started, "replay": self.replay.to_json() if self.replay is not None else None}
+
+    def restore_injection(self, state: dict | None) -> None:
+        """Back to a checkpoint's injection state (None: the start of a run)."""
+        self.started = bool(state and state.get("started"))
+        if self.replay is not None:
+            self.replay.load_json(state.get("replay") if state else None)
+
+    def _injecting(self) -> bool:
+        return self.npo.start_solve_rate == 0 or self.started
 
     @property
     def engine_built(self) -> bool:
@@ -184,6 +194,9 @@ class NPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ seam 1: the batch and its flag
 
     def _generate_and_score_completions(self, inputs):
+        self._replayed, self._collect = set(), []
+        if self.model.training and self.replay is not None and self.replay_share > 0 and self._injecting():
+            inputs = self._swap_in_replayed(inputs)
         self._batch_index = [int(x["item_index"]) for x in inputs]
         self._guide_flags = None
         if self.model.training:
@@ -193,7 +206,51 @@ class NPOTrainer(GRPOTrainer):
             flags = torch.tensor(self._guide_flags, dtype=torch.bool, device=output["advantages"].device)
             output["npo_guide"] = flags
             self._score_guides(output, flags)
+        if self.replay is not None and self.model.training:
+            self._collect_successes(output)
         return output
+
+    def _swap_in_replayed(self, inputs):
+        """ExGRPO's batch share: replay.share of the step's groups get a question drawn from the buffer
+        instead of the data order's (the same draw on every process: the buffer is the same everywhere)."""
+        n, rows = self.num_generations, len(inputs)
+        batch = self.accelerator.gather(torch.tensor([int(x["item_index"]) for x in inputs],
+                                                     device=self.accelerator.device)).tolist()
+        rng = random.Random(self.args.seed * 1_000_003 + self.state.global_step)
+        chosen = replayed_groups(self.replay, len(batch) // n, self.replay_share, rng,
+                                 exclude={self._question[self.items[i].question] for i in batch[::n]})
+        lo = self.accelerator.process_index * rows
+        out = list(inputs)
+        for r in range(rows):
+            if (q := chosen.get((lo + r) // n)) is not None:
+                out[r] = {**inputs[r], "prompt": build_prompt(self.items[q], self.style), "item_index": q}
+        self._replayed = set(chosen)
+        self._metrics["train"]["npo/replayed_groups"].append(float(len(chosen)))
+        return out
+
+    @torch.no_grad()
+    def _collect_successes(self, output) -> None:
+        """The batch's collected successes into the buffer, with the behaviour policy's per-token
+        log-probs and mean entropy (this policy, before the step's update); gathered, so every process
+        adds the same entries in the same order."""
+        mine = [(g, r, text) for g, _, _, r, text in self._collect if r >= 0]
+        entries: list[tuple[int, Entry]] = []
+        if mine:
+            rows = [r for _, r, _ in mine]
+            ids, mask = output["completion_ids"][rows], output["completion_mask"][rows]
+            logps, entropies = self._get_per_token_logps_and_entropies(
+                self.model, torch.cat([output["prompt_ids"][rows], ids], 1),
+                torch.cat([output["prompt_mask"][rows], mask], 1), ids.size(1), compute_entropy=True)[:2]
+            for j, (g, _, text) in enumerate(mine):
+                w = int(mask[j].sum())
+                entries.append((g, Entry(ids[j, :w].tolist(), text, logps[j, :w].tolist(), self.state.global_step,
+                                         float(entropies[j, :w].mean()) if w else 0.0)))
+        if self.accelerator.num_processes > 1:  # in process order: the same list everywhere
+            entries = [e for part in gather_object([entries]) for e in part]
+        for g, q, correct, r, _ in self._collect:
+            if r < 0:  # one record per group, in group order: its accuracy, then its successes
+                self.replay.observe(q, correct, self.kept, [e for h, e in entries if h == g])
+        self._metrics["train"]["npo/replay_questions"].append(float(len(self.replay)))
 
     # ------------------------------------------------------------------ seam 2: verify, gate, inject
 
@@ -209,71 +266,94 @@ class NPOTrainer(GRPOTrainer):
         if not self.model.training:
             return out
         prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images = out
-        device = self.accelerator.device
+        device, n, kept = self.accelerator.device, self.num_generations, self.kept
         items = [self.items[i] for i in self._batch_index]
         before = self.scorer.snapshot()
         local = torch.tensor([self.scorer.reward(c, it) for c, it in zip(completions, items)], device=device)
-        rewards = self.accelerator.gather(local)  # (G*n,) in global row order
+        rewards = self.accelerator.gather(local)  # (B*n,) in global row order
         self._check_verifier(before)
         lengths = self.accelerator.gather(torch.tensor([len(c) for c in completion_ids], device=device))
         self.ledger.on_policy_tokens += int(lengths.sum().item())
+        on_policy = rewards.view(-1, n)[:, :kept]  # (B, G): what the group's own policy wrote
         metrics = self._metrics["train"]
-        for key, value in group_stats(rewards, self.num_generations).items():
+        for key, value in group_stats(on_policy.reshape(-1), kept).items():
             metrics[key].append(value)  # on-policy signals, before any injection
         metrics["signal/generated_tokens"].append(float(self.ledger.on_policy_tokens))
-        if self.npo is not None:
-            gated = gate(rewards, self.num_generations, self.npo.tau)  # (G,) identical on every process
-            if self.on_gate is not None:
-                self.on_gate(self._gate_outcome(rewards, gated))
-            self._guide_flags = [False] * len(completion_ids)
-            self._guide_logps = [None] * len(completion_ids)
-            if self.guidance is not None and self.guidance.active(self.state.global_step):
-                completion_ids, completions, logprobs = self._inject(gated, completion_ids, completions, logprobs)
-            else:  # outside a window the gate is still measured: how many groups a guide could help
-                metrics["npo/gated_groups"].append(float(gated.sum()))
-                metrics["npo/replaced_groups"].append(0.0)
+        if self.npo is None:
+            return out
+        batch = self.accelerator.gather(torch.tensor(self._batch_index, device=device))  # item per global row
+        p_hat = on_policy.float().mean(1)
+        if self.on_gate is not None:
+            self.on_gate(self._gate_outcome(on_policy, batch[::n], below_gate(p_hat, self.npo.tau)))
+        self._guide_flags = [False] * len(completion_ids)
+        self._guide_logps = [None] * len(completion_ids)
+        overwritten: set[int] = set()
+        if self.guidance is not None and self.guidance.active(self.state.global_step) and self._injecting():
+            eligible = None
+            if self.npo.targets == "replayed":
+                eligible = torch.tensor([g in self._replayed for g in range(len(p_hat))], device=p_hat.device)
+            groups = guided_groups(p_hat, self.npo.tau, self.npo.gated, eligible)
+            completion_ids, completions, logprobs, overwritten = self._inject(groups, batch, completion_ids,
+                                                                              completions, logprobs)
+        else:  # outside a window the gate is still measured: how many groups a guide could help
+            metrics["npo/gated_groups"].append(float(below_gate(p_hat, self.npo.tau).sum()))
+            metrics["npo/replaced_groups"].append(0.0)
+        if self.replay is not None:
+            self._plan_collection(on_policy, batch, completions, overwritten)
+        if self.npo.start_solve_rate > 0:  # the latch: whether this step could inject
+            metrics["npo/injecting"].append(float(self._injecting()))
+        if not self.started and solve_rate(on_policy) > self.npo.start_solve_rate:
+            self.started = True  # from the next step on (ExGRPO's switch to mixed-policy training)
         return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images
 
-    def _gate_outcome(self, rewards, gated) -> GateOutcome:
+    def _plan_collection(self, on_policy, batch, completions, overwritten: set[int]) -> None:
+        """Which of this process's rows the replay buffer keeps: the correct on-policy rows (not
+        overwritten by a guide) of groups with 0 < correct < G; and every group's accuracy."""
+        n, rows = self.num_generations, len(completions)
+        questions = [self._question[self.items[int(i)].question] for i in batch[::n]]
+        self._collect = [(g, q, correct, r, completions[r] if r >= 0 else "") for g, q, correct, r in collection_plan(
+            on_policy.tolist(), questions, n, self.kept, self.accelerator.process_index * rows, rows, overwritten)]
+
+    def _gate_outcome(self, on_policy, group_items, gated) -> GateOutcome:
         """The step's prompts below the gate and its group-accuracy histogram (AutoNPO's mistake pool)."""
-        n = self.num_generations
-        items = self.accelerator.gather(torch.tensor(self._batch_index, device=rewards.device))[::n]
-        levels = (rewards.view(-1, n).sum(1)).long()
-        histogram = (torch.bincount(levels, minlength=n + 1).float() / levels.numel()).tolist()
-        return GateOutcome(self.state.global_step, items[gated.to(items.device)].tolist(), histogram)
+        levels = on_policy.sum(1).long()
+        histogram = (torch.bincount(levels, minlength=self.kept + 1).float() / levels.numel()).tolist()
+        return GateOutcome(self.state.global_step, group_items[gated.to(group_items.device)].tolist(), histogram)
 
     def live_policy(self):
-        """The policy being trained, sampled through this trainer's own engine (`npo.engine`)."""
-        return EnginePolicy(self)
+        return EnginePolicy(self)  # the policy being trained, sampled through this trainer's own engine
 
-    def _inject(self, gated, completion_ids, completions, logprobs):
-        n, L, step = self.num_generations, len(completion_ids), self.state.global_step
-        pid = self.accelerator.process_index
-        # every gated group's slot; whether its prompt has a guide is known only after `fill` below
-        rows = replacement_rows(gated, torch.ones_like(gated), n, self.npo.replace_slot)
-        mine = local_rows(rows, pid, L)  # gated slots this process holds
-        indices = [self._batch_index[r] for r in mine]
-        # every process asks for every process's gated prompts, so all banks stay identical
-        wanted = indices if self.accelerator.num_processes == 1 else [i for part in gather_object([indices])
-                                                                        for i in part]
+    def _inject(self, groups, batch, completion_ids, completions, logprobs):
+        """Guides into M rows of each chosen group that has them (`npo.injection.slot_rows`). Every
+        process knows every group's prompt, asks the source for all of them (so all banks stay the
+        same), and overwrites only the rows it holds."""
+        n, rows, step = self.num_generations, len(completion_ids), self.state.global_step
+        lo = self.accelerator.process_index * rows
+        chosen = torch.nonzero(groups).flatten().tolist()
+        wanted = [int(batch[g * n]) for g in chosen]
         asked = self.guidance.fill(wanted, [self.items[i] for i in wanted], step, live=self.live_policy())
         if asked and self.accelerator.is_main_process:
             self.guidance.save()
-        guides = self.guidance.lookup(indices)
-        hit = [(r, g) for r, g in zip(mine, guides) if g is not None]
-        completion_ids, completions, logprobs, flags = inject(
-            completion_ids, completions, logprobs, [r for r, _ in hit], [g for _, g in hit])
-        for r, g in hit:
+        mine, guides, replaced, written = [], [], 0, 0
+        for g, found in zip(chosen, self.guidance.lookup(wanted)):
+            replaced += bool(found)
+            written += len(found)
+            for r, guide in zip(slot_rows(g, len(found), n, self.kept, self.npo.fill, self.npo.replace_slot), found):
+                if lo <= r < lo + rows:
+                    mine.append(r - lo)
+                    guides.append(guide)
+        completion_ids, completions, logprobs, flags = inject(completion_ids, completions, logprobs, mine, guides)
+        for r, g in zip(mine, guides):
             self._guide_logps[r] = g.logps
         self._guide_flags = flags
-        replaced = int(self.accelerator.gather(torch.tensor([len(hit)], device=self.accelerator.device)).sum())
-        self.guidance.stats.injected += replaced
+        self.guidance.stats.injected += written
         metrics = self._metrics["train"]
-        metrics["npo/gated_groups"].append(float(gated.sum()))
+        metrics["npo/gated_groups"].append(float(len(chosen)))
         metrics["npo/replaced_groups"].append(float(replaced))
-        if gated.any():
-            metrics["npo/guide_hit_rate"].append(replaced / float(gated.sum()))
-        return completion_ids, completions, logprobs
+        metrics["npo/guide_rows"].append(float(written))
+        if chosen:
+            metrics["npo/guide_hit_rate"].append(replaced / len(chosen))
+        return completion_ids, completions, logprobs, set(mine)
 
     # ------------------------------------------------------------------ guide rows before the loss
 
@@ -295,7 +375,7 @@ class NPOTrainer(GRPOTrainer):
             sums += torch.stack([(logps * mask).sum(), mask.sum(), flags.sum()]).float()
             if self.npo.guide_loss != "on_policy":
                 guide = None
-                if self.npo.guide_loss == "importance":
+                if self.npo.guide_loss in ("importance", "shaped_importance"):
                     guide = torch.zeros_like(logps)
                     for j, r in enumerate(torch.nonzero(flags).flatten().tolist()):
                         lp = self._guide_logps[r]

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from npo.models.check import check_model_folder
 from npo.models.tiny import warmed_up_path
+from npo.tasks import build_task
 
 TINY = "tiny"
 
@@ -16,7 +17,10 @@ TINY = "tiny"
 def resolve_model_path(cfg, train_items, progress=None) -> Path:
     """'tiny' -> the cached warm start (built on first use); anything else must be a local folder."""
     if cfg.model.path == TINY:
-        return warmed_up_path(cfg.model.tiny, cfg.model.warmup, cfg.task, train_items, progress)
+        task = build_task(cfg.task.spec, cfg.task.options, question_key=cfg.task.question_key,
+                          answer_key=cfg.task.answer_key)
+        return warmed_up_path(cfg.model.tiny, cfg.model.warmup, cfg.task, train_items, progress,
+                              getattr(task, "demonstration", None))
     return check_model_folder(cfg.model.path)
 
 

@@ -76,12 +76,13 @@ def warmup_key(arch: TinyModelConfig, warm: WarmupConfig, task: TaskConfig) -> s
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def sft_batch(tokenizer, items, max_len: int):
-    """Right-padded `question answer <eos>` rows; loss only on the answer and <eos>."""
+def sft_batch(tokenizer, items, max_len: int, targets: list[str] | None = None):
+    """Right-padded `question target <eos>` rows (target: the answer, or `targets[i]`); loss only on the
+    target and <eos>."""
     ids, labels = [], []
-    for it in items:
+    for i, it in enumerate(items):
         q = tokenizer(it.question, add_special_tokens=False)["input_ids"]
-        a = tokenizer(it.answer, add_special_tokens=False)["input_ids"] + [EOS_ID]
+        a = tokenizer(targets[i] if targets else it.answer, add_special_tokens=False)["input_ids"] + [EOS_ID]
         seq = (q + a)[:max_len]
         ids.append(seq)
         labels.append(([-100] * len(q) + a)[:max_len])
@@ -96,8 +97,9 @@ def sft_batch(tokenizer, items, max_len: int):
     return input_ids, mask, label_t
 
 
-def train_warmup(arch: TinyModelConfig, warm: WarmupConfig, train_items, progress=None):
-    """Supervised warm start; deterministic for `warm.seed` on CPU."""
+def train_warmup(arch: TinyModelConfig, warm: WarmupConfig, train_items, progress=None, demonstrate=None):
+    """Supervised warm start; deterministic for `warm.seed` on CPU. `demonstrate(item, rng)`: the
+    target of an example when the task writes its answers in several styles (else the answer)."""
     tokenizer = build_tokenizer()
     model = build_model(arch, warm.seed)
     model.train()
@@ -111,10 +113,11 @@ def train_warmup(arch: TinyModelConfig, warm: WarmupConfig, train_items, progres
         return min(1.0, (s + 1) / warm_steps) * (warm.lr_floor + (1 - warm.lr_floor) * cosine)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    rng = random.Random(warm.seed)
+    rng, styles = random.Random(warm.seed), random.Random(warm.seed + 1)  # two streams: arith's batches unchanged
     for step in range(warm.steps):
         batch = rng.sample(train_items, min(warm.batch_size, len(train_items)))
-        input_ids, mask, labels = sft_batch(tokenizer, batch, arch.max_position_embeddings)
+        targets = [demonstrate(it, styles) for it in batch] if demonstrate else None
+        input_ids, mask, labels = sft_batch(tokenizer, batch, arch.max_position_embeddings, targets)
         loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad()
         loss.backward()
@@ -128,14 +131,14 @@ def train_warmup(arch: TinyModelConfig, warm: WarmupConfig, train_items, progres
 
 
 def warmed_up_path(arch: TinyModelConfig, warm: WarmupConfig, task_cfg: TaskConfig, train_items,
-                   progress=None) -> Path:
+                   progress=None, demonstrate=None) -> Path:
     """The cached warm-started model folder, built (atomically) on first use."""
     root = cache_root() / "warmup"
     path = root / warmup_key(arch, warm, task_cfg)
     if (path / "config.json").exists():
         return path
     root.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = train_warmup(arch, warm, train_items, progress)
+    model, tokenizer = train_warmup(arch, warm, train_items, progress, demonstrate)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
     try:
         model.save_pretrained(tmp)

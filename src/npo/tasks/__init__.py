@@ -1,4 +1,4 @@
-"""Tasks and verifiers: `build_task(spec, options)` resolves `arith`, `rg:NAME`, `jsonl:PATH`,
+"""Tasks and verifiers: `build_task(spec, options)` resolves `arith`, `scratch`, `rg:NAME`, `jsonl:PATH`,
 `parquet:PATH` through the registry of `npo.tasks.base`; `build_split(cfg)` gives a run's disjoint
 training and held-out items.
 
@@ -9,7 +9,7 @@ package when it starts (outside any verification's limit, but a spare must be re
 from __future__ import annotations
 
 from npo.errors import UserError
-from npo.tasks import arith, files, rg  # noqa: F401  (each registers its task kind)
+from npo.tasks import arith, files, rg, scratch  # noqa: F401  (each registers its task kind)
 from npo.tasks.base import REGISTRY, Item, Task, disjoint_split, register
 
 __all__ = ["Item", "Task", "build_split", "build_task", "disjoint_split", "register"]
