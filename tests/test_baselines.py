@@ -145,3 +145,17 @@ def test_npo_pool_writes_verified_successes_of_a_run(presets, tmp_path, capsys):
     assert summary["prompts_covered"] == len({r["question"] for r in rows}) <= 40
     assert main(["pool", str(folder), "--out", str(out), "--quiet"]) == 2  # built once: an existing pool is kept
     assert "exists" in capsys.readouterr().err
+
+
+def test_exgrpo_killed_mid_run_resumes_exactly(presets, tmp_path):
+    """The replay buffer and the latch travel with each checkpoint: killed at step 5 (after the
+    checkpoint at 4, with the buffer full and the latch on) and resumed, the run equals the one
+    left alone (its files, weights and books)."""
+    from killing import kill_chain, resume
+    from test_resume import assert_same_run
+
+    reference = presets[0]["exgrpo"][0]
+    out = tmp_path / "run"
+    kill_chain(["train", str(reference / "config.yaml")], out, ["step:5"])
+    assert resume(out) == 0
+    assert_same_run(out, reference, 6, resumes=1)
