@@ -177,6 +177,7 @@ def test_presets_fill_in_under_the_users_values():
     (["method=npo", "npo.interventions=[{kind: bootstrap, lookahead: 20}]", "npo.inject_when=always",
       "npo.source=self"], "npo.inject_when"),
     (["method=luffy", "npo.guide_loss=importance"], "npo.guide_loss"),
+    (["method=luffy", "npo.source=teacher_model:/m", "npo.guide_loss=shaped_importance"], "npo.guide_loss"),
     (["method=luffy", "npo.slots=8"], "npo.slots"),
     (["method=luffy", "npo.targets=replayed"], "npo.targets"),
     (["method=luffy", "replay.share=0.5"], "replay.share"),

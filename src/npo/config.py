@@ -224,8 +224,9 @@ def _check_injection(cfg: RunConfig, n: int) -> None:
              "replayed groups exist only with npo.source replay and replay.share > 0")
     _require(cfg.replay.share == 0 or kind == "replay", "replay.share",
              "questions are drawn from the replay buffer only with npo.source replay")
-    _require(p.guide_loss not in ("importance", "shaped_importance") or kind not in ("teacher", "pool"), "npo.guide_loss",
-             f"{p.guide_loss} needs the guide's behaviour log-probs; {kind} traces have none (use shaping or on_policy)")
+    _require(p.guide_loss not in ("importance", "shaped_importance") or kind not in ("teacher", "pool", "teacher_model"),
+             "npo.guide_loss", f"{p.guide_loss} needs the guide's behaviour log-probs over the policy's tokens; "
+             f"{kind} guides have none (use shaping or on_policy)")
 
 
 def on_policy_n(cfg: RunConfig, n: int) -> int:

@@ -61,6 +61,7 @@ class GuideSource(ABC):
     k: int = 0  # candidates per prompt (a trace source has as many as the question has traces)
     caches: bool = True  # a guide found once stays valid (not for `self`: the policy moves every step)
     generates: bool = True  # candidates are sampled (and count as generated tokens), not read
+    verified: bool = False  # candidates are this run's own verified successes: not verified again
 
     @abstractmethod
     def sample(self, items: list, seeds: list[int], live: Policy | None) -> list[list[Sample]]:
@@ -183,7 +184,7 @@ class ReplaySource(GuideSource):
     """The run's own stored successes (`replay`, ExGRPO): for each prompt, the buffer's pick (lowest
     entropy first), with the behaviour log-probs recorded when it was sampled."""
 
-    kind, name, caches, generates = "replay", "replay", False, False
+    kind, name, caches, generates, verified = "replay", "replay", False, False, True
 
     def __init__(self, buffer: ReplayBuffer, train_items: list, k: int = 1):
         self.buffer, self.k = buffer, k
@@ -239,7 +240,7 @@ class Proposal:
 def propose(source: GuideSource, items: list, seeds: list[int], scorer, live: Policy | None = None,
             m: int = 1) -> Proposal:
     """The guides of each item: the first m of the source's candidates that the verifier accepts (the
-    verifier is asked until m are found)."""
+    verifier is asked until m are found; a replay buffer's successes were verified when collected)."""
     groups = source.sample(items, seeds, live)
     guides: list[list[Guide]] = []
     for item, group in zip(items, groups):
@@ -247,7 +248,7 @@ def propose(source: GuideSource, items: list, seeds: list[int], scorer, live: Po
         for x in group:
             if len(ok) == m:
                 break
-            if scorer.reward(x.text, item) == 1.0:
+            if source.verified or scorer.reward(x.text, item) == 1.0:
                 ok.append(Guide(x.token_ids, x.text, source.name, source.step, x.logps))
         guides.append(ok)
     if not source.generates:
