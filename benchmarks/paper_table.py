@@ -44,10 +44,11 @@ def final_entropy(run: Path, last: int = 10) -> float:
 def extra_table(out: Path) -> str:
     summary = json.loads((out / "summary.json").read_text())
     lines = ["| method | final mean@k (± SE) | best | steps to GRPO final (reached) | tokens to GRPO final |"
-             " entropy, last 10 steps | generated tokens: on-policy / guide / estimation | total steps |",
+             " entropy, last 10 steps (TRL's, over the loss's rows) | generated tokens: on-policy / guide /"
+             " estimation | total steps |",
              "|---|---|---|---|---|---|---|---|"]
-    for name, m in summary["methods"].items():
-        mean, runs = m["mean"], sorted((out / "runs").glob(f"{name}-s*"))
+    for name in summary["order"]:
+        mean, runs = summary["methods"][name]["mean"], sorted((out / "runs").glob(f"{name}-s*"))
         ent = sum(final_entropy(r) for r in runs) / len(runs)
         kinds = [json.loads(RunDir(r).summary.read_text())["generated_tokens_by_kind"] for r in runs]
         tok = {k: sum(x[k] for x in kinds) / len(kinds) for k in ("on_policy", "guide", "estimation")}
