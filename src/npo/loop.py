@@ -29,10 +29,10 @@ from npo.faults import crash_point
 from npo.generation import Policy
 from npo.guides import GuideBank, Guidance
 from npo.interventions import Intervention, parse_interventions
+from npo.models.load import load_policy
 from npo.prompting import prompt_style
 from npo.rundir import METRICS, checkpoint_folder, read_jsonl
 from npo.segments import Context, record_intervention, run_segment, segment_cost
-from npo.models.load import load_policy
 from npo.sources import PolicySource, guide_sampling, make_source
 
 
@@ -70,7 +70,7 @@ def on_demand_source(ctx: Context):
     """The run's guide source when it is not its own near future (npo.sources.make_source)."""
     cfg, trainer = ctx.cfg, ctx.trainer
 
-    def load(path: str, kind: str):
+    def load(path: str, _kind: str):  # another run's policy or a teacher model, beside the live one
         model, tok = load_policy(path)
         return Policy(model.to(trainer.accelerator.device), tok, prompt_style(tok))
 
