@@ -5,9 +5,9 @@
   text, source and step, per-token log-probs under the source), saved atomically in the run folder
   with what making it cost; a bank made ahead and saved is reloaded, never remade, by a resume.
 - `Guidance`: one intervention's guide source, its bank, and the window [start, end) of optimizer
-  steps in which the trainer injects from it (the whole run for `inject_when: always`). It asks the source for the prompts it lacks, ahead of
-  time (`prefill`, then the bank is closed) or as gated prompts come (`fill`), and counts what that
-  cost. Every process asks for the same prompts (the trainer gathers them first) and each prompt is
+  steps in which the trainer injects from it (the whole run for `inject_when: always`). It asks the
+  source for the prompts it lacks, ahead of time (`prefill`, then the bank is closed) or as gated
+  prompts come (`fill`), and counts what that cost. Every process asks for the same prompts (the trainer gathers them first) and each prompt is
   sampled under its own seed, so every process holds the same bank whatever the process count.
 """
 

@@ -173,9 +173,13 @@ class TeacherModelSource(PolicySource):
     re-tokenized with the live policy's tokenizer and carries no behaviour log-probs (those of the
     teacher are over its own tokens), so only the `shaping` and `on_policy` losses apply."""
 
+    _same_tokenizer: bool | None = None  # compared once: a vocabulary is a large dict to build per step
+
     def sample(self, items, seeds, live):
         groups = super().sample(items, seeds, live)
-        if live is None or live.tokenizer.get_vocab() == self.policy.tokenizer.get_vocab():
+        if live is not None and self._same_tokenizer is None:
+            self._same_tokenizer = live.tokenizer.get_vocab() == self.policy.tokenizer.get_vocab()
+        if live is None or self._same_tokenizer:
             return groups
         return [[trace_sample(live.tokenizer, x.text) for x in g] for g in groups]
 
