@@ -43,9 +43,11 @@ def probe_logps(trainer, ids: list[int]) -> list[float]:
 
 
 def trainer_logps(trainer, ids: list[int]) -> list[float]:
-    from npo.generation import Policy
+    import torch
 
-    return Policy(trainer.model, trainer.processing_class, trainer.style).token_logps([ids[:1]], [ids[1:]])[0]
+    with torch.no_grad():
+        logits = trainer.model(input_ids=torch.tensor([ids], device=trainer.model.device)).logits[0, :-1].float()
+    return logits.log_softmax(-1).gather(-1, torch.tensor(ids[1:], device=logits.device)[:, None]).squeeze(-1).tolist()
 
 
 def main() -> int:

@@ -22,6 +22,16 @@ def jsonl(rows) -> bytes:
     return "".join(json.dumps(r) + "\n" for r in rows).encode()
 
 
+def png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), "white").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def model_folder(path, *, vocab=None, context=64):
     """A micro Qwen2 folder with the embedded default's character tokenizer (a real, loadable folder)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -60,6 +70,13 @@ def world(tmp_path_factory):
         "data/small.jsonl": jsonl(ROWS[:5]),
         "data/ok.jsonl": jsonl(ROWS),
         "data/badpool.jsonl": jsonl([{"question": "1+1=", "completion": "2"}] * 2 + [{"question": "3+3="}]),
+        "data/img/ok.png": png(),
+        "data/img/bad.png": b"not a png\n",
+        "data/noimage.jsonl": jsonl([{**r, "image": "img/ok.png"} for r in ROWS[:3]]
+                                    + [{**ROWS[3], "image": "img/missing.png"}]),
+        "data/badimage.jsonl": jsonl([{**r, "image": "img/ok.png"} for r in ROWS[:2]] + [{**ROWS[2], "image": "img/bad.png"}]),
+        "data/badbase64.jsonl": jsonl([{**ROWS[0], "image": "data:image/png;base64,bm90IGFuIGltYWdl"}]),
+        "data/mixed.jsonl": jsonl([{**r, "image": "img/ok.png"} for r in ROWS[:4]] + ROWS[4:6]),
         "a_file": b"not a folder\n",
         "nonempty/keep.txt": b"mine\n",
         "run/config.yaml": yaml.safe_dump({"seed": 0}).encode(),  # a run folder without checkpoints
@@ -178,6 +195,18 @@ CASES = {
     "data_contradiction": (T(J("contradict.jsonl"), "task.options={}"),
                            "contradict.jsonl: rows 4 and 7: the same question with different answers ('6', '7')"),
     "data_no_rows": (T(J("blank.jsonl"), "task.options={}"), "blank.jsonl: no rows"),
+    "image_missing": (T(J("noimage.jsonl"), "task.options={}"),
+                      "noimage.jsonl: row 4: column 'image': no such image file 'img/missing.png'"),
+    "image_unreadable": (T(J("badimage.jsonl"), "task.options={}"),
+                         "badimage.jsonl: row 3: column 'image': unreadable image (UnidentifiedImageError)"),
+    "image_bad_base64": (T(J("badbase64.jsonl"), "task.options={}"), "badbase64.jsonl: row 1: column 'image': unreadable"),
+    "image_mixed_rows": (T(J("mixed.jsonl"), "task.options={}"),
+                         "mixed.jsonl: rows 1 and 5: one has an image (column 'image') and the other not"),
+    "image_task_text_model": (T("task.spec=vis-arith"), "model.path: tiny cannot train on vis-arith (image prompts); "
+                                                        "use tiny-vl"),
+    "text_task_vision_model": (T("model.path=tiny-vl"), "model.path: tiny-vl cannot train on arith (text prompts)"),
+    "vis_arith_too_long": (T("task.spec=vis-arith", "task.options={terms: 3, digits: 3}"),
+                           "task.options: 3 terms of 3 digits (11 characters) do not fit a 48-pixel image"),
     "data_eval_too_big": (T(J("small.jsonl"), "task.options={}"), "task.eval_size: 500 >= the 5 rows"),
     "data_too_few_prompts": (T(J("small.jsonl"), "task.options={}", "task.eval_size=2", "eval.n=2"),
                              "train.prompts_per_step: 16 > the 3 training items"),

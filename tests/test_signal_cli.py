@@ -78,10 +78,13 @@ def test_signal_bad_input(run_dir, capsys, argv, expect):
 def test_token_logps_with_left_padding_match_unpadded(tiny_model_path):
     from npo.models.load import load_policy
 
+    from npo.tasks.base import Item
+
     model, tok = load_policy(tiny_model_path)
-    prompts = [tok.encode("12+3=", add_special_tokens=False), tok.encode("7-45=", add_special_tokens=False)[:3]]
+    items = [Item("12+3=", "15"), Item("7-4", "3")]
+    prompts = [tok.encode(it.question, add_special_tokens=False) for it in items]
     comps = [tok.encode("15", add_special_tokens=False) + [tok.eos_token_id], tok.encode("-3", add_special_tokens=False)]
-    batched = Policy(model, tok, "plain").token_logps(prompts, comps)
+    batched = Policy(model, tok, "plain").token_logps(items, comps)
     for p, c, got in zip(prompts, comps, batched):
         with torch.no_grad():
             logits = model(torch.tensor([p + c])).logits[0, len(p) - 1:-1]

@@ -18,8 +18,10 @@ The package in layers, top to bottom. A module imports only from its own layer o
         NPOTrainer (the one subclass of trl.GRPOTrainer, pinned by tests/test_trl_seam.py; one per
         run, rolled back in place), the engine's generation path for guides, evaluation and
         measurement, and the callbacks that write metrics, evaluate, stop segments and feed the controller
-    tasks, models, generation  tasks.*, models.*, prompting, rewards, generation, evaluate
-        prompts and verifiers, model folders and the embedded default, sampling and scoring
+    tasks, models, generation  tasks.*, models.*, prompting, rewards, generation, evaluate, images,
+                               multimodal
+        prompts and verifiers, model folders and the embedded defaults (tiny, tiny-vl), sampling and
+        scoring, image prompts by reference and their fields in TRL's batches
     foundation             config (method_config: the methods' sections), configfile (strict
                            YAML), checks, grpo_args, runlock (one run
                            per folder), rundir, journal (what a resume continues
@@ -35,9 +37,10 @@ LAYERS = (
                     "npo.groups", "npo.injection", "npo.signal", "npo.autonpo", "npo.interventions", "npo.order",
                     "npo.presets", "npo.replay"}),
     ("tasks, models, generation", {"npo.tasks", "npo.tasks.base", "npo.tasks.arith", "npo.tasks.files",
-                                   "npo.tasks.rg", "npo.tasks.scratch", "npo.tasks.verify", "npo.models", "npo.models.load",
-                                   "npo.models.check", "npo.models.tiny", "npo.models.smollm2", "npo.prompting", "npo.rewards",
-                                   "npo.generation", "npo.evaluate"}),
+                                   "npo.tasks.rg", "npo.tasks.scratch", "npo.tasks.visual", "npo.tasks.verify",
+                                   "npo.models", "npo.models.load", "npo.models.check", "npo.models.tiny",
+                                   "npo.models.tiny_vl", "npo.models.smollm2", "npo.prompting", "npo.rewards",
+                                   "npo.generation", "npo.evaluate", "npo.images", "npo.multimodal"}),
     ("the TRL seam", {"npo.trainer", "npo.engine", "npo.callbacks"}),
     ("sources and measurement", {"npo.sources", "npo.guides", "npo.probe"}),
     ("loops", {"npo.segments", "npo.loop", "npo.autoloop", "npo.resume", "npo.train"}),

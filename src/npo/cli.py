@@ -37,7 +37,7 @@ def _add_train(sub):
 
 def _add_eval(sub):
     p = sub.add_parser("eval", help="held-out greedy accuracy and mean@K of a model or run")
-    p.add_argument("model", help="a run directory (its last checkpoint), a model folder, or 'tiny'")
+    p.add_argument("model", help="a run directory (its last checkpoint), a model folder, 'tiny' or 'tiny-vl'")
     p.add_argument("--task", help="task spec (default: the run's task, else arith)")
     p.add_argument("--config", help="config whose task/eval sections to use (default: the run's)")
     p.add_argument("--n", type=int, help="held-out items (default: eval.n)")
@@ -159,12 +159,12 @@ def cmd_train(a) -> int:
 def cmd_warmup(a) -> int:
     from npo.callbacks import warmup_bar
     from npo.config import load_config
-    from npo.models.load import resolve_model_path
+    from npo.models.load import EMBEDDED, resolve_model_path
     from npo.tasks import build_split
 
     cfg = load_config(a.config, a.set)
-    if cfg.model.path != "tiny":
-        raise UserError("model.path: warmup applies to the embedded default ('tiny') only")
+    if cfg.model.path not in EMBEDDED:
+        raise UserError("model.path: warmup applies to the embedded defaults ('tiny', 'tiny-vl') only")
     _, train_items, _ = build_split(cfg)
     print(resolve_model_path(cfg, train_items, warmup_bar(True)))
     return 0

@@ -45,6 +45,18 @@ class TinyModelConfig:
 
 
 @dataclass
+class TinyVisionConfig:
+    """The vision tower of `tiny-vl`: a Qwen3-VL vision encoder built from a config."""
+
+    patch_size: int = doc("Pixels per patch side; patches are merged 2 x 2 into one vision token, so a 48 x 16 "
+                          "image is 12 tokens at 4. [ours]", default=4, check=POSITIVE)
+    depth: int = doc("Vision transformer blocks. [ours]", default=2, check=POSITIVE)
+    hidden_size: int = doc("Width of the vision encoder. [ours]", default=64, check=POSITIVE)
+    num_heads: int = doc("Attention heads of the vision encoder. [ours]", default=2, check=POSITIVE)
+    intermediate_size: int = doc("MLP width of the vision encoder. [ours]", default=256, check=POSITIVE)
+
+
+@dataclass
 class WarmupConfig:
     """`npo warmup`: a short supervised warm start of the embedded default to a *weak* base."""
 
@@ -60,19 +72,24 @@ class WarmupConfig:
 @dataclass
 class ModelConfig:
     path: str = doc(
-        "'tiny' for the embedded default (built, warmed up and cached on first use), or a local Hugging "
-        "Face model folder (config.json + weights + tokenizer). Nothing is downloaded.",
+        "'tiny' for the embedded default (built, warmed up and cached on first use), 'tiny-vl' for its "
+        "vision-language sibling (a Qwen3-VL model, for image tasks), or a local Hugging Face model folder "
+        "(config.json + weights + tokenizer; a VLM folder loads with AutoModelForImageTextToText and its "
+        "processor). Nothing is downloaded.",
         default="tiny", check=NonEmpty(),
     )
-    tiny: TinyModelConfig = doc("Architecture of the embedded default.", default_factory=TinyModelConfig)
+    tiny: TinyModelConfig = doc("Architecture of the embedded default (the language model of tiny-vl too).",
+                                default_factory=TinyModelConfig)
+    vision: TinyVisionConfig = doc("Vision tower of tiny-vl.", default_factory=TinyVisionConfig)
     warmup: WarmupConfig = doc("Warm start of the embedded default.", default_factory=WarmupConfig)
 
 
 @dataclass
 class TaskConfig:
     spec: str = doc(
-        "Task: 'arith' (built in), 'rg:NAME' (reasoning-gym), 'jsonl:PATH' or 'parquet:PATH' "
-        "(question/answer rows verified with math-verify).",
+        "Task: 'arith', 'scratch', 'vis-arith', 'vis-count' (built in; the last two are image prompts), "
+        "'rg:NAME' (reasoning-gym), 'jsonl:PATH' or 'parquet:PATH' (question/answer rows, with an optional "
+        "image column, verified with math-verify).",
         default="arith", check=NonEmpty(),
     )
     options: dict = doc(
@@ -86,6 +103,8 @@ class TaskConfig:
                           default=1234)
     question_key: str = doc("Column of the question in jsonl/parquet rows.", default="question")
     answer_key: str = doc("Column of the reference answer in jsonl/parquet rows.", default="answer")
+    image_key: str = doc("Column of an image prompt's image in jsonl/parquet rows: a path relative to the file, "
+                         "or base64. Rows without it are text prompts.", default="image")
     reward_threshold: float = doc(
         "Reward is 1 when the verifier's score is >= this, else 0 (binary rewards). [paper: r in {0,1}]",
         default=1.0, check=Range(0, 1, lo_open=True),

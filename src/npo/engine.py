@@ -22,7 +22,8 @@ from accelerate.utils import broadcast_object_list, gather_object
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import RepeatSampler
 
-from npo.generation import Policy, Sample, prompt_ids
+from npo.generation import Policy, Sample, prompt_ids, text_tokenizer
+from npo.images import open_image
 from npo.order import epoch_seed
 
 
@@ -73,15 +74,14 @@ class EnginePolicy(Policy):
                 out[i] = r
         return out
 
-    def token_logps(self, prompts, completions, temperature: float = 1.0, batch_size: int = 256):
+    def token_logps(self, items, completions, temperature: float = 1.0, batch_size: int = 256):
         with generation_model(self.trainer) as model:
-            return Policy(model, self.tokenizer, self.style).token_logps(prompts, completions, temperature, batch_size)
+            return Policy(model, self.tokenizer, self.style).token_logps(items, completions, temperature, batch_size)
 
     def _with_training_logps(self, items, rows, temperature) -> list[list[Sample]]:
         """vLLM's samples, their log-probs recomputed by the training model (the loss's numerics)."""
-        ids = prompt_ids(self.tokenizer, items, self.style)
-        flat = [(p, s) for p, group in zip(ids, rows) for s in group]
-        logps = self.token_logps([p for p, _ in flat], [s.token_ids for _, s in flat], temperature)
+        flat = [(it, s) for it, group in zip(items, rows) for s in group]
+        logps = self.token_logps([it for it, _ in flat], [s.token_ids for _, s in flat], temperature)
         it = iter(logps)
         return [[Sample(s.token_ids, s.text, [round(x, 6) for x in next(it)]) for s in group] for group in rows]
 
@@ -92,17 +92,20 @@ def _vllm_sample(trainer, policy: Policy, items, k, temperature, max_new_tokens,
     share (gathered) and broadcasts the answers."""
     from vllm import SamplingParams  # vLLM is an optional dependency (the `gpu` extra)
 
-    vg, tok = trainer.vllm_generation, policy.tokenizer
+    vg, tok = trainer.vllm_generation, text_tokenizer(policy.tokenizer)
     if trainer.state.global_step != trainer._last_loaded_step:  # the engine must hold the current weights
         vg.sync_weights()
         trainer._last_loaded_step = trainer.state.global_step
-    ids = prompt_ids(tok, items, policy.style)
+    ids = prompt_ids(policy.tokenizer, items, policy.style)
     params = [SamplingParams(n=k, temperature=temperature, max_tokens=max_new_tokens, logprobs=0, seed=seed)
               for seed in seeds]
     if vg.mode == "colocate":
         if vg.enable_sleep_mode:
             vg.llm.wake_up(tags=["kv_cache"])
-        outputs = vg.llm.generate([{"prompt_token_ids": p} for p in ids], sampling_params=params, use_tqdm=False)
+        # Token prompts, with an image prompt's image beside its ids, as TRL's VLLMGeneration asks
+        prompts = [{"prompt_token_ids": p, **({"multi_modal_data": {"image": open_image(it.image)}} if it.image else {})}
+                   for p, it in zip(ids, items)]
+        outputs = vg.llm.generate(prompts, sampling_params=params, use_tqdm=False)
         if vg.enable_sleep_mode:
             vg.llm.sleep(level=2)
             vg._llm_weights_sleeping = True

@@ -8,7 +8,7 @@ from pathlib import Path
 from npo.config import load_config
 from npo.errors import UserError
 from npo.evaluate import eval_plan, evaluate
-from npo.models.load import load_policy, resolve_model_path
+from npo.models.load import EMBEDDED, load_policy, resolve_model_path
 from npo.prompting import prompt_style
 from npo.rewards import TaskScorer
 from npo.rundir import RunDir
@@ -16,9 +16,9 @@ from npo.tasks import build_split
 
 
 def resolve_target(target: str, step: int | None):
-    """(model folder, config path or None) for a run directory, a model folder or 'tiny'."""
+    """(model folder, config path or None) for a run directory, a model folder, 'tiny' or 'tiny-vl'."""
     p, run = Path(target), RunDir(target)
-    if target != "tiny" and run.config.is_file():  # a run folder (config.yaml), with or without checkpoints
+    if target not in EMBEDDED and run.config.is_file():  # a run folder (config.yaml), with or without checkpoints
         steps = run.checkpoint_steps()
         if not steps:
             raise UserError(f"{p}: run has no checkpoint yet")
@@ -44,9 +44,11 @@ def run_eval(a) -> dict:
         sets.append(f"eval.samples={a.samples}")
     if a.temperature is not None:
         sets.append(f"eval.temperature={a.temperature}")
+    if model_ref in EMBEDDED:
+        sets.append(f"model.path={model_ref}")
     cfg = load_config(a.config or run_config, sets)
     task, train_items, eval_items = build_split(cfg)
-    if model_ref == "tiny":
+    if model_ref in EMBEDDED:
         model_ref = resolve_model_path(cfg, train_items)
     model, tokenizer = load_policy(model_ref)
     style = prompt_style(tokenizer)

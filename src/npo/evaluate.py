@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from npo.generation import eval_mode, generate_texts, prompt_ids
+from npo.generation import eval_mode, generate_texts, model_inputs
 from npo.grpo_args import eval_max_new_tokens
 
 
@@ -36,11 +36,11 @@ class EvalPlan:
             torch.manual_seed(self.seed)
             for start in range(0, len(items), self.batch_size):
                 chunk = items[start:start + self.batch_size]
-                ids = prompt_ids(self.tokenizer, chunk, self.style)
-                for it, (text,) in zip(chunk, generate_texts(model, self.tokenizer, ids, self.max_new_tokens)):
+                inputs = model_inputs(self.tokenizer, chunk, self.style, model.device)
+                for it, (text,) in zip(chunk, generate_texts(model, self.tokenizer, inputs, self.max_new_tokens)):
                     greedy.append(self.scorer.reward(text, it))
                 if self.samples:
-                    outs = generate_texts(model, self.tokenizer, ids, self.max_new_tokens, self.samples,
+                    outs = generate_texts(model, self.tokenizer, inputs, self.max_new_tokens, self.samples,
                                           self.temperature)
                     for it, texts in zip(chunk, outs):
                         sampled.append(sum(self.scorer.reward(t, it) for t in texts) / self.samples)

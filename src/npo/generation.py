@@ -4,6 +4,11 @@ TRL's own generation (guides, evaluation, `npo signal`) goes through here.
 
 `Policy` bundles a model with its tokenizer and prompt style, so a caller says "sample k answers of
 this policy for these items" without repeating how prompts are built and padded.
+
+Image prompts (`Item.image`): the "tokenizer" is the VLM's processor, prompts are built as TRL builds
+them (`conversations`, then the processor's chat template, which expands each image into its vision
+tokens), and the model gets the images' pixel fields beside the ids (`model_inputs`). Their position
+ids are left to the model: Qwen-VL's multimodal rope computes them from the attention mask.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor
 
+from npo.images import open_image
 from npo.prompting import build_prompt
 
 
@@ -69,15 +75,55 @@ def left_pad(ids: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torc
     return input_ids, mask
 
 
+def text_tokenizer(tokenizer):
+    """The text tokenizer of a tokenizer or of a VLM processor."""
+    from transformers import ProcessorMixin
+
+    return tokenizer.tokenizer if isinstance(tokenizer, ProcessorMixin) else tokenizer
+
+
+def conversations(items, style: str) -> list[list[dict]]:
+    """The image prompts of `items` as TRL builds them from a dataset row's prompt and image."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    return [prepare_multimodal_messages(build_prompt(it, style), images=[open_image(it.image)]) for it in items]
+
+
+def _encode_images(processor, items, style: str) -> dict:
+    return processor.apply_chat_template(conversations(items, style), add_generation_prompt=True, tokenize=True,
+                                         return_dict=True)
+
+
 def prompt_ids(tokenizer, items, style: str) -> list[list[int]]:
     """Token ids of each prompt, exactly as TRL's GRPOTrainer tokenizes them."""
     if not items:
         return []
+    if items[0].image is not None:
+        return _encode_images(tokenizer, items, style)["input_ids"]
     prompts = [build_prompt(it, style) for it in items]
     if style == "chat":
         return [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)
                 ["input_ids"] for p in prompts]
     return tokenizer(text=prompts)["input_ids"]
+
+
+def model_inputs(tokenizer, items, style: str, device, completions: list[list[int]] | None = None) -> dict:
+    """Left-padded inputs of the prompts of `items`, each followed by its completion when given:
+    input_ids and attention_mask; position ids from the mask for text, the images' fields
+    (pixel_values, image_grid_thw, mm_token_type_ids) for image prompts."""
+    if items[0].image is None:
+        ids, vision = prompt_ids(tokenizer, items, style), {}
+    else:
+        enc = _encode_images(tokenizer, items, style)
+        ids = enc["input_ids"]
+        vision = {"pixel_values": torch.as_tensor(enc["pixel_values"], device=device),
+                  "image_grid_thw": torch.as_tensor(enc["image_grid_thw"], device=device)}
+    seqs = [p + c for p, c in zip(ids, completions)] if completions is not None else ids
+    input_ids, mask = left_pad(seqs, text_tokenizer(tokenizer).pad_token_id, device)
+    if not vision:
+        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0)}
+    vision["mm_token_type_ids"] = (input_ids == tokenizer.image_token_id).long()
+    return {"input_ids": input_ids, "attention_mask": mask, **vision}
 
 
 def completion_lengths(completions: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -89,21 +135,23 @@ def completion_lengths(completions: torch.Tensor, eos_id: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generate_texts(model, tokenizer, ids: list[list[int]], max_new_tokens: int, samples: int = 0,
+def generate_texts(model, tokenizer, inputs: dict, max_new_tokens: int, samples: int = 0,
                    temperature: float = 1.0) -> list[list[str]]:
-    """One greedy completion per prompt (samples=0) or `samples` sampled ones (the caller seeds)."""
+    """One greedy completion per prompt of `inputs` (`model_inputs`) (samples=0) or `samples` sampled
+    ones (the caller seeds)."""
+    tokenizer = text_tokenizer(tokenizer)
     pad = tokenizer.pad_token_id
-    input_ids, mask = left_pad(ids, pad, model.device)
-    width = input_ids.size(1)
+    inputs = {k: v for k, v in inputs.items() if k != "position_ids"}  # generate derives them
+    rows, width = inputs["input_ids"].shape
     kw = dict(max_new_tokens=max_new_tokens, pad_token_id=pad)
     if samples:
         kw.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=samples)
     else:
         kw.update(do_sample=False)
-    out = model.generate(input_ids=input_ids, attention_mask=mask, **kw)
+    out = model.generate(**inputs, **kw)
     texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
     k = max(samples, 1)
-    return [texts[i * k:(i + 1) * k] for i in range(len(ids))]
+    return [texts[i * k:(i + 1) * k] for i in range(rows)]
 
 
 @dataclass
@@ -131,12 +179,13 @@ class Policy:
         return [out[i * k:(i + 1) * k] for i in range(len(items))]
 
     def _sample_rows(self, rows, temperature: float, max_new_tokens: int) -> list[Sample]:
-        tok, model = self.tokenizer, self.model
-        input_ids, mask = left_pad(self.prompt_ids([it for it, _, _ in rows]), tok.pad_token_id, model.device)
-        width = input_ids.size(1)
+        tok, model = text_tokenizer(self.tokenizer), self.model
+        inputs = model_inputs(self.tokenizer, [it for it, _, _ in rows], self.style, model.device)
+        inputs.pop("position_ids", None)  # generate derives them from the mask
+        width = inputs["input_ids"].size(1)
         race = ExponentialRace([row_seed(seed, j) for _, seed, j in rows], temperature)
         with eval_mode(model):
-            out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False, logits_processor=[race],
+            out = model.generate(**inputs, do_sample=False, logits_processor=[race],
                                  max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, output_logits=True,
                                  return_dict_in_generate=True)
         completions = out.sequences[:, width:]  # (R, T)
@@ -148,19 +197,18 @@ class Policy:
                 for r, n in enumerate(lengths)]
 
     @torch.no_grad()
-    def token_logps(self, prompts: list[list[int]], completions: list[list[int]], temperature: float = 1.0,
+    def token_logps(self, items: list, completions: list[list[int]], temperature: float = 1.0,
                     batch_size: int = 256) -> list[list[float]]:
-        """Per-token log-probs of each completion after its prompt (position ids from the attention
-        mask, so left padding does not shift positions)."""
+        """Per-token log-probs of each completion after its item's prompt (text: position ids from the
+        attention mask, so left padding does not shift positions; images: the model's own)."""
         out: list[list[float]] = []
-        model, pad = self.model, self.tokenizer.pad_token_id
+        model = self.model
         with eval_mode(model):
-            for start in range(0, len(prompts), batch_size):
+            for start in range(0, len(items), batch_size):
                 chunk = completions[start:start + batch_size]
-                seqs = [p + c for p, c in zip(prompts[start:start + batch_size], chunk)]
-                input_ids, mask = left_pad(seqs, pad, model.device)
-                positions = (mask.cumsum(1) - 1).clamp(min=0)
-                logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits
+                inputs = model_inputs(self.tokenizer, items[start:start + batch_size], self.style, model.device, chunk)
+                input_ids = inputs["input_ids"]
+                logits = model(**inputs).logits
                 logps = logits[:, :-1].float().div(temperature).log_softmax(-1)
                 logps = logps.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, width - 1)
                 out += [row[row.size(0) - len(c):].tolist() if c else [] for row, c in zip(logps, chunk)]

@@ -79,7 +79,8 @@ def build_pool(ref: str, *, k: int, out: str, prompts: int = 0, seed: int = 0, s
                 samples += len(group)
                 ok = [x.text for x in group if scorer.reward(x.text, it) == 1.0]  # every success, as RLEP keeps them
                 covered += bool(ok)
-                rows += [{"question": it.question, "completion": text, **origin} for text in ok]
+                image = {"image": it.image} if it.image is not None else {}
+                rows += [{"question": it.question, **image, "completion": text, **origin} for text in ok]
             bar.update(len(part))
     finally:
         bar.close()

@@ -25,7 +25,7 @@ import torch
 
 from npo.config import RunConfig, load_config
 from npo.errors import UserError
-from npo.generation import Policy, Sample, prompt_seeds
+from npo.generation import Policy, Sample, prompt_seeds, text_tokenizer
 from npo.groups import p_hat
 from npo.grpo_args import grpo_overrides
 from npo.models.load import check_model_folder, load_policy
@@ -86,7 +86,8 @@ class Probe:
             if kind == "teacher_model":
                 self._policies[ref] = Policy(model, tok, prompt_style(tok))
                 return self._policies[ref]
-            if self._policies and tok.get_vocab() != next(iter(self._policies.values())).tokenizer.get_vocab():
+            if self._policies and (text_tokenizer(tok).get_vocab()
+                                   != text_tokenizer(next(iter(self._policies.values())).tokenizer).get_vocab()):
                 raise UserError(f"--source checkpoint:{ref}: its tokenizer differs from the run's")
             self._policies[ref] = Policy(model, tok, self.style)
         return self._policies[ref]
@@ -107,7 +108,7 @@ class Probe:
             for it, group, rewards in zip(self.items, *self._groups[s]):
                 keep = [Entry(x.token_ids, x.text, x.logps, s, -sum(x.logps) / max(len(x.logps), 1))
                         for x, r in zip(group, rewards) if r == 1.0]
-                buffer.observe(index[it.question], int(sum(rewards)), self.n, keep)
+                buffer.observe(index[it.key], int(sum(rewards)), self.n, keep)
         return buffer
 
     def failed(self, step: int) -> list[int]:
@@ -148,8 +149,7 @@ def score(items: list, cands: list[list[Sample]], scorer, current: Policy, tempe
         ok = [scorer.reward(c.text, it) == 1.0 for c in cand]
         found.append(any(ok))
         keep += [(f, c, r) for c, r in zip(cand, ok) if r or c.logps is not None]
-    prompts = current.prompt_ids(items)
-    current_logps = current.token_logps([prompts[f] for f, _, _ in keep], [c.token_ids for _, c, _ in keep],
+    current_logps = current.token_logps([items[f] for f, _, _ in keep], [c.token_ids for _, c, _ in keep],
                                         temperature=temperature)
     trajs = [Trajectory(f, lp, c.logps, r) for (f, c, r), lp in zip(keep, current_logps)]
     return {**estimate(found, trajs, boot=boot, seed=seed), "found": found}

@@ -6,6 +6,9 @@
   question followed by `INSTRUCTION`; TRL applies the chat template. The answer is the content of the
   last `\\boxed{...}`, else the text after the last `Answer:`, else the last line.
 - Tasks with `wants_full_text` (math-verify) get the whole completion: math-verify finds the answer.
+- An image prompt (`Item.image`) is always one user message, as TRL's multimodal path requires; its
+  image is added by TRL from the dataset's `image` column (or by `npo.generation.conversations`).
+  `tiny-vl`'s chat template carries `PLAIN_MARK`: its prompts and answers are plain.
 """
 
 from __future__ import annotations
@@ -13,15 +16,17 @@ from __future__ import annotations
 from npo.tasks.base import Item
 
 INSTRUCTION = "\n\nThink briefly, then put the final answer within \\boxed{}."
+PLAIN_MARK = "npo:plain"  # in a chat template: plain prompts and answers (tiny-vl)
 
 
 def prompt_style(tokenizer) -> str:
-    return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    template = getattr(tokenizer, "chat_template", None)
+    return "chat" if template and PLAIN_MARK not in template else "plain"
 
 
 def build_prompt(item: Item, style: str):
     if style == "plain":
-        return item.question
+        return item.question if item.image is None else [{"role": "user", "content": item.question}]
     return [{"role": "user", "content": item.question + INSTRUCTION}]
 
 

@@ -103,7 +103,7 @@ def question_index(items: list) -> dict[str, int]:
     buffer's key, so that a question's successes are found whichever of its copies was drawn."""
     out: dict[str, int] = {}
     for i, it in enumerate(items):
-        out.setdefault(it.question, i)
+        out.setdefault(it.key, i)
     return out
 
 

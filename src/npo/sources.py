@@ -32,11 +32,12 @@ from typing import Callable
 
 from npo.config import RunConfig
 from npo.errors import UserError
-from npo.generation import Policy, Sample
+from npo.generation import Policy, Sample, text_tokenizer
 from npo.grpo_args import grpo_overrides
 from npo.injection import GuideRow
 from npo.models.check import check_model_folder
 from npo.replay import ReplayBuffer, question_index
+from npo.tasks.base import Item
 from npo.tasks.files import read_rows
 
 
@@ -113,11 +114,12 @@ class TraceSource(GuideSource):
         return cls(read_traces(path, spec), f"{spec}:{path}")
 
     def sample(self, items, seeds, live):
-        return [[trace_sample(live.tokenizer, c) for c in self.traces.get(it.question, [])] for it in items]
+        return [[trace_sample(live.tokenizer, c) for c in self.traces.get(it.key, [])] for it in items]
 
 
 def read_traces(path: str, spec: str) -> dict[str, list[str]]:
-    """question -> completions of a JSONL file of {question, completion} rows (a teacher's or a pool's)."""
+    """question -> completions of a JSONL file of {question, completion} rows (a teacher's or a pool's);
+    an image prompt's rows also carry its `image` reference (as `npo pool` writes them)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"npo.source {spec}:{path}: no such file")
@@ -125,7 +127,8 @@ def read_traces(path: str, spec: str) -> dict[str, list[str]]:
     for i, row in enumerate(read_rows(p, "jsonl"), 1):
         if not isinstance(row.get("question"), str) or not isinstance(row.get("completion"), str):
             raise UserError(f"{path}: row {i}: expected {{\"question\": str, \"completion\": str}}")
-        traces.setdefault(row["question"], []).append(row["completion"])
+        key = Item(row["question"], "", image=row.get("image")).key
+        traces.setdefault(key, []).append(row["completion"])
     if not traces:
         raise UserError(f"{path}: no rows")
     return traces
@@ -133,6 +136,7 @@ def read_traces(path: str, spec: str) -> dict[str, list[str]]:
 
 def trace_sample(tokenizer, text: str) -> Sample:
     """A fixed text as a candidate of the live policy: its tokens plus EOS, no log-probs."""
+    tokenizer = text_tokenizer(tokenizer)
     return Sample(tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id], text, None)
 
 
@@ -144,7 +148,7 @@ class PoolSource(TraceSource):
 
     def sample(self, items, seeds, live):
         return [[trace_sample(live.tokenizer, c) for c in random.Random(seed).sample(pool, len(pool))]
-                for it, seed in zip(items, seeds) for pool in [self.traces.get(it.question, [])]]
+                for it, seed in zip(items, seeds) for pool in [self.traces.get(it.key, [])]]
 
 
 class ReferenceSource(GuideSource):
@@ -178,7 +182,8 @@ class TeacherModelSource(PolicySource):
     def sample(self, items, seeds, live):
         groups = super().sample(items, seeds, live)
         if live is not None and self._same_tokenizer is None:
-            self._same_tokenizer = live.tokenizer.get_vocab() == self.policy.tokenizer.get_vocab()
+            self._same_tokenizer = (text_tokenizer(live.tokenizer).get_vocab()
+                                    == text_tokenizer(self.policy.tokenizer).get_vocab())
         if live is None or self._same_tokenizer:
             return groups
         return [[trace_sample(live.tokenizer, x.text) for x in g] for g in groups]
@@ -196,7 +201,7 @@ class ReplaySource(GuideSource):
 
     def sample(self, items, seeds, live):
         return [[Sample(list(e.token_ids), e.text, list(e.logps))
-                 for e in self.buffer.pick(self.index[it.question], self.k, random.Random(seed))]
+                 for e in self.buffer.pick(self.index[it.key], self.k, random.Random(seed))]
                 for it, seed in zip(items, seeds)]
 
 

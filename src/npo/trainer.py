@@ -22,8 +22,10 @@ What it changes, and why:
   one; on its first call it can save `checkpoint-0`, the target of a rollback to the start (and
   calls the callbacks' `on_save`, which write its completion marker, as for every checkpoint).
 
-Everything else -- rewards, group advantages, the clipped loss, optimizer, logging, checkpoints --
-is TRL's path. `tests/test_trl_seam.py` pins the private methods used here by source hash.
+Image prompts travel as TRL's multimodal rows (`image` beside `prompt`); a guide replaces only a row's
+completion, so it is trained with its prompt's image, and rows scored again here keep theirs
+(`npo.multimodal.row_fields`). Everything else -- rewards, group advantages, the clipped loss,
+optimizer, logging, checkpoints -- is TRL's path. `tests/test_trl_seam.py` pins the private methods used here by source hash.
 
 Shared with the loop: the run's `Ledger` (it books the on-policy tokens it generates); per segment
 (`begin_segment`) the `Guidance` it asks and injects from, and `on_gate`, which receives each
@@ -52,7 +54,7 @@ from npo.grpo_args import grpo_kwargs
 from npo.engine import EnginePolicy, EpochRepeatSampler
 from npo.groups import below_gate, group_stats
 from npo.injection import guide_token_weights, guided_groups, inject, slot_rows, weighted_advantages
-from npo.prompting import build_prompt
+from npo.multimodal import dataset_row, row_fields
 from npo.replay import Entry, ReplayBuffer, collection_plan, question_index, replayed_groups, solve_rate
 from npo.rewards import make_reward_fn
 from npo.tasks.verify import VerifyStats
@@ -71,8 +73,7 @@ def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style
                   **npo_kwargs) -> "NPOTrainer":
     """An NPOTrainer for the run's config, writing its checkpoints to `out_dir`. `npo_kwargs`: the
     trainer's own arguments (guidance, ledger, on_gate); the gate is on for every method but grpo."""
-    dataset = Dataset.from_list([{"prompt": build_prompt(it, style), "item_index": i}
-                                 for i, it in enumerate(train_items)])
+    dataset = Dataset.from_list([dataset_row(it, style, i) for i, it in enumerate(train_items)])
     args = GRPOConfig(**grpo_kwargs(cfg, output_dir=str(out_dir)))
     guided = cfg.method != "grpo"
     replay = ReplayBuffer.from_config(cfg.replay) if guided and cfg.npo.source == "replay" else None
@@ -218,12 +219,12 @@ class NPOTrainer(GRPOTrainer):
                                                      device=self.accelerator.device)).tolist()
         rng = random.Random(self.args.seed * 1_000_003 + self.state.global_step)
         chosen = replayed_groups(self.replay, len(batch) // n, self.replay_share, rng,
-                                 exclude={self._question[self.items[i].question] for i in batch[::n]})
+                                 exclude={self._question[self.items[i].key] for i in batch[::n]})
         lo = self.accelerator.process_index * rows
         out = list(inputs)
         for r in range(rows):
             if (q := chosen.get((lo + r) // n)) is not None:
-                out[r] = {**inputs[r], "prompt": build_prompt(self.items[q], self.style), "item_index": q}
+                out[r] = {**inputs[r], **dataset_row(self.items[q], self.style, q)}
         self._replayed = set(chosen)
         self._metrics["train"]["npo/replayed_groups"].append(float(len(chosen)))
         return out
@@ -240,7 +241,8 @@ class NPOTrainer(GRPOTrainer):
             ids, mask = output["completion_ids"][rows], output["completion_mask"][rows]
             logps, entropies = self._get_per_token_logps_and_entropies(
                 self.model, torch.cat([output["prompt_ids"][rows], ids], 1),
-                torch.cat([output["prompt_mask"][rows], mask], 1), ids.size(1), compute_entropy=True)[:2]
+                torch.cat([output["prompt_mask"][rows], mask], 1), ids.size(1), compute_entropy=True,
+                **row_fields(output, rows))[:2]
             for j, (g, _, text) in enumerate(mine):
                 w = int(mask[j].sum())
                 entries.append((g, Entry(ids[j, :w].tolist(), text, logps[j, :w].tolist(), self.state.global_step,
@@ -310,7 +312,7 @@ class NPOTrainer(GRPOTrainer):
         """Which of this process's rows the replay buffer keeps: the correct on-policy rows (not
         overwritten by a guide) of groups with 0 < correct < G; and every group's accuracy."""
         n, rows = self.num_generations, len(completions)
-        questions = [self._question[self.items[int(i)].question] for i in batch[::n]]
+        questions = [self._question[self.items[int(i)].key] for i in batch[::n]]
         self._collect = [(g, q, correct, r, completions[r] if r >= 0 else "") for g, q, correct, r in collection_plan(
             on_policy.tolist(), questions, n, self.kept, self.accelerator.process_index * rows, rows, overwritten)]
 
@@ -370,8 +372,9 @@ class NPOTrainer(GRPOTrainer):
             mask = output["completion_mask"][flags]
             input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
             attention = torch.cat([output["prompt_mask"][flags], mask], dim=1)
+            rows = torch.nonzero(flags).flatten().tolist()  # a guide row is scored with its prompt's images
             logps, _, _ = self._get_per_token_logps_and_entropies(self.model, input_ids, attention,
-                                                                   completion_ids.size(1))
+                                                                   completion_ids.size(1), **row_fields(output, rows))
             sums += torch.stack([(logps * mask).sum(), mask.sum(), flags.sum()]).float()
             if self.npo.guide_loss != "on_policy":
                 guide = None

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from npo.errors import UserError
 from npo.models.tiny import build_tokenizer
+from npo.models.tiny_vl import QWEN_VL, build_processor, load_processor
+from npo.generation import prompt_ids, text_tokenizer
 from npo.prompting import INSTRUCTION, prompt_style
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -101,27 +103,54 @@ def check_model(cfg, items, completion: int) -> None:
     the context. The embedded default is checked with its tokenizer and `model.tiny` (it is built later)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    if cfg.model.path == "tiny":  # the embedded default (npo.models.load.TINY)
-        tokenizer, context = build_tokenizer(), cfg.model.tiny.max_position_embeddings
-        field = "model.tiny.max_position_embeddings"
+    images = bool(items) and items[0].image is not None
+    grpo = cfg.train.grpo
+    if images and cfg.method != "grpo" and grpo.get("use_vllm") and grpo.get("vllm_mode", "colocate") == "server":
+        raise UserError("train.grpo.vllm_mode: guides for image prompts are sampled through colocated vLLM only "
+                        "(npo asks a vLLM server with token ids, which carry no image); use colocate")
+    if cfg.model.path in ("tiny", "tiny-vl"):  # the embedded defaults (npo.models.load.EMBEDDED)
+        if images != (cfg.model.path == "tiny-vl"):
+            want = "tiny-vl" if images else "tiny"
+            raise UserError(f"model.path: {cfg.model.path} cannot train on {cfg.task.spec} "
+                            f"({'image' if images else 'text'} prompts); use {want}")
+        if cfg.model.path == "tiny-vl":
+            tokenizer = build_processor(cfg.model.vision)
+        else:
+            tokenizer = build_tokenizer()
+        context, field = cfg.model.tiny.max_position_embeddings, "model.tiny.max_position_embeddings"
     else:
         p = check_model_folder(cfg.model.path)
         try:
             config = AutoConfig.from_pretrained(p)
         except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad config
             raise UserError(f"model.path: {p}/config.json: transformers cannot read it ({_first_line(exc)})") from None
+        vision = hasattr(config, "vision_config")
+        if images != vision:
+            raise UserError(f"model.path: {p} is {'a vision-language' if vision else 'a text-only'} model and "
+                            f"{cfg.task.spec} has {'image' if images else 'text'} prompts")
+        if vision and getattr(config, "model_type", None) not in QWEN_VL:
+            raise UserError(f"model.path: {p}: npo trains the Qwen-VL family ({', '.join(QWEN_VL)}), not "
+                            f"{getattr(config, 'model_type', None)!r} (its image batches are sliced by image grid)")
         try:
-            tokenizer = AutoTokenizer.from_pretrained(p)
+            tokenizer = load_processor(p) if vision else AutoTokenizer.from_pretrained(p)
         except Exception as exc:  # noqa: BLE001
             raise UserError(f"model.path: {p}: the tokenizer does not load ({_first_line(exc)})") from None
-        check_tokenizer(tokenizer, config)
+        config = getattr(config, "text_config", config)
+        check_tokenizer(text_tokenizer(tokenizer), config)
         context, field = getattr(config, "max_position_embeddings", None), f"model.path {p}"
     where, tokens = longest_prompt(tokenizer, items, prompt_style(tokenizer))
     check_context((f"{cfg.task.spec} {where}", tokens), completion, context, field)
 
 
 def longest_prompt(tokenizer, items, style: str) -> tuple[str, int]:
-    """('row 12' (a data file's row) or 'item 3', its prompt tokens) for the longest prompt of `items`."""
+    """('row 12' (a data file's row) or 'item 3', its prompt tokens) for the longest prompt of `items`.
+    Image prompts are tokenized with their images (vision tokens included): every prompt, since images
+    differ in size."""
+    if items and items[0].image is not None:
+        lengths = [len(ids) for ids in prompt_ids(tokenizer, items, style)]
+        i = max(range(len(items)), key=lengths.__getitem__)
+        row = items[i].meta.get("row")
+        return (f"row {row}" if row is not None else f"item {i}"), lengths[i]
     texts = [it.question if style == "plain" else it.question + INSTRUCTION for it in items]
     overhead = 0
     if style == "chat":  # the template's own tokens around one user message, and the generation prompt

@@ -5,31 +5,40 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
 from npo.models.check import check_model_folder
 from npo.models.tiny import warmed_up_path
-from npo.tasks import build_task
+from npo.models.tiny_vl import is_vision_folder, load_processor, vl_recipe
+from npo.tasks import run_task
 
-TINY = "tiny"
+TINY, TINY_VL = "tiny", "tiny-vl"
+EMBEDDED = (TINY, TINY_VL)  # built and warmed up by npo (cached), not read from a folder
 
 
 def resolve_model_path(cfg, train_items, progress=None) -> Path:
-    """'tiny' -> the cached warm start (built on first use); anything else must be a local folder."""
-    if cfg.model.path == TINY:
-        task = build_task(cfg.task.spec, cfg.task.options, question_key=cfg.task.question_key,
-                          answer_key=cfg.task.answer_key)
+    """'tiny' / 'tiny-vl' -> the cached warm start (built on first use); anything else must be a local folder."""
+    if cfg.model.path in EMBEDDED:
+        task = run_task(cfg)
+        recipe = vl_recipe(cfg.model.tiny, cfg.model.vision, cfg.task.image_key) if cfg.model.path == TINY_VL else None
         return warmed_up_path(cfg.model.tiny, cfg.model.warmup, cfg.task, train_items, progress,
-                              getattr(task, "demonstration", None))
+                              getattr(task, "demonstration", None), recipe)
     return check_model_folder(cfg.model.path)
 
 
 def load_policy(path: str | Path, dtype=None):
-    """(model, tokenizer) from a local folder; the tokenizer pads on the left for generation."""
+    """(model, tokenizer) from a local folder; the tokenizer pads on the left for generation. For a
+    vision-language folder the "tokenizer" is its processor (what TRL takes as processing_class)."""
     path = check_model_folder(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    if is_vision_folder(path):
+        processor = load_processor(path)
+        text = processor.tokenizer
+        tokenizer, model_class = processor, AutoModelForImageTextToText
+    else:
+        text = tokenizer = AutoTokenizer.from_pretrained(path)
+        model_class = AutoModelForCausalLM
+    text.padding_side = "left"
+    if text.pad_token is None:
+        text.pad_token = text.eos_token
+    model = model_class.from_pretrained(path, dtype=dtype or torch.float32)
     return model, tokenizer

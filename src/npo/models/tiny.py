@@ -1,4 +1,5 @@
-"""The embedded default: a ~1M-parameter Qwen2 causal LM with a character-level tokenizer.
+"""The embedded default: a ~1M-parameter Qwen2 causal LM with a character-level tokenizer (and the
+warm start of its vision-language sibling `tiny-vl`, `npo.models.tiny_vl`).
 
 Built from a config (no weights are downloaded), saved and loaded as a normal Hugging Face folder
 (`AutoModelForCausalLM` / `AutoTokenizer`). `warmup` gives it a short supervised warm start on a
@@ -15,7 +16,9 @@ import os
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -65,13 +68,13 @@ def cache_root() -> Path:
     return Path(os.environ.get("NPO_CACHE", Path.home() / ".cache" / "npo"))
 
 
-def warmup_key(arch: TinyModelConfig, warm: WarmupConfig, task: TaskConfig) -> str:
+def warmup_key(arch: TinyModelConfig, warm: WarmupConfig, task: TaskConfig, extra: dict | None = None) -> str:
     import transformers
 
     blob = json.dumps({
         "arch": vars(arch), "warmup": vars(warm), "vocab": SPECIALS + CHARS,
         "task": [task.spec, task.options, task.train_size, task.eval_size, task.split_seed],
-        "versions": [torch.__version__, transformers.__version__], "format": 3,
+        "versions": [torch.__version__, transformers.__version__], "format": 3, **(extra or {}),
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -97,11 +100,34 @@ def sft_batch(tokenizer, items, max_len: int, targets: list[str] | None = None):
     return input_ids, mask, label_t
 
 
-def train_warmup(arch: TinyModelConfig, warm: WarmupConfig, train_items, progress=None, demonstrate=None):
+@dataclass
+class Recipe:
+    """How an embedded model is built, batched for its supervised warm start and saved: `tiny` here,
+    `tiny-vl` in npo.models.tiny_vl. `key`: what else determines its warm start (the cache key)."""
+
+    build: Callable  # seed -> (model, tokenizer or processor)
+    batch: Callable  # (tokenizer, items, max_len, targets) -> the model's inputs with labels
+    save: Callable  # (model, tokenizer, folder) -> None
+    key: dict = field(default_factory=dict)
+
+
+def text_recipe(arch: TinyModelConfig) -> Recipe:
+    def batch(tok, items, max_len, targets):
+        return dict(zip(("input_ids", "attention_mask", "labels"), sft_batch(tok, items, max_len, targets)))
+
+    def save(model, tok, folder):
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+
+    return Recipe(lambda seed: (build_model(arch, seed), build_tokenizer()), batch, save)
+
+
+def train_warmup(arch: TinyModelConfig, warm: WarmupConfig, train_items, progress=None, demonstrate=None,
+                 recipe: Recipe | None = None):
     """Supervised warm start; deterministic for `warm.seed` on CPU. `demonstrate(item, rng)`: the
     target of an example when the task writes its answers in several styles (else the answer)."""
-    tokenizer = build_tokenizer()
-    model = build_model(arch, warm.seed)
+    recipe = recipe or text_recipe(arch)
+    model, tokenizer = recipe.build(warm.seed)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=warm.lr)
     # Linear warm-up, then cosine decay to `lr_floor` * lr. Bases annealed to a small lr were knocked
@@ -117,8 +143,7 @@ def train_warmup(arch: TinyModelConfig, warm: WarmupConfig, train_items, progres
     for step in range(warm.steps):
         batch = rng.sample(train_items, min(warm.batch_size, len(train_items)))
         targets = [demonstrate(it, styles) for it in batch] if demonstrate else None
-        input_ids, mask, labels = sft_batch(tokenizer, batch, arch.max_position_embeddings, targets)
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
+        loss = model(**recipe.batch(tokenizer, batch, arch.max_position_embeddings, targets)).loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -131,20 +156,21 @@ def train_warmup(arch: TinyModelConfig, warm: WarmupConfig, train_items, progres
 
 
 def warmed_up_path(arch: TinyModelConfig, warm: WarmupConfig, task_cfg: TaskConfig, train_items,
-                   progress=None, demonstrate=None) -> Path:
-    """The cached warm-started model folder, built (atomically) on first use."""
+                   progress=None, demonstrate=None, recipe: Recipe | None = None) -> Path:
+    """The cached warm-started model folder (`recipe`: tiny by default), built (atomically) on first use."""
+    recipe = recipe or text_recipe(arch)
     root = cache_root() / "warmup"
-    path = root / warmup_key(arch, warm, task_cfg)
+    path = root / warmup_key(arch, warm, task_cfg, recipe.key)
     if (path / "config.json").exists():
         return path
     root.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = train_warmup(arch, warm, train_items, progress, demonstrate)
+    model, tokenizer = train_warmup(arch, warm, train_items, progress, demonstrate, recipe)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        recipe.save(model, tokenizer, tmp)
         (tmp / "npo_warmup.json").write_text(json.dumps(
-            {"arch": vars(arch), "warmup": vars(warm), "task": task_cfg.spec, "options": task_cfg.options}, indent=2))
+            {"arch": vars(arch), "warmup": vars(warm), "task": task_cfg.spec, "options": task_cfg.options,
+             **recipe.key}, indent=2))
         os.replace(tmp, path)  # atomic; a concurrent builder of the same key loses harmlessly
     except OSError:
         if not (path / "config.json").exists():

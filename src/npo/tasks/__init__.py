@@ -1,4 +1,4 @@
-"""Tasks and verifiers: `build_task(spec, options)` resolves `arith`, `scratch`, `rg:NAME`, `jsonl:PATH`,
+"""Tasks and verifiers: `build_task(spec, options)` resolves `arith`, `scratch`, `vis-arith`, `vis-count`, `rg:NAME`, `jsonl:PATH`,
 `parquet:PATH` through the registry of `npo.tasks.base`; `build_split(cfg)` gives a run's disjoint
 training and held-out items.
 
@@ -9,10 +9,10 @@ package when it starts (outside any verification's limit, but a spare must be re
 from __future__ import annotations
 
 from npo.errors import UserError
-from npo.tasks import arith, files, rg, scratch  # noqa: F401  (each registers its task kind)
+from npo.tasks import arith, files, rg, scratch, visual  # noqa: F401  (each registers its task kind)
 from npo.tasks.base import REGISTRY, Item, Task, disjoint_split, register
 
-__all__ = ["Item", "Task", "build_split", "build_task", "disjoint_split", "register"]
+__all__ = ["Item", "Task", "build_split", "build_task", "disjoint_split", "register", "run_task"]
 
 
 def build_task(spec: str, options: dict | None = None, **file_options) -> Task:
@@ -24,11 +24,16 @@ def build_task(spec: str, options: dict | None = None, **file_options) -> Task:
     return REGISTRY[kind](arg, dict(options or {}), **file_options)
 
 
+def run_task(cfg) -> Task:
+    """The task of a run's config (`cfg`: an npo.config.RunConfig)."""
+    t = cfg.task
+    return build_task(t.spec, t.options, question_key=t.question_key, answer_key=t.answer_key, image_key=t.image_key)
+
+
 def build_split(cfg) -> tuple[Task, list[Item], list[Item]]:
     """The run's task (`cfg`: an npo.config.RunConfig) and its disjoint (train, held-out) items,
     checked against eval.n."""
-    task = build_task(cfg.task.spec, cfg.task.options,
-                      question_key=cfg.task.question_key, answer_key=cfg.task.answer_key)
+    task = run_task(cfg)
     train_items, eval_items = task.splits(cfg.task.train_size, cfg.task.eval_size, cfg.task.split_seed)
     if len(eval_items) < cfg.eval.n:
         raise UserError(f"eval.n: {cfg.eval.n} > the {len(eval_items)} held-out items of {cfg.task.spec}")

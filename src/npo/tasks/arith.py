@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 from npo.errors import UserError
-from npo.tasks.base import Item, disjoint_split, register
+from npo.tasks.base import Item, disjoint_split, draw_items, register
 
 
 class ArithTask:
@@ -26,26 +26,10 @@ class ArithTask:
         value = eval(expr)  # noqa: S307 - digits and + - * only, built above
         return Item(question=f"{expr}=", answer=str(value), meta={"expression": expr})
 
-    def _draw(self, n: int, seed: int) -> list[Item]:
-        rng = random.Random(seed)
-        return [self.sample(rng) for _ in range(n)]
-
-    def _draw_unique(self, n: int, seed: int) -> list[Item]:
-        """n distinct questions (fewer only if the task has fewer than n)."""
-        rng, seen, out = random.Random(seed), set(), []
-        for _ in range(50 * n):
-            it = self.sample(rng)
-            if it.question not in seen:
-                seen.add(it.question)
-                out.append(it)
-                if len(out) == n:
-                    break
-        return out
-
     def splits(self, train_size: int, eval_size: int, seed: int):
-        eval_items = self._draw_unique(eval_size, seed)
+        eval_items = draw_items(self.sample, eval_size, seed, unique=True)
         # Draw a little extra so that removing eval questions still leaves train_size items.
-        train, eval_items = disjoint_split(eval_items, self._draw(train_size * 2, seed + 1))
+        train, eval_items = disjoint_split(eval_items, draw_items(self.sample, train_size * 2, seed + 1))
         return train[:train_size], eval_items
 
     def score(self, answer_text: str, item: Item) -> float:

@@ -7,6 +7,7 @@ resolves a spec.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -19,6 +20,12 @@ class Item:
     question: str
     answer: str
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    image: str | None = None  # an image prompt's image, by reference (npo.images): never the pixels
+
+    @property
+    def key(self) -> str:
+        """What makes two items the same question: the text and, for an image prompt, its image."""
+        return self.question if self.image is None else f"{self.question}\x00{self.image}"
 
 
 class Task(Protocol):
@@ -45,12 +52,27 @@ def register(kind: str):
     return deco
 
 
+def draw_items(sample: Callable, n: int, seed: int, unique: bool = False) -> list[Item]:
+    """n items of `sample(rng)` drawn from `seed`; `unique`: distinct questions only (fewer than n only
+    if the task has fewer)."""
+    rng, seen, out = random.Random(seed), set(), []
+    for _ in range(50 * n):
+        it = sample(rng)
+        if unique and it.key in seen:
+            continue
+        seen.add(it.key)
+        out.append(it)
+        if len(out) == n:
+            break
+    return out
+
+
 def disjoint_split(eval_items: list[Item], train_items: list[Item]) -> tuple[list[Item], list[Item]]:
     """Drop from train every item whose question is an eval question, and duplicates in eval."""
     seen, eval_out = set(), []
     for it in eval_items:
-        if it.question not in seen:
-            seen.add(it.question)
+        if it.key not in seen:
+            seen.add(it.key)
             eval_out.append(it)
-    train_out = [it for it in train_items if it.question not in seen]
+    train_out = [it for it in train_items if it.key not in seen]
     return train_out, eval_out

@@ -1,17 +1,20 @@
 """`jsonl:PATH` and `parquet:PATH`: question/answer rows verified with math-verify.
 
-Columns are `task.question_key` / `task.answer_key`. Answers may be `\\boxed{}`, fractions, LaTeX or
+Columns are `task.question_key` / `task.answer_key`, and `task.image_key` for image prompts (a path
+relative to the file, or base64; parquet image records of `datasets` too). Answers may be `\\boxed{}`, fractions, LaTeX or
 GSM8K-style `#### 72`; math-verify compares parsed values. Every row is checked up front: a missing
 column or an empty answer is a UserError naming the file and row. Needs the `math` extra.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from pathlib import Path
 
 from npo.errors import UserError
+from npo.images import image_reference
 from npo.tasks.base import Item, disjoint_split, register
 from npo.tasks.verify import math_reference, math_verify_score
 
@@ -44,10 +47,11 @@ def read_rows(path: Path, kind: str) -> list[dict]:
         raise UserError(f"{path}: not a readable parquet file ({type(exc).__name__})") from None
 
 
-def rows_to_items(rows: list[dict], path: Path, qkey: str, akey: str) -> list[Item]:
+def rows_to_items(rows: list[dict], path: Path, qkey: str, akey: str, ikey: str = "image") -> list[Item]:
     """Items of the rows, each checked; one question with two different answers is refused (which one
-    would the verifier hold the policy to?)."""
-    items, first = [], {}
+    would the verifier hold the policy to?). A row's image (column `ikey`) must open; a file is all
+    image prompts or none."""
+    items, first, with_image = [], {}, None
     for i, row in enumerate(rows, start=1):
         for key, field_name in ((qkey, "task.question_key"), (akey, "task.answer_key")):
             if key not in row:
@@ -57,15 +61,35 @@ def rows_to_items(rows: list[dict], path: Path, qkey: str, akey: str) -> list[It
             raise UserError(f"{path}: row {i}: empty question in column {qkey!r}")
         if a is None or not str(a).strip():
             raise UserError(f"{path}: row {i}: empty answer in column {akey!r}")
-        q, a = str(q), str(a)
-        if q in first and first[q][1].strip() != a.strip():
-            raise UserError(f"{path}: rows {first[q][0]} and {i}: the same question with different answers "
-                            f"({first[q][1]!r}, {a!r})")
-        first.setdefault(q, (i, a))
-        items.append(Item(question=q, answer=a, meta={"row": i}))
+        image = _row_image(row.get(ikey), path, i, ikey)
+        if with_image is None:
+            with_image = (i, image is not None)
+        elif with_image[1] != (image is not None):
+            raise UserError(f"{path}: rows {with_image[0]} and {i}: one has an image (column {ikey!r}) and the other "
+                            "not; a file is all image prompts or all text prompts")
+        it = Item(question=str(q), answer=str(a), meta={"row": i}, image=image)
+        if it.key in first and first[it.key][1].strip() != it.answer.strip():
+            raise UserError(f"{path}: rows {first[it.key][0]} and {i}: the same question with different answers "
+                            f"({first[it.key][1]!r}, {it.answer!r})")
+        first.setdefault(it.key, (i, it.answer))
+        items.append(it)
     if not items:
         raise UserError(f"{path}: no rows")
     return items
+
+
+def _row_image(value, path: Path, row: int, column: str) -> str | None:
+    """A row's image reference (None: a text prompt); parquet images written by `datasets` are
+    {bytes, path} records."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        raw, where = value.get("bytes"), value.get("path")
+        value = "data:image;base64," + base64.b64encode(raw).decode() if raw else where
+    try:
+        return image_reference(value, path.parent)
+    except ValueError as exc:
+        raise UserError(f"{path}: row {row}: column {column!r}: {exc}") from None
 
 
 class FileTask:
@@ -93,7 +117,8 @@ class FileTask:
         return math_verify_score(answer_text, item.answer, reference)
 
 
-def _make(kind: str, arg: str, options: dict, question_key="question", answer_key="answer", **_) -> FileTask:
+def _make(kind: str, arg: str, options: dict, question_key="question", answer_key="answer", image_key="image",
+          **_) -> FileTask:
     if not arg:
         raise UserError(f"task.spec: expected {kind}:PATH")
     if options:
@@ -103,7 +128,7 @@ def _make(kind: str, arg: str, options: dict, question_key="question", answer_ke
     except ImportError:
         raise UserError(f"task.spec: {kind}:PATH needs math-verify; pip install 'npo[math]'") from None
     path = Path(arg)
-    return FileTask(path, kind, rows_to_items(read_rows(path, kind), path, question_key, answer_key))
+    return FileTask(path, kind, rows_to_items(read_rows(path, kind), path, question_key, answer_key, image_key))
 
 
 @register("jsonl")
