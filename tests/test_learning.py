@@ -7,6 +7,8 @@ mean@4 at T=1 on 500 items (2000 samples), warm start 0.2785:
 The test runs the worst of those seeds (1) and asks for +3 points of mean@4 and any greedy gain.
 """
 
+import pytest
+
 from npo.config import load_config
 from npo.train import prepare, train
 
@@ -18,4 +20,19 @@ def test_short_grpo_run_beats_its_warm_start(tmp_path, tiny_model_path):
                       ["seed=1", "train.steps=200", "eval.every=0", "train.checkpoint_every=200"])
     s = train(prepare(cfg, tmp_path / "run"), show_progress=False)
     assert s["final_mean_at_k"] >= s["initial_mean_at_k"] + 0.03, s
+    assert s["final_accuracy"] > s["initial_accuracy"], s
+
+
+@pytest.mark.slow
+def test_short_npo_run_on_image_prompts_beats_its_warm_start(tmp_path):
+    """The same for the vision-language demo (`configs/demo-vl.yaml`: NPO, tiny-vl on vis-arith).
+    Measured first with `npo demo --config configs/demo-vl.yaml --seeds 3` (2 CPU cores), held-out
+    mean@4 on 300 items from the warm start's 0.1925, step 100:
+        npo:  seed 0 0.2767 (+8.4), seed 1 0.2708 (+7.8), seed 2 0.2850 (+9.3)
+        greedy from 0.247: +4.7, +5.0, +7.0
+    Slow (the warm start takes about 7 minutes, the run about 4): `make test-slow`. It runs the worst
+    seed (1) and asks for +5 points of mean@4 and any greedy gain."""
+    cfg = load_config(ROOT / "configs" / "demo-vl.yaml", ["seed=1", "eval.every=0", "train.checkpoint_every=25"])
+    s = train(prepare(cfg, tmp_path / "run"), show_progress=False)
+    assert s["final_mean_at_k"] >= s["initial_mean_at_k"] + 0.05, s
     assert s["final_accuracy"] > s["initial_accuracy"], s

@@ -16,7 +16,7 @@ from npo.images import open_image
 from npo.models import tiny_vl
 from npo.models.load import load_policy
 from npo.multimodal import row_fields
-from npo.prompting import prompt_style
+from npo.prompting import INSTRUCTION, prompt_style
 from npo.rundir import read_jsonl
 from npo.segments import run_segment
 from npo.tasks import build_split, build_task
@@ -27,6 +27,10 @@ from npo.trainer import NPOTrainer
 # tiny-vl at test size: a short warm start, 4 prompts x 4 samples per step
 SMALL = ["model.warmup.steps=30", "model.warmup.batch_size=32", "task.train_size=400", "task.eval_size=40",
          "train.prompts_per_step=4", "train.grpo.num_generations=4", "eval.every=0", "eval.n=16", "eval.samples=0"]
+QWEN_STYLE = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}{% else %}"
+              "{% for p in m.content %}{% if p.type == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+              "{% else %}{{ p.text }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 NOT_REPLAYED = {"train/step_time", "signal/generated_tokens", "verify/calls"}
 
 
@@ -55,6 +59,16 @@ def test_tiny_vl_builds_saves_reloads_and_generates(tmp_path):
     policy, completion = Policy(loaded, proc, "plain"), before[0][0].token_ids
     a, b = policy.token_logps(items[:2], [completion, completion])
     assert items[0].question == items[1].question and a != b
+    # a VLM folder with a role-based chat template is an instruct model: the image, the question and the
+    # \boxed{} instruction in one user message, answers read from \boxed{}
+    proc.chat_template = QWEN_STYLE
+    proc.save_pretrained(tmp_path / "m")
+    _, chat = load_policy(tmp_path / "m")
+    assert prompt_style(chat) == "chat"
+    text = chat.tokenizer.decode(prompt_ids(chat, items[:1], "chat")[0])
+    assert text.startswith("<|im_start|>user\n<|vision_start|><|image_pad|>") and "<|vision_end|>Compute:" in text
+    assert text.endswith(INSTRUCTION.strip() + "<|im_end|>\n<|im_start|>assistant\n")  # (the character tokenizer
+    # has no token for "\n\n")
 
 
 def test_visual_tasks_split_disjoint_and_score_hand_made_cases():

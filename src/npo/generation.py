@@ -109,8 +109,8 @@ def prompt_ids(tokenizer, items, style: str) -> list[list[int]]:
 
 def model_inputs(tokenizer, items, style: str, device, completions: list[list[int]] | None = None) -> dict:
     """Left-padded inputs of the prompts of `items`, each followed by its completion when given:
-    input_ids and attention_mask; position ids from the mask for text, the images' fields
-    (pixel_values, image_grid_thw, mm_token_type_ids) for image prompts."""
+    input_ids and attention_mask, and for image prompts the images' fields (pixel_values,
+    image_grid_thw, mm_token_type_ids)."""
     if items[0].image is None:
         ids, vision = prompt_ids(tokenizer, items, style), {}
     else:
@@ -120,9 +120,8 @@ def model_inputs(tokenizer, items, style: str, device, completions: list[list[in
                   "image_grid_thw": torch.as_tensor(enc["image_grid_thw"], device=device)}
     seqs = [p + c for p, c in zip(ids, completions)] if completions is not None else ids
     input_ids, mask = left_pad(seqs, text_tokenizer(tokenizer).pad_token_id, device)
-    if not vision:
-        return {"input_ids": input_ids, "attention_mask": mask, "position_ids": (mask.cumsum(1) - 1).clamp(min=0)}
-    vision["mm_token_type_ids"] = (input_ids == tokenizer.image_token_id).long()
+    if vision:
+        vision["mm_token_type_ids"] = (input_ids == tokenizer.image_token_id).long()
     return {"input_ids": input_ids, "attention_mask": mask, **vision}
 
 
@@ -141,7 +140,6 @@ def generate_texts(model, tokenizer, inputs: dict, max_new_tokens: int, samples:
     ones (the caller seeds)."""
     tokenizer = text_tokenizer(tokenizer)
     pad = tokenizer.pad_token_id
-    inputs = {k: v for k, v in inputs.items() if k != "position_ids"}  # generate derives them
     rows, width = inputs["input_ids"].shape
     kw = dict(max_new_tokens=max_new_tokens, pad_token_id=pad)
     if samples:
@@ -162,9 +160,6 @@ class Policy:
     tokenizer: object
     style: str
 
-    def prompt_ids(self, items) -> list[list[int]]:
-        return prompt_ids(self.tokenizer, items, self.style)
-
     @torch.no_grad()
     def sample(self, items: list, *, k: int, temperature: float, max_new_tokens: int,
                seeds: list[int], batch_size: int = 256) -> list[list[Sample]]:
@@ -181,7 +176,6 @@ class Policy:
     def _sample_rows(self, rows, temperature: float, max_new_tokens: int) -> list[Sample]:
         tok, model = text_tokenizer(self.tokenizer), self.model
         inputs = model_inputs(self.tokenizer, [it for it, _, _ in rows], self.style, model.device)
-        inputs.pop("position_ids", None)  # generate derives them from the mask
         width = inputs["input_ids"].size(1)
         race = ExponentialRace([row_seed(seed, j) for _, seed, j in rows], temperature)
         with eval_mode(model):
@@ -208,6 +202,8 @@ class Policy:
                 chunk = completions[start:start + batch_size]
                 inputs = model_inputs(self.tokenizer, items[start:start + batch_size], self.style, model.device, chunk)
                 input_ids = inputs["input_ids"]
+                if "pixel_values" not in inputs:
+                    inputs["position_ids"] = (inputs["attention_mask"].cumsum(1) - 1).clamp(min=0)
                 logits = model(**inputs).logits
                 logps = logits[:, :-1].float().div(temperature).log_softmax(-1)
                 logps = logps.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, width - 1)
