@@ -14,6 +14,7 @@ from npo.config import TinyModelConfig, TinyVisionConfig, load_config
 from npo.generation import Policy, prompt_ids
 from npo.images import open_image
 from npo.models import tiny_vl
+from npo.models.check import image_prompt_lengths
 from npo.models.load import load_policy
 from npo.multimodal import row_fields
 from npo.prompting import INSTRUCTION, prompt_style
@@ -69,6 +70,8 @@ def test_tiny_vl_builds_saves_reloads_and_generates(tmp_path):
     assert text.startswith("<|im_start|>user\n<|vision_start|><|image_pad|>") and "<|vision_end|>Compute:" in text
     assert text.endswith(INSTRUCTION.strip() + "<|im_end|>\n<|im_start|>assistant\n")  # (the character tokenizer
     # has no token for "\n\n")
+    for processor, style in ((proc, "plain"), (chat, "chat")):  # the context check counts without pixels
+        assert image_prompt_lengths(processor, items, style) == [len(x) for x in prompt_ids(processor, items, style)]
 
 
 def test_visual_tasks_split_disjoint_and_score_hand_made_cases():

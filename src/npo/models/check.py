@@ -15,7 +15,8 @@ from pathlib import Path
 from npo.errors import UserError
 from npo.models.tiny import build_tokenizer
 from npo.models.tiny_vl import QWEN_VL, build_processor, load_processor
-from npo.generation import prompt_ids, text_tokenizer
+from npo.generation import conversations, text_tokenizer
+from npo.images import open_image
 from npo.prompting import INSTRUCTION, prompt_style
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
@@ -144,10 +145,9 @@ def check_model(cfg, items, completion: int) -> None:
 
 def longest_prompt(tokenizer, items, style: str) -> tuple[str, int]:
     """('row 12' (a data file's row) or 'item 3', its prompt tokens) for the longest prompt of `items`.
-    Image prompts are tokenized with their images (vision tokens included): every prompt, since images
-    differ in size."""
+    Image prompts count their vision tokens (`image_prompt_lengths`)."""
     if items and items[0].image is not None:
-        lengths = [len(ids) for ids in prompt_ids(tokenizer, items, style)]
+        lengths = image_prompt_lengths(tokenizer, items, style)
         i = max(range(len(items)), key=lengths.__getitem__)
         row = items[i].meta.get("row")
         return (f"row {row}" if row is not None else f"item {i}"), lengths[i]
@@ -160,6 +160,21 @@ def longest_prompt(tokenizer, items, style: str) -> tuple[str, int]:
     i = max(range(len(items)), key=lengths.__getitem__)
     row = items[i].meta.get("row")
     return (f"row {row}" if row is not None else f"item {i}"), lengths[i]
+
+
+def image_prompt_lengths(processor, items, style: str) -> list[int]:
+    """Prompt tokens of image prompts without processing their pixels (a data set's images would not
+    fit in memory at once): the template's text with one image placeholder, plus the vision tokens
+    of the image's size (Qwen-VL: its patches over merge_size^2)."""
+    texts = processor.apply_chat_template(conversations(items, style), add_generation_prompt=True, tokenize=False)
+    ids = text_tokenizer(processor)(texts, add_special_tokens=False)["input_ids"]
+    images, per_size, out = processor.image_processor, {}, []
+    for it, x in zip(items, ids):
+        w, h = open_image(it.image).size
+        if (h, w) not in per_size:
+            per_size[(h, w)] = images.get_number_of_image_patches(h, w, {}) // images.merge_size ** 2
+        out.append(len(x) - 1 + per_size[(h, w)])
+    return out
 
 
 def _first_line(exc: Exception) -> str:

@@ -9,12 +9,10 @@ from __future__ import annotations
 import random
 
 from npo.errors import UserError
-from npo.tasks.base import Item, disjoint_split, draw_items, register
+from npo.tasks.base import Item, SampledTask, register
 
 
-class ArithTask:
-    inline = True  # an exact string match cannot hang: scored in-process (npo.tasks.verify)
-
+class ArithTask(SampledTask):
     def __init__(self, terms: int = 2, digits: int = 2, ops: str = "+-"):
         self.terms, self.digits, self.ops = terms, digits, ops
         self.name = f"arith(terms={terms},digits={digits},ops={ops})"
@@ -25,15 +23,6 @@ class ArithTask:
         expr = str(nums[0]) + "".join(o + str(n) for o, n in zip(ops, nums[1:]))
         value = eval(expr)  # noqa: S307 - digits and + - * only, built above
         return Item(question=f"{expr}=", answer=str(value), meta={"expression": expr})
-
-    def splits(self, train_size: int, eval_size: int, seed: int):
-        eval_items = draw_items(self.sample, eval_size, seed, unique=True)
-        # Draw a little extra so that removing eval questions still leaves train_size items.
-        train, eval_items = disjoint_split(eval_items, draw_items(self.sample, train_size * 2, seed + 1))
-        return train[:train_size], eval_items
-
-    def score(self, answer_text: str, item: Item) -> float:
-        return 1.0 if answer_text.strip() == item.answer else 0.0
 
 
 @register("arith")

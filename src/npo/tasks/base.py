@@ -67,6 +67,24 @@ def draw_items(sample: Callable, n: int, seed: int, unique: bool = False) -> lis
     return out
 
 
+class SampledTask:
+    """A procedural task: items drawn by `sample(rng)`, a disjoint held-out split, exact match."""
+
+    inline = True  # an exact string match cannot hang: scored in-process (npo.tasks.verify)
+
+    def sample(self, rng: random.Random) -> Item:
+        raise NotImplementedError
+
+    def splits(self, train_size: int, eval_size: int, seed: int):
+        eval_items = draw_items(self.sample, eval_size, seed, unique=True)
+        # Draw a little extra so that removing eval questions still leaves train_size items.
+        train, eval_items = disjoint_split(eval_items, draw_items(self.sample, train_size * 2, seed + 1))
+        return train[:train_size], eval_items
+
+    def score(self, answer_text: str, item: Item) -> float:
+        return 1.0 if answer_text.strip() == item.answer else 0.0
+
+
 def disjoint_split(eval_items: list[Item], train_items: list[Item]) -> tuple[list[Item], list[Item]]:
     """Drop from train every item whose question is an eval question, and duplicates in eval."""
     seen, eval_out = set(), []

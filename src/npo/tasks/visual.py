@@ -18,7 +18,7 @@ from functools import lru_cache
 from npo.errors import UserError
 from npo.images import drawer
 from npo.tasks.arith import ArithTask, make_arith
-from npo.tasks.base import Item, disjoint_split, draw_items, register
+from npo.tasks.base import Item, SampledTask, register
 
 WIDTH, HEIGHT = 48, 16
 CELL = 4  # vis-count's squares sit on a grid of 4-pixel cells
@@ -59,22 +59,7 @@ def draw_squares(payload: str):
     return img
 
 
-class _VisualTask:
-    inline = True  # exact match: scored in-process (npo.tasks.verify)
-
-    def sample(self, rng: random.Random) -> Item:
-        raise NotImplementedError
-
-    def splits(self, train_size: int, eval_size: int, seed: int):
-        eval_items = draw_items(self.sample, eval_size, seed, unique=True)
-        train, eval_items = disjoint_split(eval_items, draw_items(self.sample, train_size * 2, seed + 1))
-        return train[:train_size], eval_items
-
-    def score(self, answer_text: str, item: Item) -> float:
-        return 1.0 if answer_text.strip() == item.answer else 0.0
-
-
-class VisArithTask(_VisualTask):
+class VisArithTask(SampledTask):
     def __init__(self, terms: int = 2, digits: int = 2, ops: str = "+-"):
         self.text = ArithTask(terms, digits, ops)
         self.name = f"vis-arith(terms={terms},digits={digits},ops={ops})"
@@ -85,7 +70,7 @@ class VisArithTask(_VisualTask):
         return Item("Compute:", it.answer, meta={"expression": expr}, image=f"draw:vis-arith:{expr}")
 
 
-class VisCountTask(_VisualTask):
+class VisCountTask(SampledTask):
     def __init__(self, max_count: int = 9):
         self.max_count = max_count
         self.name = f"vis-count(max_count={max_count})"
