@@ -30,9 +30,9 @@ def drawer(kind: str):
     return deco
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)  # a group's rows and its guides open one image; real images are megabytes each
 def open_image(ref: str):
-    """The RGB PIL image of a reference (cached: a prompt's image is opened once per process)."""
+    """The RGB PIL image of a reference (the most recent ones cached)."""
     from PIL import Image
 
     if ref.startswith("draw:"):
