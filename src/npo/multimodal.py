@@ -15,9 +15,6 @@ import torch
 from npo.images import open_image
 from npo.prompting import build_prompt
 
-VISION_FIELDS = ("pixel_values", "image_grid_thw", "num_images", "mm_token_type_ids")
-
-
 def dataset_row(item, style: str, index: int) -> dict:
     """The training dataset's row of `item`: its prompt, its index and, for an image prompt, the image."""
     row = {"prompt": build_prompt(item, style), "item_index": index}

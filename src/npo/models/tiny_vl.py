@@ -110,7 +110,7 @@ def sft_batch(processor, items, max_len: int, targets: list[str] | None = None) 
     return {"input_ids": input_ids,
             "attention_mask": torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in ids]),
             "labels": torch.tensor([s + [-100] * (width - len(s)) for s in labels]),
-            "mm_token_type_ids": (input_ids == tok.convert_tokens_to_ids("<|image_pad|>")).long(),
+            "mm_token_type_ids": (input_ids == processor.image_token_id).long(),
             "pixel_values": torch.as_tensor(enc["pixel_values"]),
             "image_grid_thw": torch.as_tensor(enc["image_grid_thw"])}
 
