@@ -4,7 +4,7 @@ bank is pre-filled with the reference answers) and is reported by every run in e
 
     .venv/bin/python benchmarks/npo_overhead.py [--steps 60] [--repeats 3]
 
-Two measurements, per repeat: (1) the time spent inside NPO's code (`NPOTrainer._inject` and
+Two measurements, per repeat: (1) the time spent inside NPO's code (`GuidedGRPOTrainer._inject` and
 `_score_guides`, timed around the calls) divided by the mean plain step; (2) the mean end-to-end step
 time of the guided run against the plain run (noisier: guided groups change what is learned).
 """

@@ -1,6 +1,6 @@
 """The baselines end to end at test size: each preset (luffy, exgrpo, rlep) trains on the embedded
 default, and what its injection rules promise is checked on the batches TRL scores and the rows that
-reach its loss (a spy around NPOTrainer's two TRL methods); `npo pool` builds a pool from a run."""
+reach its loss (a spy around GuidedGRPOTrainer's two TRL methods); `npo pool` builds a pool from a run."""
 
 import json
 
@@ -13,7 +13,7 @@ from npo.config import load_config
 from npo.rundir import read_jsonl
 from npo.tasks import build_split
 from npo.train import prepare, train
-from npo.trainer import NPOTrainer
+from npo.trainer import GuidedGRPOTrainer
 
 SMALL = ["train.steps=4", "train.prompts_per_step=4", "train.checkpoint_every=2", "eval.every=0", "eval.n=20",
          "eval.samples=0"]
@@ -33,7 +33,7 @@ def presets(tmp_path_factory, tiny_model_path):
     pool.write_text("".join(json.dumps({"question": it.question, "completion": it.answer}) + "\n"
                             for it in items for _ in range(2)))
     scored, losses = [], []
-    generate, compute_loss = NPOTrainer._generate_and_score_completions, NPOTrainer._compute_loss
+    generate, compute_loss = GuidedGRPOTrainer._generate_and_score_completions, GuidedGRPOTrainer._compute_loss
 
     def spy_generate(self, inputs):
         out = generate(self, inputs)
@@ -49,8 +49,8 @@ def presets(tmp_path_factory, tiny_model_path):
 
     runs = {}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(NPOTrainer, "_generate_and_score_completions", spy_generate)
-        mp.setattr(NPOTrainer, "_compute_loss", spy_loss)
+        mp.setattr(GuidedGRPOTrainer, "_generate_and_score_completions", spy_generate)
+        mp.setattr(GuidedGRPOTrainer, "_compute_loss", spy_loss)
         for method, sets in PRESET_SETS.items():
             extra = [f"npo.source=pool:{pool}"] if method == "rlep" else []
             cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml", [*SMALL, *sets, *extra])

@@ -1,4 +1,4 @@
-"""Pins the private TRL, transformers and accelerate methods `npo.trainer.NPOTrainer` and
+"""Pins the private TRL, transformers and accelerate methods `npo.trainer.GuidedGRPOTrainer` and
 `npo.engine` override or rely on.
 
 If this fails after an upgrade, re-read the new source and re-check the seam described at the top of
@@ -36,7 +36,7 @@ PINNED_SOURCES = {
     "_generate_single_turn": "e0f02e4fc094cefdb306c6f04da26a2547c8b8225161a90e87a6803b21989b8e",
     "_save_checkpoint": "ec91bde1236491119dc68afed1d02f087b62b17f910521f8e4ba1360cc0b0e20",
 }
-# one trainer per run, re-entered in place (npo.trainer.NPOTrainer.train / _prepare_for_training)
+# one trainer per run, re-entered in place (npo.trainer.GuidedGRPOTrainer.train / _prepare_for_training)
 PINNED_OTHERS = {
     "transformers Trainer._prepare_for_training": (Trainer._prepare_for_training,
                                                    "28182cbf71da73dd159603cd23a280a01f3d5effceaaecee2effee80add2bb53"),

@@ -23,7 +23,7 @@ from npo.segments import run_segment
 from npo.tasks import build_split, build_task
 from npo.tasks.base import Item
 from npo.train import open_run, prepare, train
-from npo.trainer import NPOTrainer
+from npo.trainer import GuidedGRPOTrainer
 
 # tiny-vl at test size: a short warm start, 4 prompts x 4 samples per step
 SMALL = ["model.warmup.steps=30", "model.warmup.batch_size=32", "task.train_size=400", "task.eval_size=40",
@@ -103,7 +103,7 @@ def guided_vl(tmp_path_factory):
                                                           "npo.interventions=[]"])
     _, items, _ = build_split(cfg)
     rows_seen, pixels = [], {}
-    compute_loss = NPOTrainer._compute_loss
+    compute_loss = GuidedGRPOTrainer._compute_loss
 
     def item_of(processor, row_pixels):
         """The training item whose image the processor turns into exactly these pixels."""
@@ -135,7 +135,7 @@ def guided_vl(tmp_path_factory):
         return compute_loss(self, model, inputs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(NPOTrainer, "_compute_loss", spy_loss)
+        mp.setattr(GuidedGRPOTrainer, "_compute_loss", spy_loss)
         summary = train(prepare(cfg, root / "run"), show_progress=False)
     return summary, rows_seen
 

@@ -19,6 +19,7 @@ from npo.engine import generation_model
 from npo.evaluate import EvalPlan
 from npo.faults import crash_point
 from npo.interventions import plateaued
+from npo.rewards import VERIFIED
 from npo.rundir import RunDir, append_jsonl, checkpoint_folder, mark_complete
 
 # metrics.jsonl key <- TRL log key. Every key is documented in README "Metrics".
@@ -42,6 +43,8 @@ def metrics_record(step: int, logs: dict) -> dict:
             rec[key] = float(logs[trl_key])
     for key, value in logs.items():
         if key.startswith(("signal/", "npo/", "verify/")):
+            rec[key] = float(value)
+        elif key.startswith("rewards/") and not key.startswith(f"rewards/{VERIFIED}/"):  # a user's reward function
             rec[key] = float(value)
     return rec
 

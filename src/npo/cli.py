@@ -143,13 +143,15 @@ def cmd_train(a) -> int:
         raise UserError("train: give a CONFIG, or --resume RUN")
     else:
         cfg = load_config(a.config, a.set)  # a bad field is refused before torch and TRL are imported
-    from npo.train import prepare, train
+    from npo.api import NPOTrainer, api_arguments
 
-    prep = prepare(cfg, a.resume or a.out or default_out(a.config), resume=bool(a.resume))
+    out = a.resume or a.out or default_out(a.config)
+    trainer = NPOTrainer(**api_arguments(cfg, out), resume=bool(a.resume), show_progress=not a.quiet)
+    prep = trainer.prepared
     if prep.status == "finished":
         print(f"{prep.out}: finished (summary.json); nothing to resume")
         return 0
-    summary = train(prep, show_progress=not a.quiet)
+    summary = trainer.train()
     keys = ("initial_accuracy", "final_accuracy", "best_accuracy", "final_steps", "total_steps",
             "generated_tokens", "interventions", "wall_seconds")
     print(json.dumps({"run": str(prep.out), **{k: summary[k] for k in keys}}))

@@ -26,7 +26,7 @@ from npo.configfile import apply_override, parse_override, read_mapping
 from npo.errors import UserError
 from npo.grpo_args import grpo_defaults_markdown, grpo_kwargs, grpo_overrides
 from npo.interventions import parse_interventions
-from npo.method_config import AutoNPOConfig, NPOConfig, ReplayConfig
+from npo.method_config import AutoNPOConfig, NPOSection, ReplayConfig
 from npo.presets import apply_preset
 
 METHODS = ("grpo", "npo", "autonpo", "luffy", "exgrpo", "rlep")  # the last three: presets (npo.presets)
@@ -159,7 +159,7 @@ class RunConfig:
     task: TaskConfig = doc("Which prompts and which verifier.", default_factory=TaskConfig)
     train: TrainConfig = doc("The RL run.", default_factory=TrainConfig)
     eval: EvalConfig = doc("Held-out evaluation.", default_factory=EvalConfig)
-    npo: NPOConfig = doc("NPO: gate, guide source, injection rules and interventions.", default_factory=NPOConfig)
+    npo: NPOSection = doc("NPO: gate, guide source, injection rules and interventions.", default_factory=NPOSection)
     replay: ReplayConfig = doc("The replay buffer of npo.source replay (ExGRPO).", default_factory=ReplayConfig)
     autonpo: AutoNPOConfig = doc("AutoNPO's controller (method: autonpo).", default_factory=AutoNPOConfig)
 
@@ -285,10 +285,15 @@ def resolved(cfg: RunConfig) -> RunConfig:
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
     """Read YAML (or start from defaults when `path` is None), apply `--set` overrides, validate."""
     data = read_mapping(path) if path is not None else {}
-    source = str(path) if path is not None else "defaults"
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value)
+    return build_config(data, str(path) if path is not None else "defaults")
+
+
+def build_config(data: dict, source: str) -> RunConfig:
+    """The RunConfig of a YAML mapping (or the Python API's, `npo.api.run_config`), every field
+    checked; errors are prefixed with `source`."""
     try:
         cfg = _build(RunConfig, apply_preset(data), "")
         return validate(cfg)

@@ -8,7 +8,7 @@ Symbols: tau = the gate, p_hat = group accuracy, c = importance-weight cap, gamm
 constant, n = TRL's group size, G = the on-policy samples a group keeps (n, or n - M with `fill: add`),
 M = guides per guided group (`slots`).
 
-The injection rules are data (npo.config.NPOConfig): which groups (`guided_groups`: gated by tau or
+The injection rules are data (npo.config.NPOSection): which groups (`guided_groups`: gated by tau or
 all, every group or only replayed ones), which of their rows (`slot_rows`: replace the last M of n, or
 fill the M rows appended after G), and the loss on them (`guide_token_weights`).
 """

@@ -13,7 +13,7 @@ GUIDE_LOSSES = ("on_policy", "importance", "shaping", "shaped_importance")
 
 
 @dataclass
-class NPOConfig:
+class NPOSection:
     """Near-Future Policy Optimization (method: npo). Symbols as in NPO_METHOD.md."""
 
     interventions: list = doc(

@@ -16,8 +16,9 @@ from npo.images import open_image
 from npo.prompting import build_prompt
 
 def dataset_row(item, style: str, index: int) -> dict:
-    """The training dataset's row of `item`: its prompt, its index and, for an image prompt, the image."""
-    row = {"prompt": build_prompt(item, style), "item_index": index}
+    """The training dataset's row of `item`: its prompt, its index, the columns of a Python dataset's row
+    (TRL hands them to reward functions) and, for an image prompt, the image."""
+    row = {**item.meta.get("columns", {}), "prompt": build_prompt(item, style), "item_index": index}
     if item.image is not None:
         row["image"] = open_image(item.image)
     return row

@@ -6,6 +6,7 @@
   question followed by `INSTRUCTION`; TRL applies the chat template. The answer is the content of the
   last `\\boxed{...}`, else the text after the last `Answer:`, else the last line.
 - Tasks with `wants_full_text` (math-verify) get the whole completion: math-verify finds the answer.
+- A conversational prompt of a Python dataset (`npo.tasks.python`) is used as given, system turn and all.
 - An image prompt (`Item.image`) is always one user message, as TRL's multimodal path requires; its
   image is added by TRL from the dataset's `image` column (or by `npo.generation.conversations`).
   `tiny-vl`'s chat template carries `PLAIN_MARK`: its prompts and answers are plain.
@@ -25,6 +26,8 @@ def prompt_style(tokenizer) -> str:
 
 
 def build_prompt(item: Item, style: str):
+    if "messages" in item.meta:  # a conversational prompt given from Python (npo.tasks.python): as it is
+        return item.meta["messages"]
     if style == "plain":
         return item.question if item.image is None else [{"role": "user", "content": item.question}]
     return [{"role": "user", "content": item.question + INSTRUCTION}]

@@ -11,7 +11,7 @@ from dataclasses import replace
 from npo.errors import RunFailed
 from npo.prompting import answer_for_scoring, completion_text
 from npo.tasks.base import Item
-from npo.tasks.verify import GuardedScorer, VerifyStats
+from npo.tasks.verify import GuardedScorer, VerifyStats, math_verify_score
 
 
 class TaskScorer:
@@ -51,10 +51,20 @@ class TaskScorer:
         self.guard.close()
 
 
+def math_verify_reward(completions, answer, **_) -> list[float]:
+    """A TRL reward function: 1.0 where math-verify finds the completion's answer equal to the `answer`
+    column (`\\boxed{}`, fractions, LaTeX, GSM8K's `#### 72`), else 0.0. As npo's verifier it runs in
+    the guarded worker process (`npo.tasks.python`)."""
+    return [math_verify_score(completion_text(c), a) for c, a in zip(completions, answer)]
+
+
+VERIFIED = "verified"  # TRL's name of npo's reward function: reward/mean already is its mean
+
+
 def make_reward_fn(scorer: TaskScorer, items: list[Item]):
     """A TRL reward function over dataset column `item_index` (row of `items`)."""
 
-    def verified(prompts, completions, item_index, **_):
+    def verified(prompts, completions, item_index, **_):  # its __name__ is VERIFIED
         return [scorer.reward(c, items[i], count=False) for c, i in zip(completions, item_index)]  # the gate counted it
 
     return verified

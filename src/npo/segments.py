@@ -33,7 +33,7 @@ from npo.journal import Journal
 from npo.rewards import TaskScorer
 from npo.rundir import (METRICS, RunDir, append_jsonl, checkpoint_folder, checkpoint_state, complete_steps,
                         read_jsonl)
-from npo.trainer import NPOTrainer
+from npo.trainer import GuidedGRPOTrainer
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Context:
 
     cfg: RunConfig
     run: RunDir
-    trainer: NPOTrainer  # the run's one engine
+    trainer: GuidedGRPOTrainer  # the run's one engine
     scorer: TaskScorer
     style: str
     train_items: list

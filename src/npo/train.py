@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import PartialState
@@ -44,7 +44,7 @@ from npo.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl
 from npo.runlock import FolderLock, check_out, is_empty
 from npo.segments import Context
 from npo.sources import check_source
-from npo.tasks import Task, build_split
+from npo.tasks import Task, build_split, check_split_sizes
 from npo.trainer import build_trainer
 
 LOOPS = {"grpo": train_npo, "npo": train_npo, "autonpo": train_autonpo,
@@ -61,18 +61,30 @@ class Prepared:
     resume: bool = False
     status: str = "new"  # "new", "resume" or "finished" (npo.resume.run_status)
     lock: FolderLock | None = None
+    # given from Python (npo.api.NPOTrainer): a loaded model and its tokenizer or processor, TRL reward
+    # functions beside the verifier (None marks the verifier's place), and TRL callbacks
+    model: object = None
+    tokenizer: object = None
+    reward_funcs: list = field(default_factory=list)
+    callbacks: list = field(default_factory=list)
 
 
-def prepare(cfg: RunConfig, out: str | Path, resume: bool = False) -> Prepared:
+def prepare(cfg: RunConfig, out: str | Path, resume: bool = False, split: tuple | None = None,
+            model=None, tokenizer=None, reward_funcs: list = (), callbacks: list = ()) -> Prepared:
     """Every check that bad input can fail, before anything is written: the task and its rows, the
     model against them, the output folder. `resume`: the folder may hold this config's run, killed (it
-    continues) or finished (nothing to do); without it the folder must be new."""
+    continues) or finished (nothing to do); without it the folder must be new. `split`: (task, training
+    items, held-out items) given from Python instead of the config's task; `model`: a loaded model."""
     if cfg.method != "grpo":
         check_source(cfg.npo.source)  # its files first: cheaper than the task's split
-    task, train_items, eval_items = build_split(cfg)
-    check_model(cfg, train_items + eval_items, max(grpo_overrides(cfg)["max_completion_length"],
-                                                   eval_max_new_tokens(cfg)))
-    prep = Prepared(cfg, task, train_items, eval_items, Path(out), resume)
+    task, train_items, eval_items = split or build_split(cfg)
+    if split:
+        check_split_sizes(cfg, train_items, eval_items)
+    if model is None:
+        check_model(cfg, train_items + eval_items, max(grpo_overrides(cfg)["max_completion_length"],
+                                                       eval_max_new_tokens(cfg)))
+    prep = Prepared(cfg, task, train_items, eval_items, Path(out), resume, model=model, tokenizer=tokenizer,
+                    reward_funcs=list(reward_funcs), callbacks=list(callbacks))
     check_out(prep.out)
     _check_folder(prep)
     return prep
@@ -122,10 +134,13 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     processes = PartialState()  # the launcher's processes, or this one
     processes.wait_for_everyone()  # every process has checked its input before anything is written
     main = processes.is_main_process
-    with processes.main_process_first():  # the main process builds the warm start; the others find it
-        model_path = resolve_model_path(cfg, prep.train_items, warmup_bar(show_progress and main))
+    if prep.model is not None:  # given from Python, loaded
+        model_path, model, tokenizer = cfg.model.path, prep.model, prep.tokenizer
+    else:
+        with processes.main_process_first():  # the main process builds the warm start; the others find it
+            model_path = resolve_model_path(cfg, prep.train_items, warmup_bar(show_progress and main), prep.task)
+        model, tokenizer = load_policy(model_path, tokenizer=prep.tokenizer)
     warmup_seconds = time.perf_counter() - t_start
-    model, tokenizer = load_policy(model_path)
     style = prompt_style(tokenizer)
     scorer = TaskScorer.for_run(prep.task, style, cfg, warm=prep.train_items[0])  # workers warm before any limit
 
@@ -145,8 +160,8 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     books = back.books if back else {}
 
     ledger = Ledger(**books.get("ledger", {}))
-    trainer = build_trainer(cfg, run.checkpoints, model, tokenizer, scorer, style, prep.train_items, [],
-                            ledger=ledger, start_dir=run.checkpoints if rolls_back_to_start(cfg) else None)
+    trainer = build_trainer(cfg, run.checkpoints, model, tokenizer, scorer, style, prep.train_items, prep.callbacks,
+                            reward_funcs=prep.reward_funcs, ledger=ledger, start_dir=run.checkpoints if rolls_back_to_start(cfg) else None)
     progress = Progress(cfg.train.steps, initial=back.step if back else 0,
                         desc=label or f"{cfg.method} seed {cfg.seed}", enabled=show_progress and main)
     evaluator = Evaluator(run, eval_plan(cfg, tokenizer, scorer, style, prep.eval_items), cfg.eval.every, trainer,

@@ -1,4 +1,4 @@
-"""The one seam into TRL: `NPOTrainer`, a thin subclass of `trl.GRPOTrainer` (trl==1.16.0).
+"""The one seam into TRL: `GuidedGRPOTrainer`, a thin subclass of `trl.GRPOTrainer` (trl==1.16.0).
 
 What it changes, and why:
 - `_generate(prompts)`: after TRL samples the n completions of each prompt, verify this process's
@@ -70,14 +70,18 @@ class GateOutcome:
 
 
 def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style: str, train_items, callbacks,
-                  **npo_kwargs) -> "NPOTrainer":
-    """An NPOTrainer for the run's config, writing its checkpoints to `out_dir`. `npo_kwargs`: the
-    trainer's own arguments (guidance, ledger, on_gate); the gate is on for every method but grpo."""
+                  reward_funcs: list = (), **npo_kwargs) -> "GuidedGRPOTrainer":
+    """A GuidedGRPOTrainer for the run's config, writing its checkpoints to `out_dir`. `reward_funcs`: the
+    user's TRL reward functions, None where the verifier's binary reward goes (empty: only that one).
+    `npo_kwargs`: the trainer's own arguments (guidance, ledger, on_gate); the gate is on for every
+    method but grpo."""
     dataset = Dataset.from_list([dataset_row(it, style, i) for i, it in enumerate(train_items)])
     args = GRPOConfig(**grpo_kwargs(cfg, output_dir=str(out_dir)))
     guided = cfg.method != "grpo"
     replay = ReplayBuffer.from_config(cfg.replay) if guided and cfg.npo.source == "replay" else None
-    trainer = NPOTrainer(model=model, reward_funcs=make_reward_fn(scorer, train_items), args=args,
+    verified = make_reward_fn(scorer, train_items)
+    rewards = [verified if f is None else f for f in reward_funcs] if reward_funcs else verified
+    trainer = GuidedGRPOTrainer(model=model, reward_funcs=rewards, args=args,
                          train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, scorer=scorer,
                          items=train_items, style=style, npo=cfg.npo if guided else None, replay=replay,
                          replay_share=cfg.replay.share, kept=on_policy_n(cfg, args.num_generations), **npo_kwargs)
@@ -86,7 +90,7 @@ def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style
     return trainer
 
 
-class NPOTrainer(GRPOTrainer):
+class GuidedGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, scorer, items, style: str = "plain", npo=None, guidance=None,
                  ledger: Ledger | None = None, on_gate=None, start_dir: Path | None = None,
                  replay: ReplayBuffer | None = None, replay_share: float = 0.0, kept: int | None = None, **kwargs):
@@ -102,7 +106,7 @@ class NPOTrainer(GRPOTrainer):
         self.scorer = scorer  # npo.rewards.TaskScorer: verified binary rewards
         self.items = items  # the training items; dataset rows carry their index
         self.style = style  # how prompts are built from items (npo.prompting)
-        self.npo = npo  # npo.config.NPOConfig, or None for plain GRPO
+        self.npo = npo  # npo.config.NPOSection, or None for plain GRPO
         self.guidance = guidance  # npo.guides.Guidance for this segment's window, or None
         self.ledger = ledger or Ledger()  # on_policy_tokens: completion tokens generated for training, all processes
         self.on_gate = on_gate  # called with each training generation's GateOutcome

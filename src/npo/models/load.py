@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -16,26 +19,37 @@ TINY, TINY_VL = "tiny", "tiny-vl"
 EMBEDDED = (TINY, TINY_VL)  # built and warmed up by npo (cached), not read from a folder
 
 
-def resolve_model_path(cfg, train_items, progress=None) -> Path:
-    """'tiny' / 'tiny-vl' -> the cached warm start (built on first use); anything else must be a local folder."""
+def resolve_model_path(cfg, train_items, progress=None, task=None) -> Path:
+    """'tiny' / 'tiny-vl' -> the cached warm start (built on first use); anything else must be a local
+    folder. `task`: the run's task when it is not the config's (rows given from Python)."""
     if cfg.model.path in EMBEDDED:
-        task = run_task(cfg)
+        task_cfg = cfg.task
+        if task is None:
+            task = run_task(cfg)
+        elif cfg.task.spec == "python":  # the warm start learns these rows: they key it
+            task_cfg = replace(cfg.task, options={"rows": rows_digest(train_items)})
         recipe = vl_recipe(cfg.model.tiny, cfg.model.vision, cfg.task.image_key) if cfg.model.path == TINY_VL else None
-        return warmed_up_path(cfg.model.tiny, cfg.model.warmup, cfg.task, train_items, progress,
+        return warmed_up_path(cfg.model.tiny, cfg.model.warmup, task_cfg, train_items, progress,
                               getattr(task, "demonstration", None), recipe)
     return check_model_folder(cfg.model.path)
 
 
-def load_policy(path: str | Path, dtype=None):
+def rows_digest(items: list) -> str:
+    blob = json.dumps([[it.key, it.answer] for it in items])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_policy(path: str | Path, dtype=None, tokenizer=None):
     """(model, tokenizer) from a local folder; the tokenizer pads on the left for generation. For a
-    vision-language folder the "tokenizer" is its processor (what TRL takes as processing_class)."""
+    vision-language folder the "tokenizer" is its processor (what TRL takes as processing_class).
+    `tokenizer`: the user's own (another chat template, say) instead of the folder's."""
     path = check_model_folder(path)
     if is_vision_folder(path):
-        processor = load_processor(path)
+        processor = tokenizer or load_processor(path)
         text = processor.tokenizer
         tokenizer, model_class = processor, AutoModelForImageTextToText
     else:
-        text = tokenizer = AutoTokenizer.from_pretrained(path)
+        text = tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
         model_class = AutoModelForCausalLM
     text.padding_side = "left"
     if text.pad_token is None:

@@ -12,7 +12,7 @@ from npo.errors import UserError
 from npo.tasks import arith, files, rg, scratch, visual  # noqa: F401  (each registers its task kind)
 from npo.tasks.base import REGISTRY, Item, Task, disjoint_split, register
 
-__all__ = ["Item", "Task", "build_split", "build_task", "disjoint_split", "register", "run_task"]
+__all__ = ["Item", "Task", "build_split", "build_task", "check_split_sizes", "disjoint_split", "register", "run_task"]
 
 
 def build_task(spec: str, options: dict | None = None, **file_options) -> Task:
@@ -35,9 +35,14 @@ def build_split(cfg) -> tuple[Task, list[Item], list[Item]]:
     checked against eval.n."""
     task = run_task(cfg)
     train_items, eval_items = task.splits(cfg.task.train_size, cfg.task.eval_size, cfg.task.split_seed)
+    check_split_sizes(cfg, train_items, eval_items)
+    return task, train_items, eval_items
+
+
+def check_split_sizes(cfg, train_items: list, eval_items: list) -> None:
+    """eval.n and train.prompts_per_step against the items there are."""
     if len(eval_items) < cfg.eval.n:
         raise UserError(f"eval.n: {cfg.eval.n} > the {len(eval_items)} held-out items of {cfg.task.spec}")
     if len(train_items) < cfg.train.prompts_per_step:  # TRL's sampler would make no batch: zero steps, no error
         raise UserError(f"train.prompts_per_step: {cfg.train.prompts_per_step} > the {len(train_items)} training "
                         f"items of {cfg.task.spec} left after the held-out split")
-    return task, train_items, eval_items

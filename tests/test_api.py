@@ -1,0 +1,124 @@
+"""The Python API (npo.api): the API and a YAML config describe one run (every shipped config maps to
+the API's arguments and back; a run written by hand in Python equals `npo train` of the same config,
+metric for metric); the examples run; bad arguments are one-line UserErrors."""
+
+import dataclasses
+import runpy
+
+import pytest
+import yaml
+
+import npo
+from conftest import ROOT
+from golden import normalized
+from npo.api import api_arguments, run_config
+from npo.cli import main
+from npo.config import load_config, resolved
+from npo.errors import UserError
+from npo.grpo_args import grpo_kwargs
+from npo.presets import METHOD_PRESETS
+
+SMALL = ["method=npo", "train.steps=4", "train.checkpoint_every=2", "npo.interventions=[{kind: bootstrap, lookahead: 2}]",
+         "eval.every=2", "eval.n=20", "npo.k=2"]
+
+
+def effective(cfg) -> dict:
+    """A config as it runs: its sections, and train.grpo as the GRPOConfig it builds."""
+    out = dataclasses.asdict(resolved(cfg))
+    out["train"]["grpo"] = grpo_kwargs(cfg, output_dir="x")
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_every_config_maps_to_the_api_and_back(name, tmp_path):
+    """The config as it is, and as each method of `npo compare` over it (where that method's preset
+    applies to it: AutoNPO's guides are near-future only)."""
+    mapped = 0
+    for method, sets in {"as is": [], **METHOD_PRESETS}.items():
+        if method == "rlep":
+            sets = sets + [f"npo.source=pool:{tmp_path / 'pool.jsonl'}"]
+        try:
+            cfg = load_config(ROOT / "configs" / name, sets)
+        except UserError:
+            assert method != "as is"
+            continue
+        a = api_arguments(cfg, tmp_path / "run")
+        back = run_config(a["args"], a["model"], a["task"], a["guide"], heldout=cfg.task.eval_size)
+        assert effective(back) == effective(cfg), (name, method)
+        mapped += 1
+    assert mapped >= 5
+
+
+def test_a_run_written_in_python_equals_npo_train_of_its_config(tmp_path):
+    assert main(["train", str(ROOT / "configs" / "tiny-grpo.yaml"), *[x for s in SMALL for x in ("--set", s)],
+                 "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    args = npo.NPOConfig(output_dir=str(tmp_path / "api"), seed=0, max_steps=4, save_steps=2,
+                         per_device_train_batch_size=16 * 8, num_generations=8, learning_rate=3e-4,
+                         max_completion_length=6, temperature=1.0, beta=0.0, loss_type="grpo",
+                         heldout_every=2, heldout_n=20, heldout_samples=4, heldout_temperature=1.0)
+    trainer = npo.NPOTrainer(
+        model=npo.ModelConfig(path="tiny", warmup=npo.WarmupConfig(steps=1000, batch_size=128, lr=2e-3)),
+        task=npo.TaskConfig(spec="arith", options={"terms": 2, "digits": 2, "ops": "+-"}, eval_size=500),
+        args=args, guide=npo.NearFuture(npo.Bootstrap(lookahead=2), tau=0.6, k=2), show_progress=False)
+    summary = trainer.train()
+    cli, api = normalized(tmp_path / "cli"), normalized(tmp_path / "api")
+    assert len(cli["metrics.jsonl"]) == 4 and cli["events.jsonl"]  # the final trajectory; the intervention
+    assert api == cli
+    cli_cfg, api_cfg = (yaml.safe_load((tmp_path / d / "config.yaml").read_text()) for d in ("cli", "api"))
+    assert api_cfg == cli_cfg
+    assert summary["interventions"] == 1 and summary["guide_samples"] > 0
+
+
+def test_examples_run_on_the_tiny_model(tmp_path):
+    """Each example at toy size: its own dataset and reward functions, a look-ahead, guides injected."""
+    custom = runpy.run_path(str(ROOT / "examples" / "custom_reward.py"))
+    s = custom["main"](str(tmp_path / "custom"), steps=4, warmup_steps=20, rows=200, heldout=20)
+    assert s["task"] == "python" and s["interventions"] == 1 and s["guide_samples"] > 0
+    assert s["eval_items"] == 20
+    metrics = normalized(tmp_path / "custom")["metrics.jsonl"]
+    assert all("rewards/brevity/mean" in m for m in metrics)  # the second reward reached TRL's sum
+    gsm8k = runpy.run_path(str(ROOT / "examples" / "gsm8k_math_verify.py"))
+    s = gsm8k["main"](str(tmp_path / "gsm8k"), steps=2, warmup_steps=4)
+    assert s["final_steps"] == 2 and s["eval_items"] == 20
+
+
+def test_a_verifier_sees_rows_as_trl_would():
+    """The verifier is called on one completion with the row's columns, a conversational prompt's
+    completion as one assistant message; a raising verifier scores 0 and is counted."""
+    from npo.tasks.python import RewardTask, dataset_items
+
+    seen = []
+
+    def check(prompts, completions, answer, level, **_):
+        seen.append((prompts, completions, answer, level))
+        return [1.0 if "42" in str(completions[0]) else 0.0]
+
+    rows = [{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "6*7?"}],
+             "answer": "42", "level": 3}, {"question": "1+1?", "answer": "2", "level": 1}]
+    items = dataset_items(rows, "train_dataset")
+    task = RewardTask(check, items, [])
+    assert task.score("it is 42", items[0]) == 1.0 and task.score("41", items[1]) == 0.0
+    assert seen[0] == ([rows[0]["prompt"]], [[{"role": "assistant", "content": "it is 42"}]], ["42"], [3])
+    assert seen[1] == (["1+1?"], ["41"], ["2"], [1])
+    assert task.inline  # a local function runs in this process
+    assert not RewardTask(npo.math_verify_reward, items, []).inline  # an importable one in the worker
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"reward_funcs": [len]}, "reward_funcs score a train_dataset"),
+    ({"train_dataset": [{"prompt": "1+1="}]}, "reward_funcs: give one or more"),
+    ({"train_dataset": [{"text": "1+1="}], "reward_funcs": len}, "row 0: no 'prompt' column"),
+    ({"train_dataset": [{"prompt": "1+1=", "item_index": 3}], "reward_funcs": len}, "'item_index' is npo's own"),
+    ({"train_dataset": [{"prompt": "1+1="}], "reward_funcs": len, "verifier": "exact"}, "verifier 'exact' is none"),
+    ({"train_dataset": [{"prompt": f"{i}+1="} for i in range(10)], "reward_funcs": len}, "task.eval_size: 300 >= the 10 rows"),
+    ({"guide": npo.NearFuture(tau=0.6)}, "npo.interventions: method npo needs at least one intervention"),
+    ({"guide": npo.NearFuture(npo.Bootstrap(lookahead=5), tau=2.0)}, "npo.tau"),
+    ({"model": object()}, "a model object needs its processing_class"),
+])
+def test_bad_api_arguments_are_one_line_errors(kwargs, message, tmp_path):
+    kwargs = dict(kwargs)
+    args = npo.NPOConfig(output_dir=str(tmp_path / "run"), **kwargs.pop("args_", {}))
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace("*", r"\*")) as info:
+        npo.NPOTrainer(args=args, **kwargs)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
