@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet torch==2.13.0
 	# DeepSpeed's build imports torch: build it against the torch above, without its CUDA ops.
 	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-build-isolation deepspeed==0.19.8
-	$(BIN)/pip install --quiet -e ".[tasks,math,dev]"
+	$(BIN)/pip install --quiet -e ".[tasks,math,dev,report,peft]"
 	touch $(STAMP)
 
 demo: $(STAMP)

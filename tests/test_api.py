@@ -3,20 +3,25 @@ the API's arguments and back; a run written by hand in Python equals `npo train`
 metric for metric); the examples run; bad arguments are one-line UserErrors."""
 
 import dataclasses
+import json
+import os
 import runpy
+import subprocess
+import sys
 
 import pytest
+import torch
 import yaml
 
 import npo
 from conftest import ROOT
 from golden import normalized
 from npo.api import api_arguments, run_config
-from npo.cli import main
 from npo.config import load_config, resolved
 from npo.errors import UserError
 from npo.grpo_args import grpo_kwargs
 from npo.presets import METHOD_PRESETS
+from npo.rundir import read_jsonl
 
 SMALL = ["method=npo", "train.steps=4", "train.checkpoint_every=2", "npo.interventions=[{kind: bootstrap, lookahead: 2}]",
          "eval.every=2", "eval.n=20", "npo.k=2"]
@@ -50,8 +55,14 @@ def test_every_config_maps_to_the_api_and_back(name, tmp_path):
 
 
 def test_a_run_written_in_python_equals_npo_train_of_its_config(tmp_path):
-    assert main(["train", str(ROOT / "configs" / "tiny-grpo.yaml"), *[x for s in SMALL for x in ("--set", s)],
-                 "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    """The CLI run is a process of its own, as a user's: it also prints nothing but its result (no
+    third-party warning: TRL's deprecated call, a tied model's "missing lm_head.weight", DeepSpeed's
+    accelerator guess)."""
+    cli = subprocess.run([sys.executable, "-m", "npo.cli", "train", str(ROOT / "configs" / "tiny-grpo.yaml"),
+                          *[x for s in SMALL for x in ("--set", s)], "--out", str(tmp_path / "cli"), "--quiet"],
+                         capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"})
+    assert cli.returncode == 0 and cli.stderr == "", cli.stderr
+    assert json.loads(cli.stdout)["interventions"] == 1
     args = npo.NPOConfig(output_dir=str(tmp_path / "api"), seed=0, max_steps=4, save_steps=2,
                          per_device_train_batch_size=16 * 8, num_generations=8, learning_rate=3e-4,
                          max_completion_length=6, temperature=1.0, beta=0.0, loss_type="grpo",
@@ -122,3 +133,40 @@ def test_bad_api_arguments_are_one_line_errors(kwargs, message, tmp_path):
         npo.NPOTrainer(args=args, **kwargs)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_lora_npo_run_trains_rolls_back_and_injects(tmp_path):
+    """LoRA through peft_config with a bootstrap intervention on the tiny model: checkpoints hold the
+    adapters only; the look-ahead trains them; the rollback puts back checkpoint 0's adapters (the
+    window's first step samples exactly as the look-ahead's first did); guides are injected; and
+    `npo eval` reads the run's adapters onto their base model."""
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    out = tmp_path / "lora"
+    args = npo.NPOConfig(output_dir=str(out), max_steps=4, save_steps=2, per_device_train_batch_size=8 * 8,
+                         learning_rate=1e-2, max_completion_length=6, heldout_every=0, heldout_n=20, heldout_samples=0)
+    summary = npo.NPOTrainer(
+        model=npo.ModelConfig(path="tiny", warmup=npo.WarmupConfig(steps=1000, batch_size=128, lr=2e-3)),
+        task=npo.TaskConfig(spec="arith", options={"terms": 2, "digits": 2, "ops": "+-"}, eval_size=500),
+        args=args, peft_config=LoraConfig(r=4, lora_alpha=16, target_modules="all-linear"),
+        guide=npo.NearFuture(npo.Bootstrap(lookahead=2), k=2), show_progress=False).train()
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["lora"] == {
+        "r": 4, "lora_alpha": 16, "target_modules": "all-linear"}
+    start, look, end = (out / "checkpoints" / "checkpoint-0", out / "lookahead" / "0-bootstrap" / "checkpoint-2",
+                        out / "checkpoints" / "checkpoint-4")
+    for ck in (start, look, end):
+        assert (ck / "adapter_model.safetensors").exists() and not (ck / "model.safetensors").exists()
+    a0, a2 = (load_file(ck / "adapter_model.safetensors") for ck in (start, look))
+    assert all(not v.any() for k, v in a0.items() if "lora_B" in k)  # LoRA's B starts at zero
+    assert any(not torch.equal(a0[k], a2[k]) for k in a0)  # the look-ahead trained the adapters
+    window, ahead = read_jsonl(out / "metrics.jsonl"), read_jsonl(out / "lookahead" / "0-bootstrap" / "metrics.jsonl")
+    for key in ("signal/group_accuracy", "signal/all_wrong_frac", "signal/all_right_frac"):
+        assert window[0][key] == ahead[0][key], key  # step 1 sampled again from checkpoint 0's adapters
+    guided = load_file(out / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors")
+    assert any(not torch.equal(guided[k], a2[k]) for k in a2)  # the guides sent the window elsewhere
+    assert summary["interventions"] == 1 and sum(m.get("npo/guide_rows", 0) for m in window) > 0
+    code = subprocess.run([sys.executable, "-m", "npo.cli", "eval", str(out), "--quiet", "--samples", "0"],
+                          capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr
+    assert json.loads(code.stdout)["accuracy"] == summary["final_accuracy"]

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from npo.config import load_config
-from npo.demo import DEFAULT_CONFIG, method_overrides, targets
+from npo.demo import DEFAULT_CONFIG, method_overrides, targets, targets_markdown
+from npo.report import write_report
 
 
 @pytest.mark.parametrize("quick", [False, True])
@@ -50,7 +51,7 @@ def test_targets_on_known_numbers():
 
 def test_demo_quick_writes_the_three_files(demo_quick):
     out, printed = demo_quick
-    assert "# npo demo: grpo, self, npo, autonpo" in printed and "## Targets (issue 6), as measured" in printed
+    assert "# npo demo: grpo, self, npo, autonpo" in printed and "## Targets, as measured" in printed
     s = json.loads((out / "summary.json").read_text())
     assert s["order"] == ["grpo", "self", "npo", "autonpo"] and s["baseline"] == "grpo"
     finals = {m: s["methods"][m]["seeds"][0]["final_accuracy"] for m in s["methods"]}
@@ -70,3 +71,33 @@ def test_demo_quick_writes_the_three_files(demo_quick):
     assert (out / "curves.png").stat().st_size > 10_000
     # the runs are the configs they say they are
     assert load_config(out / "runs" / "self-s0" / "config.yaml").npo.source == "self"
+
+
+def test_the_report_of_runs_that_all_ended_below_their_start_claims_nothing(tmp_path):
+    """Constructed runs: every method ends below where it started; NPO and self intervened twice,
+    AutoNPO never. No target is met, the counts are integers, and AutoNPO says it never intervened."""
+    from test_report import fake_run
+
+    iv = {"event": "intervention", "kind": "bootstrap", "lookahead": 10, "source": "near_future", "window": [0, 10],
+          "guides": {"requested": 8, "found": 6, "injected": 5}, "compute": {"guide_tokens": 100}}
+    curves = {"grpo": [0.30, 0.25, 0.20], "self": [0.30, 0.22, 0.18], "npo": [0.30, 0.24, 0.21],
+              "autonpo": [0.30, 0.26, 0.22]}
+    folders = {name: [fake_run(tmp_path / name, accs, events=[iv, iv] if name in ("self", "npo") else [])]
+               for name, accs in curves.items()}
+    out = tmp_path / "report"
+    write_report(folders, out, ["npo demo"], appendix=lambda r: targets_markdown(targets(r)))
+    md = (out / "report.md").read_text()
+    table = md[md.index("## Targets, as measured"):]
+    assert "| yes |" not in table and table.count("| not measurable |") == 4
+    assert "no gain to reach: GRPO ended at 0.2000, not above its start (0.3000)" in table
+    assert "| 2 |" in md and "2.0" not in md.replace("0.2000", "")  # intervention counts are integers
+    assert "- autonpo seed 0: no intervention" in md
+    assert "- grpo seed 0" not in md  # the baseline is plain GRPO by definition
+
+
+def test_a_method_equal_to_another_is_named_in_the_report(tmp_path):
+    from test_report import fake_run
+
+    folders = {"grpo": [fake_run(tmp_path / "g", [0.2, 0.3, 0.4])], "autonpo": [fake_run(tmp_path / "a", [0.2, 0.3, 0.4])]}
+    write_report(folders, tmp_path / "report", ["npo demo"])
+    assert "`autonpo` evaluated exactly as `grpo` at every step" in (tmp_path / "report" / "report.md").read_text()

@@ -1,5 +1,7 @@
 """The embedded default: tokenizer, Hugging Face round-trip, deterministic and cached warm start."""
 
+import json
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -73,3 +75,25 @@ def test_warm_start_is_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(tiny, "train_warmup", boom)
     assert tiny.warmed_up_path(SMALL, warm, task, items) == path
     assert not list(tmp_path.glob("warmup/.building-*"))  # no half-built folder left behind
+
+
+def test_the_tiny_tokenizer_maps_text_outside_its_vocabulary_and_says_so(tmp_path, capsys):
+    """Accents dropped, other non-ASCII as '?', newlines kept (never <pad>), and one warning line
+    before a run on such a file."""
+    from npo.config import load_config
+    from npo.models.check import check_model
+    from npo.models.tiny import PAD_ID, build_tokenizer
+    from npo.tasks import build_split
+
+    tok = build_tokenizer()
+    ids = tok("café\n\nx☃", add_special_tokens=False)["input_ids"]
+    assert PAD_ID not in ids and tok.decode(ids) == "cafe\n\nx?"
+    rows = [{"question": f"{a}+{b}=", "answer": str(a + b)} for a in range(10, 20) for b in range(10, 13)]
+    rows[4]["question"] = "12 + 14 = ? (réponse ☃)"
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_config(None, [f"task.spec=jsonl:{tmp_path / 'd.jsonl'}", "task.eval_size=5", "eval.n=5",
+                             "train.prompts_per_step=4"])
+    _, train_items, eval_items = build_split(cfg)
+    check_model(cfg, train_items + eval_items, 8)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 of 30 prompts" in err[0] and "row 5" in err[0] and "'é☃'" in err[0]

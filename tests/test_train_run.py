@@ -6,7 +6,7 @@ import torch
 
 from npo.cli import main
 from npo.config import load_config
-from npo.rundir import read_jsonl
+from npo.rundir import checkpoint_state, read_jsonl
 from npo.train import prepare, train
 
 from conftest import ROOT
@@ -47,10 +47,16 @@ def test_run_directory(tmp_path, tiny_model_path):
     assert summary["initial_accuracy"] == evals[0]["accuracy"]
     assert summary["final_accuracy"] == evals[-1]["accuracy"]
     assert summary["best_accuracy"] == max(e["accuracy"] for e in evals)
-    for step in (3, 6):
+    # a finished run keeps its last checkpoint whole and the weights of the others (npo.retention)
+    for step, whole in ((3, False), (6, True)):
         ck = out / "checkpoints" / f"checkpoint-{step}"
-        for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"):
-            assert (ck / name).exists(), (step, name)
+        assert (ck / "model.safetensors").exists() and (ck / "trainer_state.json").exists(), step
+        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            assert (ck / name).exists() == whole, (step, name)
+        assert checkpoint_state(ck) is not None  # complete either way: eval and signal read the weights
+    assert summary["checkpoints"] == {"full": 1, "weights_only": 1}
+    assert summary["disk_bytes"] == sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and
+                                        p.name != "summary.json")
     # every effective value is recorded: npo's GRPO defaults in config.yaml (which reruns as is), and
     # every GRPOConfig field, TRL's own defaults included, in trl_args.json
     resolved = load_config(out / "config.yaml")
@@ -59,6 +65,22 @@ def test_run_directory(tmp_path, tiny_model_path):
     trl = json.loads((out / "trl_args.json").read_text())
     assert trl["max_steps"] == 6 and trl["learning_rate"] == 3e-4 and trl["lr_scheduler_type"] == "constant"
     assert trl["activation_checkpointing"] is False and trl["epsilon"] == 0.2  # ours, and TRL's own default
+
+
+def test_a_bf16_run_checkpoints_half_the_bytes(tmp_path, tiny_model_path):
+    """model.dtype bf16: the weights and the optimizer's state are saved in half the bytes of fp32's,
+    and the run trains (the loss and the rewards are numbers)."""
+    sizes = {}
+    for dtype in ("fp32", "bf16"):
+        summary = short_run(tmp_path / dtype, "train.steps=3", "eval.samples=0", "eval.n=20", f"model.dtype={dtype}")
+        ck = tmp_path / dtype / "checkpoints" / "checkpoint-3"
+        sizes[dtype] = {name: (ck / name).stat().st_size for name in ("model.safetensors", "optimizer.pt")}
+        sizes[dtype]["run"] = summary["disk_bytes"]
+    for name in ("model.safetensors", "optimizer.pt"):
+        assert 0.49 < sizes["bf16"][name] / sizes["fp32"][name] < 0.51, name
+    assert sizes["bf16"]["run"] < 0.55 * sizes["fp32"]["run"]
+    metrics = read_jsonl(tmp_path / "bf16" / "metrics.jsonl")
+    assert all(torch.isfinite(torch.tensor(m["train/loss"])) for m in metrics)
 
 
 def test_a_seed_fixes_a_cpu_run(tmp_path, tiny_model_path):
@@ -84,3 +106,16 @@ def test_npo_eval_on_a_run_matches_its_summary(tmp_path, tiny_model_path, capsys
     result = json.loads(capsys.readouterr().out)
     assert result["accuracy"] == summary["final_accuracy"] and result["n"] == 60
     assert result["verify"]["calls"] >= 60 and result["verify"]["errors"] == result["verify"]["timeouts"] == 0
+    # a data file smaller than task.eval_size, every row evaluated, and each answer dumped as it was scored
+    rows = [{"question": f"{a}+{b}=", "answer": str(a + b)} for a, b in ((12, 30), (45, 11), (20, 20))]
+    (tmp_path / "three.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dump = tmp_path / "dump.jsonl"
+    assert main(["eval", str(out), "--task", f"jsonl:{tmp_path / 'three.jsonl'}", "--n", "3", "--samples", "2",
+                 "--dump", str(dump), "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    dumped = read_jsonl(dump)
+    assert result["n"] == 3 and sorted(d["question"] for d in dumped) == sorted(r["question"] for r in rows)
+    assert all(d["prompt"] == d["question"] and len(d["samples"]) == 2 for d in dumped)  # plain prompts
+    assert result["accuracy"] == sum(d["greedy"]["reward"] for d in dumped) / 3
+    assert result["mean_at_k"] == sum(s["reward"] for d in dumped for s in d["samples"]) / 6
+    assert all(d["greedy"]["extracted"] == d["greedy"]["completion"] for d in dumped)  # math-verify reads it whole

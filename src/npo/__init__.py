@@ -17,10 +17,11 @@ The package in layers, top to bottom. A module imports only from its own layer o
         where guides come from (near future, self, teacher traces or model, replay, another run's
         checkpoint or pool), the guide bank and an intervention's window, and the engine that
         measures Q, V, S of a source
-    the TRL seam           trainer, engine, callbacks
+    the TRL seam           trainer, engine, callbacks, reporting
         GuidedGRPOTrainer (the one subclass of trl.GRPOTrainer, pinned by tests/test_trl_seam.py; one per
         run, rolled back in place), the engine's generation path for guides, evaluation and
-        measurement, and the callbacks that write metrics, evaluate, stop segments and feed the controller
+        measurement, the callbacks that write metrics, evaluate, stop segments and feed the controller,
+        and reporting (one TensorBoard log / W&B run per npo run)
     tasks, models, generation  tasks.*, models.*, prompting, rewards, generation, evaluate, images,
                                multimodal
         prompts and verifiers, model folders and the embedded defaults (tiny, tiny-vl), sampling and
@@ -30,7 +31,8 @@ The package in layers, top to bottom. A module imports only from its own layer o
                            YAML), checks, grpo_args, runlock (one run
                            per folder), rundir, journal (what a resume continues
                            from), accounting, errors, faults (crash points), order (the data
-                           order), presets (the baselines as settings), and the math: groups,
+                           order), presets (the baselines as settings), retention (which checkpoints
+                           stay whole), and the math: groups,
                            injection, replay, signal, autonpo, interventions
         plain records and pure functions in the paper's symbols; no model, no trainer
 """
@@ -39,13 +41,13 @@ LAYERS = (
     ("foundation", {"npo.errors", "npo.guides_api", "npo.checks", "npo.config", "npo.method_config", "npo.configfile", "npo.runlock", "npo.grpo_args",
                     "npo.rundir", "npo.journal", "npo.faults", "npo.accounting",
                     "npo.groups", "npo.injection", "npo.signal", "npo.autonpo", "npo.interventions", "npo.order",
-                    "npo.presets", "npo.replay"}),
+                    "npo.presets", "npo.replay", "npo.retention"}),
     ("tasks, models, generation", {"npo.tasks", "npo.tasks.base", "npo.tasks.arith", "npo.tasks.files",
                                    "npo.tasks.rg", "npo.tasks.scratch", "npo.tasks.python", "npo.tasks.visual", "npo.tasks.verify",
                                    "npo.models", "npo.models.load", "npo.models.check", "npo.models.tiny",
                                    "npo.models.tiny_vl", "npo.models.smollm2", "npo.prompting", "npo.rewards",
                                    "npo.generation", "npo.evaluate", "npo.images", "npo.multimodal"}),
-    ("the TRL seam", {"npo.trainer", "npo.engine", "npo.callbacks"}),
+    ("the TRL seam", {"npo.trainer", "npo.engine", "npo.callbacks", "npo.reporting"}),
     ("sources and measurement", {"npo.sources", "npo.guides", "npo.probe"}),
     ("loops", {"npo.segments", "npo.loop", "npo.autoloop", "npo.resume", "npo.train"}),
     ("the Python API", {"npo.api"}),

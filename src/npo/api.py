@@ -13,12 +13,14 @@ How the fields correspond:
 | YAML | API |
 |---|---|
 | seed, train.steps, train.checkpoint_every | `args.seed`, `args.max_steps`, `args.save_steps` |
+| train.keep_checkpoints | `args.save_total_limit` |
 | train.prompts_per_step | `args.per_device_train_batch_size` x processes / `args.num_generations` (TRL counts completions) |
 | train.grpo.* | the GRPOConfig fields of `args` (npo's defaults where `npo.grpo_args.GRPO_DEFAULTS` says) |
 | eval.* | `args.heldout_*` (npo's held-out evaluation; TRL's own eval loop is not used) |
 | task.reward_threshold, verifier_timeout, max_failed_share | the same names on `args` |
 | task.* | `task=` (a spec or `npo.config.TaskConfig`), or `train_dataset` / `eval_dataset` / `reward_funcs` |
 | model.* | `model=` (a path, 'tiny', a `npo.config.ModelConfig`, or a model object with `processing_class`) |
+| model.lora | `peft_config=` (a `peft.LoraConfig`) |
 | method, npo.*, replay.*, autonpo.* | `guide=` (`npo.guides_api`: NearFuture, SelfGuide, AutoNPO, LUFFY, ...) |
 """
 
@@ -36,6 +38,7 @@ from npo.config import EvalConfig, ModelConfig, RunConfig, TaskConfig, TrainConf
 from npo.errors import UserError
 from npo.grpo_args import GRPO_DEFAULTS, OWNED_GRPO_FIELDS, grpo_overrides
 from npo.guides_api import GRPO, Guide, guide_of
+from npo.models.load import lora_fields
 from npo.rundir import default_out
 from npo.tasks.python import RewardTask, dataset_items
 from npo.train import Prepared, prepare, train
@@ -51,11 +54,14 @@ def _npo_default(name: str):
     return field(default=value, metadata={"help": f"{_TRL[name].metadata.get('help', '')} npo's default: {why}"})
 
 
-def _ours(section, name: str, default=dataclasses.MISSING):
-    """npo's YAML field `section.name` as an NPOConfig field: the same help (documented once there)."""
+def _help(section, name: str) -> str:
+    return next(f for f in dataclasses.fields(section) if f.name == name).metadata["help"]
+
+
+def _ours(section, name: str):
+    """npo's YAML field `section.name` as an NPOConfig field: its default and help (documented once there)."""
     f = next(f for f in dataclasses.fields(section) if f.name == name)
-    value = f.default if default is dataclasses.MISSING else default
-    return field(default=value, metadata={"help": f.metadata["help"]})
+    return field(default=f.default, metadata={"help": _help(section, name)})
 
 
 @dataclass
@@ -66,6 +72,8 @@ class NPOConfig(GRPOConfig):
     seed: int = _ours(RunConfig, "seed")
     max_steps: int = _ours(TrainConfig, "steps")
     save_steps: float = _ours(TrainConfig, "checkpoint_every")
+    save_total_limit: int | None = field(default=None, metadata={"help": (
+        "YAML train.keep_checkpoints (None: 0, all): " + _help(TrainConfig, "keep_checkpoints"))})
     per_device_train_batch_size: int = field(default=128, metadata={"help": (
         "Completions per process and step, as in TRL: train.prompts_per_step = this x processes / "
         "num_generations (default 16 prompts x 8).")})
@@ -133,7 +141,8 @@ def run_config(args: NPOConfig, model: ModelConfig, task: TaskConfig, guide: Gui
         "seed": args.seed, "method": guide.method, "model": dataclasses.asdict(model),
         "task": {**dataclasses.asdict(task), **{k: getattr(args, k) for k in _VERIFIER}},
         "train": {"steps": args.max_steps, "prompts_per_step": completions // n,
-                  "checkpoint_every": int(args.save_steps), "grpo": args.grpo_fields()},
+                  "checkpoint_every": int(args.save_steps), "keep_checkpoints": args.save_total_limit or 0,
+                  "grpo": args.grpo_fields()},
         "eval": {k: getattr(args, f"heldout_{k}") for k in _EVAL} | {"n": args.heldout_n or heldout},
         "npo": dict(guide.npo), "replay": dict(guide.replay), "autonpo": dict(guide.autonpo),
     }
@@ -148,7 +157,7 @@ def api_arguments(cfg: RunConfig, out: str | Path) -> dict:
         raise UserError(f"train.prompts_per_step: {cfg.train.prompts_per_step} prompts x {n} samples do not "
                         f"split over {world} processes")
     args = NPOConfig(output_dir=str(out), seed=cfg.seed, max_steps=cfg.train.steps,
-                     save_steps=cfg.train.checkpoint_every,
+                     save_steps=cfg.train.checkpoint_every, save_total_limit=cfg.train.keep_checkpoints or None,
                      per_device_train_batch_size=cfg.train.prompts_per_step * n // world,
                      **{f"heldout_{k}": getattr(cfg.eval, k) for k in _EVAL},
                      **{k: getattr(cfg.task, k) for k in _VERIFIER}, **grpo)
@@ -174,7 +183,7 @@ class NPOTrainer:
     """
 
     def __init__(self, model="tiny", reward_funcs=None, args: NPOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, callbacks=None, guide: Guide | None = None,
+                 eval_dataset=None, processing_class=None, callbacks=None, peft_config=None, guide: Guide | None = None,
                  task: TaskConfig | str | None = None, verifier=None, resume: bool = False,
                  show_progress: bool = True):
         self.args = args if args is not None else NPOConfig(output_dir=default_out(None))
@@ -185,6 +194,10 @@ class NPOTrainer:
             raise UserError("NPOTrainer: a model object needs its processing_class (tokenizer or processor)")
         model_cfg = model if isinstance(model, ModelConfig) else ModelConfig(path=str(
             model if model_object is None else getattr(model.config, "_name_or_path", "") or "python-model"))
+        if peft_config is not None:  # YAML model.lora
+            if model_cfg.lora:
+                raise UserError("NPOTrainer: LoRA is set twice (peft_config and the ModelConfig's lora)")
+            model_cfg = dataclasses.replace(model_cfg, lora=lora_fields(peft_config))
         split = None
         if train_dataset is not None:
             if isinstance(task, str):

@@ -113,8 +113,9 @@ class CheckpointMarker(TrainerCallback):
     """Writes a checkpoint's completion marker (`npo.rundir.mark_complete`) once HF has written its
     files: `state()` is what the run wants saved with it (books, the watch, the guidance's stats)."""
 
-    def __init__(self, state):
+    def __init__(self, state, after_save=None):
         self.state = state
+        self.after_save = after_save  # the main process, once the checkpoint is complete (npo.retention)
 
     def on_step_end(self, args, state, control, **kwargs):
         crash_point("step")
@@ -126,6 +127,8 @@ class CheckpointMarker(TrainerCallback):
         crash_point("checkpoint")
         if processes.is_main_process:
             mark_complete(checkpoint_folder(Path(args.output_dir), state.global_step), self.state())
+            if self.after_save is not None:
+                self.after_save()
         processes.wait_for_everyone()
 
 

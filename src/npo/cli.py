@@ -40,10 +40,14 @@ def _add_eval(sub):
     p.add_argument("model", help="a run directory (its last checkpoint), a model folder, 'tiny' or 'tiny-vl'")
     p.add_argument("--task", help="task spec (default: the run's task, else arith)")
     p.add_argument("--config", help="config whose task/eval sections to use (default: the run's)")
-    p.add_argument("--n", type=int, help="held-out items (default: eval.n)")
+    p.add_argument("--n", type=int, help="held-out items (default: eval.n); a data file with fewer rows than "
+                   "task.eval_size is held out whole, so --n up to its row count works")
     p.add_argument("--samples", type=int, help="K samples per item for mean@K (default: eval.samples)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: eval.temperature)")
     p.add_argument("--step", type=int, help="checkpoint step of a run (default: the last)")
+    p.add_argument("--dump", metavar="FILE", help="write every item's prompt, completions, extracted answers and "
+                   "rewards to this new JSONL file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_warmup(sub):
@@ -175,6 +179,10 @@ def cmd_warmup(a) -> int:
 def cmd_eval(a) -> int:
     from npo.eval_cli import run_eval
 
+    for flag in ("n", "samples"):
+        value = getattr(a, flag)
+        if value is not None and value < (1 if flag == "n" else 0):
+            raise UserError(f"--{flag} {value}: expected an integer >= {1 if flag == 'n' else 0}")
     print(json.dumps(run_eval(a), indent=2))
     return 0
 

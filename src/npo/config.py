@@ -78,6 +78,13 @@ class ModelConfig:
         "processor). Nothing is downloaded.",
         default="tiny", check=NonEmpty(),
     )
+    dtype: str = doc("Precision the policy is loaded, trained and checkpointed in: fp32, bf16 or fp16 (bf16 halves "
+                     "every checkpoint, optimizer state included). Mixed precision over fp32 weights is "
+                     "train.grpo.bf16 (TRL's). [ours]", default="fp32", check=OneOf(("fp32", "bf16", "fp16")))
+    lora: dict = doc("LoRA adapters, trained instead of the model (TRL's peft_config): peft.LoraConfig fields, e.g. "
+                     "{r: 16, lora_alpha: 32, target_modules: all-linear}; empty: full fine-tuning. Checkpoints, "
+                     "rollbacks and guides are then the adapters' (the base model is loaded once). Needs the peft "
+                     "extra. [ours]", default_factory=dict)
     tiny: TinyModelConfig = doc("Architecture of the embedded default (the language model of tiny-vl too).",
                                 default_factory=TinyModelConfig)
     vision: TinyVisionConfig = doc("Vision tower of tiny-vl.", default_factory=TinyVisionConfig)
@@ -129,10 +136,14 @@ class TrainConfig:
     checkpoint_every: int = doc("Save a full checkpoint (weights, optimizer, scheduler, RNG, data position) "
                                 "every this many steps; rollback targets (AutoNPO's candidate look-aheads are "
                                 "multiples of it). [ours]", default=20, check=POSITIVE)
+    keep_checkpoints: int = doc("Weights-only checkpoints kept per folder, the newest (TRL's save_total_limit; 0: "
+                                "all). A checkpoint where a rollback or a resume can land is kept whole and never "
+                                "counted: README \"The run directory\". [ours]", default=0, check=NON_NEGATIVE)
     grpo: dict = doc(
         "Fields passed through to trl.GRPOConfig (num_generations = n, learning_rate, temperature, "
         "max_completion_length, beta, epsilon, loss_type, report_to, ...). Fields that npo owns "
-        "(output_dir, max_steps, seed, save_steps, per_device_train_batch_size) are refused here.",
+        "(output_dir, max_steps, seed, save_steps, save_total_limit, save_only_model, per_device_train_batch_size) "
+        "are refused here.",
         default_factory=dict,
     )
 
@@ -210,7 +221,8 @@ def validate(cfg: RunConfig) -> RunConfig:
              "must be divisible by num_attention_heads")
     _require(t.num_attention_heads % t.num_key_value_heads == 0, "model.tiny.num_key_value_heads",
              "must divide num_attention_heads")
-    _require(cfg.eval.n <= cfg.task.eval_size, "eval.n", f"must be in 1..task.eval_size ({cfg.task.eval_size})")
+    _require(cfg.eval.n <= cfg.task.eval_size, "eval.n", f"{cfg.eval.n} > task.eval_size ({cfg.task.eval_size}): "
+             f"set eval.n to at most {cfg.task.eval_size}, or raise task.eval_size")
     g = grpo_kwargs(cfg, output_dir="/nonexistent-npo-validation")  # checks the pass-through
     n = g["num_generations"]  # TRL's group: n + slots with fill add
     p = cfg.npo

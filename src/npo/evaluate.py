@@ -15,6 +15,7 @@ import torch
 
 from npo.generation import eval_mode, generate_texts, model_inputs
 from npo.grpo_args import eval_max_new_tokens
+from npo.prompting import answer_for_scoring, build_prompt
 
 
 @dataclass
@@ -29,22 +30,38 @@ class EvalPlan:
     batch_size: int = 256
     seed: int = 999
 
-    def score(self, model, rank: int = 0, world: int = 1) -> tuple[list[float], list[float]]:
-        """(greedy reward, mean reward of K samples) per item of this process's share."""
+    def score(self, model, rank: int = 0, world: int = 1, progress=None, records: list | None = None
+              ) -> tuple[list[float], list[float]]:
+        """(greedy reward, mean reward of K samples) per item of this process's share. `progress(n)`:
+        called after each batch of n items; `records`: gets one dict per item (`npo eval --dump`)."""
         items, greedy, sampled = self.items[rank::world], [], []
         with eval_mode(model), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             for start in range(0, len(items), self.batch_size):
                 chunk = items[start:start + self.batch_size]
                 inputs = model_inputs(self.tokenizer, chunk, self.style, model.device)
-                for it, (text,) in zip(chunk, generate_texts(model, self.tokenizer, inputs, self.max_new_tokens)):
-                    greedy.append(self.scorer.reward(text, it))
-                if self.samples:
-                    outs = generate_texts(model, self.tokenizer, inputs, self.max_new_tokens, self.samples,
-                                          self.temperature)
-                    for it, texts in zip(chunk, outs):
+                firsts = [texts[0] for texts in generate_texts(model, self.tokenizer, inputs, self.max_new_tokens)]
+                greedy += [self.scorer.reward(text, it) for it, text in zip(chunk, firsts)]
+                outs = generate_texts(model, self.tokenizer, inputs, self.max_new_tokens, self.samples,
+                                      self.temperature) if self.samples else [[] for _ in chunk]
+                for it, texts in zip(chunk, outs):
+                    if self.samples:
                         sampled.append(sum(self.scorer.reward(t, it) for t in texts) / self.samples)
+                if records is not None:
+                    records += [self.record(it, first, texts) for it, first, texts in zip(chunk, firsts, outs)]
+                if progress is not None:
+                    progress(len(chunk))
         return greedy, sampled
+
+    def record(self, item, greedy: str, samples: list[str]) -> dict:
+        """One item as `npo eval --dump` writes it: what the model saw and wrote, and how it was scored."""
+        def scored(text):
+            return {"completion": text, "extracted": answer_for_scoring(text, self.style, self.scorer.task),
+                    "reward": self.scorer.reward(text, item, count=False)}
+
+        return {"question": item.question, "prompt": build_prompt(item, self.style), "reference": item.answer,
+                **({"image": item.image} if item.image is not None else {}),
+                "greedy": scored(greedy), "samples": [scored(t) for t in samples]}
 
     def summarize(self, greedy: list[float], sampled: list[float]) -> dict:
         """{'accuracy': greedy, 'mean_at_k': ..., 'k', 'n', 'stderr'}: binary rewards, threshold applied."""

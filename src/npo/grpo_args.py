@@ -24,6 +24,7 @@ from npo.errors import UserError
 OWNED_GRPO_FIELDS = {
     "output_dir", "max_steps", "seed", "data_seed", "save_steps", "save_strategy",
     "per_device_train_batch_size", "logging_steps", "num_train_epochs", "disable_tqdm",
+    "save_total_limit", "save_only_model",  # npo keeps rollback targets whole (npo.retention)
 }
 
 # npo's defaults for the pass-through, applied under the user's values: (value, why). Every one is
@@ -60,11 +61,13 @@ def grpo_overrides(cfg) -> dict[str, Any]:
         where = f"train.grpo.{key}"
         if key in OWNED_GRPO_FIELDS:
             raise UserError(f"{where}: set by npo (see train.steps, train.prompts_per_step, "
-                            f"train.checkpoint_every, seed); remove it")
+                            f"train.checkpoint_every, train.keep_checkpoints, seed); remove it")
         if key not in fields:
             raise UserError(f"{where}: not a field of trl.GRPOConfig")
         default = fields[key].default
-        if isinstance(default, (bool, int, float, str)) and value is not None:
+        if key == "report_to" and isinstance(value, list):  # TRL takes a list of integrations too
+            value = [check_type(v, str, f"{where}[{i}]") for i, v in enumerate(value)]
+        elif isinstance(default, (bool, int, float, str)) and value is not None:
             value = check_type(value, type(default), where)
         merged[key] = value
     return merged
@@ -98,6 +101,8 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
     if not torch.cuda.is_available():
         kw.setdefault("use_cpu", True)
         kw.setdefault("bf16", False)
+        # DeepSpeed would find out itself, with a warning on every run: its own switch, set to what it finds
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if kw.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:  # else an ImportError deep in HF
         raise UserError("train.grpo.deepspeed: DeepSpeed is not installed here (DS_BUILD_OPS=0 pip install deepspeed)")
     try:

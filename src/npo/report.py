@@ -18,7 +18,7 @@ from pathlib import Path
 
 from npo.rundir import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 
-FIELDS = ("final_accuracy", "best_accuracy", "steps_to_target", "final_steps", "total_steps", "generated_tokens",
+FIELDS = ("initial_accuracy", "final_accuracy", "best_accuracy", "steps_to_target", "final_steps", "total_steps", "generated_tokens",
           "wall_seconds", "interventions")
 
 
@@ -49,6 +49,19 @@ def describe(e: dict) -> str:
         return f"every step {e['window'][0]}-{e['window'][1]} ({e.get('source', '?')}): {what}"
     return (f"{e.get('kind', '?')} at {e['window'][0]} (Delta {e.get('lookahead')}, window "
             f"{e['window'][0]}-{e['window'][1]}, {e.get('source', '?')}): {what}")
+
+
+NO_INTERVENTION = "no intervention (the run was plain GRPO: for AutoNPO, no trigger fired)"
+
+
+def identical_curves(result: dict) -> dict[str, str]:
+    """method -> the earlier method whose mean curve it equals at every evaluated step."""
+    names, out = list(result["curves"]), {}
+    for i, name in enumerate(names):
+        twin = next((b for b in names[:i] if result["curves"][b] == result["curves"][name]), None)
+        if twin is not None:
+            out[name] = twin
+    return out
 
 
 def tokens_at(run: dict, step: int) -> float:
@@ -85,6 +98,7 @@ def build(runs: dict[str, list[dict]]) -> dict:
             s = r["summary"]
             reach = steps_to(r["evals"], target)
             seeds.append({
+                "initial_accuracy": r["evals"][0][1],
                 "final_accuracy": r["evals"][-1][1], "best_accuracy": max(a for _, a in r["evals"]),
                 "steps_to_target": reach, "tokens_to_target": None if reach is None else tokens_at(r, reach),
                 "final_steps": s["final_steps"], "total_steps": s["total_steps"],
@@ -129,6 +143,11 @@ def _speed(x):
     return "never" if x is None else f"{x:.2f}x"
 
 
+def _count(x: float) -> str:
+    """A count averaged over seeds: an integer when it is one (2, not 2.0)."""
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+
+
 def fmt_se(se: float | None) -> str:
     return "n/a" if se is None else f"{se:.4f}"
 
@@ -152,7 +171,7 @@ def markdown(result: dict, metric: str, commands: list[str], title: str = "npo c
             f"{_fmt(a['steps_to_target'], '.0f')} ({a['reached']}/{len(m['seeds'])}) | "
             f"{_speed(a['speedup_per_step'])} | {_speed(a['speedup_per_compute'])} | "
             f"{a['final_steps']:.0f} | {a['total_steps']:.0f} | {a['generated_tokens']:.0f} | "
-            f"{a['wall_seconds']:.0f} | {a['interventions']:.1f} |")
+            f"{a['wall_seconds']:.0f} | {_count(a['interventions'])} |")
     lines += ["", "Steps (tokens) to target average the seeds that reached it; a speed-up is the baseline's over "
               "the method's. Total steps count discarded look-ahead steps; generated tokens count on-policy, "
               "look-ahead, guide and estimation tokens.", ""]
@@ -164,11 +183,19 @@ def markdown(result: dict, metric: str, commands: list[str], title: str = "npo c
         lines.append(f"| {step} | " + " | ".join("" if a is None else f"{a:.4f}" for a in accs) + " |")
     lines.append("")
     made = [(name, i, line) for name, m in result["methods"].items() for i, x in enumerate(m["seeds"])
-            for line in x["interventions_made"]]
+            for line in x["interventions_made"] or ([] if name == result["baseline"] else [NO_INTERVENTION])]
     if made:
         lines += ["Interventions made:", "", *[f"- {name} seed {i}: {line}" for name, i, line in made], ""]
+    same = identical_curves(result)
+    if same:
+        lines += [*[f"`{a}` evaluated exactly as `{b}` at every step: the same run, as far as the held-out set "
+                    f"can tell." for a, b in same.items()], ""]
     lines += ["Reproduce:", "", "```bash", *commands, "```", ""]
     return "\n".join(lines)
+
+
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "x", "D", "v", "+")
 
 
 def plot(runs: dict[str, list[dict]], result: dict, metric: str, path: Path) -> None:
@@ -178,15 +205,21 @@ def plot(runs: dict[str, list[dict]], result: dict, metric: str, path: Path) -> 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    same = identical_curves(result)
     for i, (name, rs) in enumerate(runs.items()):
         curve = result["curves"][name]
         steps, mean = list(curve), list(curve.values())
         per = [[a for r in rs for s2, a in r["evals"] if s2 == s] for s in steps]
         color = f"C{i}"
-        axes[0].plot(steps, mean, marker=".", color=color, label=name)
+        # each method its own line style and marker, later ones thinner: a line that equals another's
+        # (a run that never intervened) still shows both
+        style = {"color": color, "label": name + (f" (= {same[name]})" if name in same else ""),
+                 "linestyle": LINESTYLES[i % len(LINESTYLES)], "marker": MARKERS[i % len(MARKERS)],
+                 "linewidth": max(0.8, 2.6 - 0.5 * i), "markersize": max(3, 8 - 1.5 * i)}
+        axes[0].plot(steps, mean, **style)
         axes[0].fill_between(steps, [min(p) for p in per], [max(p) for p in per], color=color, alpha=0.12)
         toks = [sum(tokens_at(r, s) for r in rs) / len(rs) for s in steps]
-        axes[1].plot(toks, mean, marker=".", color=color, label=name)
+        axes[1].plot(toks, mean, **style)
         for s in sorted({s for r in rs for s in r["interventions"]}):
             axes[0].axvline(s, color=color, linestyle=":", linewidth=1)
     for ax in axes:

@@ -106,7 +106,7 @@ def _repair(run: RunDir, journal: Journal, say) -> None:
         journal.pending = None  # saved by `recover`
     for tmp in run.root.rglob(".*.tmp"):  # an atomic write cut short
         tmp.unlink()
-    for folder in _segment_folders(run):
+    for folder in run.segment_folders():
         complete = complete_steps(folder)
         for step, path in sorted(checkpoint_folders(folder).items()):
             if step not in complete:
@@ -125,15 +125,10 @@ def _repair(run: RunDir, journal: Journal, say) -> None:
     write_jsonl(run.events, journal.events)
 
 
-def _segment_folders(run: RunDir) -> list[Path]:
-    looks = run.root / "lookahead"
-    return [run.checkpoints, *(sorted(p for p in looks.iterdir() if p.is_dir()) if looks.is_dir() else [])]
-
-
 def latest_books(run: RunDir, journal: Journal) -> dict:
     """The run's latest books: the journal's, or a checkpoint marker's if one is later."""
     snapshots = [journal.books]
-    for folder in _segment_folders(run):
+    for folder in run.segment_folders():
         snapshots += [checkpoint_state(checkpoint_folder(folder, step))["books"] for step in complete_steps(folder)]
     banks = run.root / "guides"  # a bank made ahead is saved with the books of its making (its verifications)
     if banks.is_dir():

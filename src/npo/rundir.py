@@ -130,6 +130,11 @@ class RunDir:
         """`npo signal`'s output, without its suffix (.json and .png)."""
         return self.root / "signal" / f"step-{step}{'-backward' if backward else ''}"
 
+    def segment_folders(self) -> list[Path]:
+        """Every folder of checkpoints: the final trajectory's, then each look-ahead's or discarded segment's."""
+        looks = self.root / "lookahead"
+        return [self.checkpoints, *(sorted(p for p in looks.iterdir() if p.is_dir()) if looks.is_dir() else [])]
+
     def relative(self, path: Path) -> str:
         return str(Path(path).relative_to(self.root))
 

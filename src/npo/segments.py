@@ -31,6 +31,8 @@ from npo.faults import crash_point
 from npo.guides import Guidance
 from npo.journal import Journal
 from npo.rewards import TaskScorer
+from npo.reporting import RunReport
+from npo.retention import apply_retention
 from npo.rundir import (METRICS, RunDir, append_jsonl, checkpoint_folder, checkpoint_state, complete_steps,
                         read_jsonl)
 from npo.trainer import GuidedGRPOTrainer
@@ -55,6 +57,8 @@ class Context:
     controller: Controller | None = None  # AutoNPO's: its decisions are part of the books
     timings: dict = field(default_factory=dict)  # the model folder the run started from, ...
     stage_events: list = field(default_factory=list)  # events of the stage under way, committed with it
+    keep_whole: set = field(default_factory=set)  # final-trajectory steps a caller will roll back to (npo.retention)
+    report: RunReport | None = None  # the run's TensorBoard log / W&B run (npo.reporting)
 
     @property
     def is_main(self) -> bool:
@@ -112,6 +116,8 @@ def resume_point(ctx: Context, start: int, stop: int, out_dir: Path) -> tuple[in
         return 0, None, None
     if state is None:
         raise RuntimeError(f"no complete checkpoint at step {start} in {ctx.run.root} to start a segment from")
+    if state.get("weights_only"):  # npo.retention keeps every checkpoint a segment can start from whole
+        raise RuntimeError(f"{folder} holds weights only: a segment cannot start there")
     return (later[-1] if later else start), folder, state
 
 
@@ -140,7 +146,7 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
                 "injection": trainer.injection_state()}
 
     callbacks = [MetricsWriter(ctx.run.metrics if main else out_dir / METRICS, ctx.scorer.stats), StopAt(stop),
-                 CheckpointMarker(marker)]
+                 CheckpointMarker(marker, after_save=lambda: retain(ctx))]
     bar = ctx.progress if main else Progress(ctx.cfg.train.steps, initial=at, desc=f"look-ahead {start}->{stop}",
                                              enabled=ctx.show_progress and ctx.is_main, leave=False)
     callbacks += [ctx.evaluator, bar] if main else [bar]
@@ -148,6 +154,8 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
         callbacks.append(watch)
     if ctx.is_main:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
+    if ctx.report is not None:
+        ctx.report.segment(main)
     trainer.begin_segment(out_dir, callbacks, guidance=guidance, on_gate=getattr(watch, "on_gate", None))
     try:
         trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
@@ -156,6 +164,15 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
     if not main:
         bar.close()
     return Segment(trained=True, visited=dict(trainer.visited))
+
+
+def retain(ctx: Context, finished: bool = False) -> None:
+    """Checkpoints kept whole only where a rollback or resume can land (`npo.retention`); AutoNPO may
+    roll back max(Delta) steps from its latest checkpoint."""
+    if ctx.is_main:
+        horizon = max(ctx.cfg.autonpo.deltas) if ctx.cfg.method == "autonpo" else 0
+        apply_retention(ctx.run.segment_folders(), ctx.run.checkpoints, horizon, ctx.cfg.train.keep_checkpoints,
+                        finished, protect=set() if finished else ctx.keep_whole)
 
 
 def segment_cost(ctx: Context, start: int, records: list[dict]) -> Cost:

@@ -28,7 +28,7 @@ from npo.accounting import Clock, Ledger
 from npo.autoloop import train_autonpo
 from npo.autonpo import Controller, ControllerState, Made
 from npo.callbacks import Evaluator, Progress, warmup_bar
-from npo.config import RunConfig, dump_yaml, resolved
+from npo.config import RunConfig, dump_yaml, resolved, to_dict
 from npo.errors import UserError
 from npo.engine import load_weights
 from npo.evaluate import eval_plan
@@ -36,13 +36,15 @@ from npo.grpo_args import eval_max_new_tokens, grpo_kwargs, grpo_overrides
 from npo.journal import Journal
 from npo.loop import train_npo
 from npo.models.check import check_model
-from npo.models.load import load_policy, resolve_model_path
+from npo.models.load import load_policy, lora_config, resolve_model_path
 from npo.prompting import prompt_style
 from npo.rewards import TaskScorer
 from npo.resume import clear, recover, run_status
 from npo.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl
 from npo.runlock import FolderLock, check_out, is_empty
-from npo.segments import Context
+from npo.reporting import RunReport, report_targets
+from npo.retention import checkpoint_counts, disk_bytes
+from npo.segments import Context, retain
 from npo.sources import check_source
 from npo.tasks import Task, build_split, check_split_sizes
 from npo.trainer import build_trainer
@@ -80,6 +82,7 @@ def prepare(cfg: RunConfig, out: str | Path, resume: bool = False, split: tuple 
     task, train_items, eval_items = split or build_split(cfg)
     if split:
         check_split_sizes(cfg, train_items, eval_items)
+    lora_config(cfg.model.lora)  # its fields, refused before anything is written
     if model is None:
         check_model(cfg, train_items + eval_items, max(grpo_overrides(cfg)["max_completion_length"],
                                                        eval_max_new_tokens(cfg)))
@@ -139,7 +142,7 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     else:
         with processes.main_process_first():  # the main process builds the warm start; the others find it
             model_path = resolve_model_path(cfg, prep.train_items, warmup_bar(show_progress and main), prep.task)
-        model, tokenizer = load_policy(model_path, tokenizer=prep.tokenizer)
+        model, tokenizer = load_policy(model_path, dtype=cfg.model.dtype, tokenizer=prep.tokenizer)
     warmup_seconds = time.perf_counter() - t_start
     style = prompt_style(tokenizer)
     scorer = TaskScorer.for_run(prep.task, style, cfg, warm=prep.train_items[0])  # workers warm before any limit
@@ -164,8 +167,15 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
                             reward_funcs=prep.reward_funcs, ledger=ledger, start_dir=run.checkpoints if rolls_back_to_start(cfg) else None)
     progress = Progress(cfg.train.steps, initial=back.step if back else 0,
                         desc=label or f"{cfg.method} seed {cfg.seed}", enabled=show_progress and main)
+    report = open_report(cfg, run, trainer) if main else None
+
+    def on_eval(result: dict) -> None:
+        progress.eval_result(result)
+        if report is not None:
+            report.evaluation(result)
+
     evaluator = Evaluator(run, eval_plan(cfg, tokenizer, scorer, style, prep.eval_items), cfg.eval.every, trainer,
-                          on_result=progress.eval_result)
+                          on_result=on_eval)
     controller = None
     if cfg.method == "autonpo":  # its decisions are books; what it has seen comes with each checkpoint
         made = Made(**books["made"]) if books.get("made") else Made()
@@ -185,7 +195,19 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     if evaluator.last_step is None:
         evaluator.evaluate(0)
     return Context(cfg, run, trainer, scorer, style, prep.train_items, evaluator, progress, show_progress, journal,
-                   ledger, clock, controller, timings={"model_path": str(model_path)})
+                   ledger, clock, controller, timings={"model_path": str(model_path)}, report=report)
+
+
+def open_report(cfg: RunConfig, run: RunDir, trainer) -> RunReport | None:
+    """The run's one TensorBoard log / W&B run, when train.grpo.report_to asks for them."""
+    targets = report_targets(grpo_overrides(cfg)["report_to"])
+    if not targets:
+        return None
+    config = {"npo": run.config.read_text(), "npo_dict": to_dict(resolved(cfg)),
+              "trl": json.loads(run.trl_args.read_text())}
+    report = RunReport(run.root, targets, config)
+    trainer.add_callback(report)
+    return report
 
 
 def close_run(ctx: Context, out: Path) -> dict:
@@ -199,7 +221,10 @@ def close_run(ctx: Context, out: Path) -> dict:
         evaluator.evaluate(cfg.train.steps)
     ctx.progress.close()
     ctx.scorer.close()
+    if ctx.report is not None:
+        ctx.report.close()
     ctx.trainer.accelerator.wait_for_everyone()  # the main process has written every evaluation
+    retain(ctx, finished=True)  # no rollback or resume can come: only the last checkpoint stays whole
     summary = summarize(ctx.run, cfg, ctx.timings["model_path"], ctx.ledger.summary(cfg.train.steps), ctx.clock,
                         eval_seconds=evaluator.seconds, crashes=ctx.journal.crashes)
     if ctx.is_main:
@@ -229,6 +254,8 @@ def summarize(run: RunDir, cfg: RunConfig, model_path, accounting: dict, clock: 
         "warmup_seconds": round(clock.warmup_seconds, 2),
         "train_seconds": round(wall - clock.warmup_seconds - eval_seconds, 2),
         "eval_seconds": round(eval_seconds, 2),
+        "disk_bytes": disk_bytes(run.root),  # the run folder as left, this summary aside
+        "checkpoints": checkpoint_counts(run),
         "resumes": crashes["resumes"],
         "lost_seconds": round(crashes["lost_seconds"], 2),  # work a crash undid, and each resume's start-up
     }

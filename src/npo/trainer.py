@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import random
+import warnings
 
 import torch
 from accelerate.utils import gather_object
@@ -54,7 +55,9 @@ from npo.grpo_args import grpo_kwargs
 from npo.engine import EnginePolicy, EpochRepeatSampler
 from npo.groups import below_gate, group_stats
 from npo.injection import guide_token_weights, guided_groups, inject, slot_rows, weighted_advantages
+from npo.models.load import lora_config
 from npo.multimodal import dataset_row, row_fields
+from npo.reporting import trl_report_to
 from npo.replay import Entry, ReplayBuffer, collection_plan, question_index, replayed_groups, solve_rate
 from npo.rewards import make_reward_fn
 from npo.tasks.verify import VerifyStats
@@ -76,12 +79,13 @@ def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style
     `npo_kwargs`: the trainer's own arguments (guidance, ledger, on_gate); the gate is on for every
     method but grpo."""
     dataset = Dataset.from_list([dataset_row(it, style, i) for i, it in enumerate(train_items)])
-    args = GRPOConfig(**grpo_kwargs(cfg, output_dir=str(out_dir)))
+    kw = grpo_kwargs(cfg, output_dir=str(out_dir))
+    args = GRPOConfig(**{**kw, "report_to": trl_report_to(kw["report_to"])})  # npo.reporting writes the rest
     guided = cfg.method != "grpo"
     replay = ReplayBuffer.from_config(cfg.replay) if guided and cfg.npo.source == "replay" else None
     verified = make_reward_fn(scorer, train_items)
     rewards = [verified if f is None else f for f in reward_funcs] if reward_funcs else verified
-    trainer = GuidedGRPOTrainer(model=model, reward_funcs=rewards, args=args,
+    trainer = GuidedGRPOTrainer(model=model, reward_funcs=rewards, args=args, peft_config=lora_config(cfg.model.lora),
                          train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, scorer=scorer,
                          items=train_items, style=style, npo=cfg.npo if guided else None, replay=replay,
                          replay_share=cfg.replay.share, kept=on_policy_n(cfg, args.num_generations), **npo_kwargs)
@@ -90,11 +94,21 @@ def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style
     return trainer
 
 
+# TRL 1.16 reads `model.is_gradient_checkpointing`, which transformers 5 deprecates, at every save:
+# a FutureWarning that asks nothing of our users. Only that message is filtered.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 class GuidedGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, scorer, items, style: str = "plain", npo=None, guidance=None,
                  ledger: Ledger | None = None, on_gate=None, start_dir: Path | None = None,
                  replay: ReplayBuffer | None = None, replay_share: float = 0.0, kept: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        # A tied output layer is not in a checkpoint (it is the embedding): naming it lets HF's loader
+        # re-tie it instead of warning "missing keys: ['lm_head.weight']" at every rollback.
+        tied = set(getattr(self.model, "all_tied_weights_keys", None) or {})
+        if tied and not self.model._keys_to_ignore_on_save:
+            self.model._keys_to_ignore_on_save = tied
         self.kept = kept or self.num_generations  # G: the on-policy samples of a group (n less added guide rows)
         self.replay, self.replay_share = replay, replay_share  # ExGRPO's buffer (npo.replay), None without
         self.started = False  # the start_solve_rate latch: injection on (saved with checkpoints)

@@ -9,11 +9,12 @@ and a sharded model's index says which shards must be there.
 from __future__ import annotations
 
 import json
+import sys
 import zipfile
 from pathlib import Path
 
 from npo.errors import UserError
-from npo.models.tiny import build_tokenizer
+from npo.models.tiny import build_tokenizer, unmapped
 from npo.models.tiny_vl import QWEN_VL, build_processor, load_processor
 from npo.generation import conversations, text_tokenizer
 from npo.images import open_image
@@ -118,6 +119,7 @@ def check_model(cfg, items, completion: int) -> None:
             tokenizer = build_processor(cfg.model.vision)
         else:
             tokenizer = build_tokenizer()
+        warn_unmapped(cfg.task.spec, items)
         context, field = cfg.model.tiny.max_position_embeddings, "model.tiny.max_position_embeddings"
     else:
         p = check_model_folder(cfg.model.path)
@@ -141,6 +143,19 @@ def check_model(cfg, items, completion: int) -> None:
         context, field = getattr(config, "max_position_embeddings", None), f"model.path {p}"
     where, tokens = longest_prompt(tokenizer, items, prompt_style(tokenizer))
     check_context((f"{cfg.task.spec} {where}", tokens), completion, context, field)
+
+
+def warn_unmapped(spec: str, items) -> None:
+    """One warning line when the tiny tokenizer has to map characters of the task's text (it drops
+    accents and writes other non-ASCII characters as `?`): the run goes on, on the mapped text."""
+    found = [(i, unmapped(it.question + it.answer)) for i, it in enumerate(items)]
+    found = [(i, chars) for i, chars in found if chars]
+    if found:
+        i, chars = found[0]
+        where = f"row {items[i].meta['row']}" if items[i].meta.get("row") is not None else f"item {i}"
+        print(f"npo: warning: {len(found)} of {len(items)} prompts of {spec} have characters outside the tiny "
+              f"model's ASCII vocabulary (first: {where}, {''.join(chars[:5])!r}); accents are dropped and the "
+              f"rest is read as '?'", file=sys.stderr)
 
 
 def longest_prompt(tokenizer, items, style: str) -> tuple[str, int]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
+from npo.errors import UserError
 from npo.models.check import check_model_folder
 from npo.models.tiny import warmed_up_path
 from npo.models.tiny_vl import is_vision_folder, load_processor, vl_recipe
@@ -39,10 +40,57 @@ def rows_digest(items: list) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _load_adapters(path: Path, dtype, tokenizer):
+    from peft import PeftModel
+
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base or not Path(base).is_dir():
+        raise UserError(f"{path}: LoRA adapters of a base model that is not here ({base})")
+    model, tokenizer = load_policy(base, dtype, tokenizer or AutoTokenizer.from_pretrained(path))
+    return PeftModel.from_pretrained(model, path).merge_and_unload(), tokenizer
+
+
+def lora_config(fields: dict):
+    """TRL's peft_config of `model.lora` (None when empty); bad fields are a UserError."""
+    if not fields:
+        return None
+    try:
+        from peft import LoraConfig
+    except ImportError:
+        raise UserError("model.lora: LoRA needs peft (pip install 'npo[peft]')") from None
+    try:
+        return LoraConfig(**{"task_type": "CAUSAL_LM", **fields})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"model.lora: {str(exc).splitlines()[0]}") from None
+
+
+def lora_fields(peft_config) -> dict:
+    """`model.lora` of a peft.LoraConfig: the fields that differ from LoraConfig's defaults."""
+    from peft import LoraConfig
+
+    if not isinstance(peft_config, LoraConfig):
+        raise UserError(f"peft_config: npo trains LoRA adapters (a peft.LoraConfig), got {type(peft_config).__name__}")
+    default = LoraConfig(task_type="CAUSAL_LM").to_dict()
+    out = {}
+    for key, value in peft_config.to_dict().items():
+        if key == "task_type":  # npo's: a causal LM
+            continue
+        value = sorted(value) if isinstance(value, (set, frozenset)) else value
+        if value != (sorted(default[key]) if isinstance(default.get(key), (set, frozenset)) else default.get(key)):
+            out[key] = value
+    return out
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # model.dtype
+
+
 def load_policy(path: str | Path, dtype=None, tokenizer=None):
     """(model, tokenizer) from a local folder; the tokenizer pads on the left for generation. For a
     vision-language folder the "tokenizer" is its processor (what TRL takes as processing_class).
-    `tokenizer`: the user's own (another chat template, say) instead of the folder's."""
+    `tokenizer`: the user's own (another chat template, say) instead of the folder's. A LoRA run's
+    checkpoint (adapters only) loads onto its base model, merged."""
+    if (Path(path) / "adapter_config.json").is_file() and not (Path(path) / "config.json").is_file():
+        return _load_adapters(Path(path), dtype, tokenizer)
     path = check_model_folder(path)
     if is_vision_folder(path):
         processor = tokenizer or load_processor(path)
@@ -54,5 +102,5 @@ def load_policy(path: str | Path, dtype=None, tokenizer=None):
     text.padding_side = "left"
     if text.pad_token is None:
         text.pad_token = text.eos_token
-    model = model_class.from_pretrained(path, dtype=dtype or torch.float32)
+    model = model_class.from_pretrained(path, dtype=DTYPES.get(dtype, dtype) or torch.float32)
     return model, tokenizer

@@ -15,6 +15,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,16 +28,26 @@ from npo.config import TaskConfig, TinyModelConfig, WarmupConfig
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 CHARS = ["\n"] + [chr(c) for c in range(32, 127)]  # newline + printable ASCII
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+UNMAPPED = "[^\n -~]"  # a character of none of CHARS: the tokenizer writes it as "?"
+
+
+def unmapped(text: str) -> list[str]:
+    """The characters of `text` the tiny tokenizer maps (accented letters lose the accent; others become ?)."""
+    return sorted({c for c in text if not (c == "\n" or " " <= c <= "~")})
 
 
 def build_tokenizer():
-    """Character-level tokenizer: one token per printable ASCII character."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    """Character-level tokenizer: one token per printable ASCII character and newline. Other text is
+    mapped explicitly (`npo.models.check` warns before a run): accents are dropped (é -> e, by NFKD),
+    and what is still not ASCII becomes `?`. Never `<pad>`: the policy would read padding."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.normalizer = normalizers.Sequence([normalizers.NFKD(), normalizers.StripAccents(),
+                                           normalizers.Replace(Regex(UNMAPPED), "?")])
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")  # "." misses "\n"
     tok.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
@@ -74,7 +85,7 @@ def warmup_key(arch: TinyModelConfig, warm: WarmupConfig, task: TaskConfig, extr
     blob = json.dumps({
         "arch": vars(arch), "warmup": vars(warm), "vocab": SPECIALS + CHARS,
         "task": [task.spec, task.options, task.train_size, task.eval_size, task.split_seed],
-        "versions": [torch.__version__, transformers.__version__], "format": 3, **(extra or {}),
+        "versions": [torch.__version__, transformers.__version__], "format": 4, **(extra or {}),
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -163,6 +174,10 @@ def warmed_up_path(arch: TinyModelConfig, warm: WarmupConfig, task_cfg: TaskConf
     path = root / warmup_key(arch, warm, task_cfg, recipe.key)
     if (path / "config.json").exists():
         return path
+    # a new cache entry is minutes of work: say so, and why (any of these differing from a cached one)
+    print(f"npo: building the warm start ({warm.steps} steps) for task {task_cfg.spec} {task_cfg.options or ''} "
+          f"(train_size {task_cfg.train_size}, eval_size {task_cfg.eval_size}, split_seed {task_cfg.split_seed}): "
+          f"no cached one for this model, warmup and split in {root}", file=sys.stderr)
     root.mkdir(parents=True, exist_ok=True)
     model, tokenizer = train_warmup(arch, warm, train_items, progress, demonstrate, recipe)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))

@@ -30,19 +30,27 @@ def run_task(cfg) -> Task:
     return build_task(t.spec, t.options, question_key=t.question_key, answer_key=t.answer_key, image_key=t.image_key)
 
 
-def build_split(cfg) -> tuple[Task, list[Item], list[Item]]:
+def build_split(cfg, evaluation: bool = False) -> tuple[Task, list[Item], list[Item]]:
     """The run's task (`cfg`: an npo.config.RunConfig) and its disjoint (train, held-out) items,
-    checked against eval.n."""
+    checked against eval.n. `evaluation` (npo eval): a data file smaller than task.eval_size is held
+    out whole, and no training split is needed."""
     task = run_task(cfg)
-    train_items, eval_items = task.splits(cfg.task.train_size, cfg.task.eval_size, cfg.task.split_seed)
-    check_split_sizes(cfg, train_items, eval_items)
+    eval_size = cfg.task.eval_size
+    if evaluation and hasattr(task, "items"):
+        eval_size = min(eval_size, len(task.items))
+    train_items, eval_items = task.splits(cfg.task.train_size, eval_size, cfg.task.split_seed)
+    check_split_sizes(cfg, train_items, eval_items, evaluation)
     return task, train_items, eval_items
 
 
-def check_split_sizes(cfg, train_items: list, eval_items: list) -> None:
+def check_split_sizes(cfg, train_items: list, eval_items: list, evaluation: bool = False) -> None:
     """eval.n and train.prompts_per_step against the items there are."""
     if len(eval_items) < cfg.eval.n:
-        raise UserError(f"eval.n: {cfg.eval.n} > the {len(eval_items)} held-out items of {cfg.task.spec}")
+        fix = f"--n {len(eval_items)}" if evaluation else f"--set eval.n={len(eval_items)}"
+        raise UserError(f"eval.n: {cfg.eval.n} > the {len(eval_items)} held-out items of {cfg.task.spec} "
+                        f"(use {fix} or fewer)")
+    if evaluation:
+        return
     if len(train_items) < cfg.train.prompts_per_step:  # TRL's sampler would make no batch: zero steps, no error
         raise UserError(f"train.prompts_per_step: {cfg.train.prompts_per_step} > the {len(train_items)} training "
                         f"items of {cfg.task.spec} left after the held-out split")

@@ -103,8 +103,10 @@ class FileTask:
     def splits(self, train_size: int, eval_size: int, seed: int):
         order = list(range(len(self.items)))
         random.Random(seed).shuffle(order)
-        if eval_size >= len(order):
-            raise UserError(f"task.eval_size: {eval_size} >= the {len(order)} rows of {self.path}")
+        if eval_size > len(order):
+            raise UserError(f"task.eval_size: {eval_size} > the {len(order)} rows of {self.path}: hold out fewer "
+                            f"(e.g. --set task.eval_size={max(1, len(order) // 5)} --set eval.n={max(1, len(order) // 5)}; "
+                            f"npo eval: --n {len(order)} evaluates every row)")
         eval_items = [self.items[i] for i in order[:eval_size]]
         train, eval_items = disjoint_split(eval_items, [self.items[i] for i in order[eval_size:]])
         return train[:train_size], eval_items
