@@ -1,14 +1,14 @@
 """NPO from Python with your own dataset and reward functions, on the embedded tiny model (CPU).
 
-    python examples/custom_reward.py --out runs/example-custom-reward
+    python examples/custom_reward.py [runs/example-custom-reward]
 
 The dataset is a list of dicts (a `datasets.Dataset` works the same); every column reaches the reward
 functions as a keyword argument, as in TRL. `exact_sum` is the verifier: the gate (p_hat < tau) and
 the held-out accuracy read it, thresholded at `reward_threshold`. `brevity` only shapes TRL's reward.
 """
 
-import argparse
 import random
+import sys
 
 import npo
 
@@ -46,9 +46,5 @@ def main(out: str, steps: int = 60, warmup_steps: int = 300, rows: int = 2000, h
     return trainer.train()
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/example-custom-reward")
-    p.add_argument("--steps", type=int, default=60)
-    summary = main(p.parse_args().out, p.parse_args().steps)
-    print({k: summary[k] for k in ("initial_accuracy", "final_accuracy", "interventions", "wall_seconds")})
+if __name__ == "__main__":  # python examples/custom_reward.py [OUT]
+    print(main(sys.argv[1] if len(sys.argv) > 1 else "runs/example-custom-reward"))

@@ -1,13 +1,13 @@
 """GRPO and NPO on a GSM8K-style JSONL file, verified with math-verify, from Python (CPU, tiny model).
 
-    python examples/gsm8k_math_verify.py --out runs/example-gsm8k
+    python examples/gsm8k_math_verify.py [runs/example-gsm8k]
 
 Rows are {question, answer} with GSM8K's `#### 72` final answers (examples/data/gsm8k_style.jsonl).
 `npo.math_verify_reward` is a TRL reward function on the `answer` column; as npo's verifier it runs
 in a guarded worker process with a time limit (a hanging parse scores 0, the run goes on).
 """
 
-import argparse
+import sys
 from pathlib import Path
 
 from datasets import Dataset
@@ -34,10 +34,5 @@ def main(out: str, steps: int = 40, warmup_steps: int = 400, heldout: int = 20) 
     return trainer.train()
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="runs/example-gsm8k")
-    p.add_argument("--steps", type=int, default=40)
-    a = p.parse_args()
-    summary = main(a.out, a.steps)
-    print({k: summary[k] for k in ("initial_accuracy", "final_accuracy", "interventions", "wall_seconds")})
+if __name__ == "__main__":  # python examples/gsm8k_math_verify.py [OUT]
+    print(main(sys.argv[1] if len(sys.argv) > 1 else "runs/example-gsm8k"))

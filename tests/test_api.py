@@ -136,23 +136,17 @@ def test_bad_api_arguments_are_one_line_errors(kwargs, message, tmp_path):
 
 
 def test_a_lora_npo_run_trains_rolls_back_and_injects(tmp_path):
-    """LoRA through peft_config with a bootstrap intervention on the tiny model: checkpoints hold the
-    adapters only; the look-ahead trains them; the rollback puts back checkpoint 0's adapters (the
-    window's first step samples exactly as the look-ahead's first did); guides are injected; and
-    `npo eval` reads the run's adapters onto their base model."""
-    from peft import LoraConfig
+    """examples/lora.py at toy size (LoRA through peft_config, a bootstrap intervention, the tiny
+    model): checkpoints hold the adapters only; the look-ahead trains them; the rollback puts back
+    checkpoint 0's adapters (the window's first step samples exactly as the look-ahead's first did);
+    guides are injected; and `npo eval` reads the run's adapters onto their base model."""
     from safetensors.torch import load_file
 
     out = tmp_path / "lora"
-    args = npo.NPOConfig(output_dir=str(out), max_steps=4, save_steps=2, per_device_train_batch_size=8 * 8,
-                         learning_rate=1e-2, max_completion_length=6, heldout_every=0, heldout_n=20, heldout_samples=0)
-    summary = npo.NPOTrainer(
-        model=npo.ModelConfig(path="tiny", warmup=npo.WarmupConfig(steps=1000, batch_size=128, lr=2e-3)),
-        task=npo.TaskConfig(spec="arith", options={"terms": 2, "digits": 2, "ops": "+-"}, eval_size=500),
-        args=args, peft_config=LoraConfig(r=4, lora_alpha=16, target_modules="all-linear"),
-        guide=npo.NearFuture(npo.Bootstrap(lookahead=2), k=2), show_progress=False).train()
+    example = runpy.run_path(str(ROOT / "examples" / "lora.py"))
+    summary = example["main"](str(out), steps=4, lookahead=2, learning_rate=1e-2)
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["lora"] == {
-        "r": 4, "lora_alpha": 16, "target_modules": "all-linear"}
+        "r": 4, "lora_alpha": 16, "target_modules": "all-linear"}  # peft_config is YAML model.lora
     start, look, end = (out / "checkpoints" / "checkpoint-0", out / "lookahead" / "0-bootstrap" / "checkpoint-2",
                         out / "checkpoints" / "checkpoint-4")
     for ck in (start, look, end):

@@ -27,3 +27,16 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"npo {version('npo')}"
+
+
+def test_the_wheel_ships_the_demo_config(tmp_path):
+    """`npo demo` from an installed wheel finds its regime: the shipped configs are package data."""
+    import zipfile
+
+    from npo.presets import DEFAULT_CONFIG
+
+    assert DEFAULT_CONFIG.is_file() and DEFAULT_CONFIG.parent == ROOT / "src" / "npo" / "configs"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path)], check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("npo-*.whl"))).namelist()
+    assert "npo/configs/demo.yaml" in names and "npo/configs/accelerate/zero2.yaml" in names

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from npo.api import NPOTrainer, api_arguments
 from npo.config import load_config
 from npo.errors import UserError
 from npo.pool_cli import build_pool
 from npo.presets import DEFAULT_CONFIG, METHOD_PRESETS
 from npo.report import write_report
 from npo.runlock import FolderLock
-from npo.train import claim, prepare, train
+from npo.train import Prepared, claim, train
 
 POOL_SEED, POOL_K = 1000, 4
 
@@ -53,14 +54,20 @@ def needs_pool(cfg) -> bool:
     return cfg.method == "rlep" and cfg.npo.source == "pool:"
 
 
+def prepared(cfg, out: Path) -> Prepared:
+    """A run of the comparison, checked and set up as `npo train` does it (through npo.api), to resume
+    or to skip when the folder holds it already."""
+    return NPOTrainer(**api_arguments(cfg, out), resume=True).prepared
+
+
 def make_pool(path: Path, overrides: list[str], out: Path, show_progress: bool) -> Path:
     """RLEP's pool for a comparison without --pool: a GRPO run of seed POOL_SEED on the config, then its
     verified successes (resumes like every run of the comparison; the pool is written once)."""
     pool = out / "pool" / "pool.jsonl"
     if not pool.exists():
         sets = [x for x in overrides if not x.startswith(("method=", "npo.", "replay."))]
-        prep = prepare(load_config(path, [*sets, *METHOD_PRESETS["grpo"], f"seed={POOL_SEED}"]),
-                       out / "pool" / "grpo-source", resume=True)
+        prep = prepared(load_config(path, [*sets, *METHOD_PRESETS["grpo"], f"seed={POOL_SEED}"]),
+                        out / "pool" / "grpo-source")
         if show_progress:
             print(f"[pool] RLEP's pool: GRPO seed {POOL_SEED}, then npo pool --k {POOL_K}", flush=True)
         train(prep, show_progress=show_progress, label=f"grpo s{POOL_SEED} (pool)")
@@ -78,7 +85,7 @@ def run_methods(methods: dict[str, tuple[Path, list[str]]], seeds: int, out: Pat
     configs = {(name, seed): load_config(path, [*overrides, f"seed={seed}"])  # every field, before any work
                for name, (path, overrides) in methods.items() for seed in range(seeds)}
     pooled = [name for name in methods if needs_pool(configs[name, 0])]
-    preps = {key: prepare(cfg, out / "runs" / f"{key[0]}-s{key[1]}", resume=True)
+    preps = {key: prepared(cfg, out / "runs" / f"{key[0]}-s{key[1]}")
              for key, cfg in configs.items() if key[0] not in pooled}
     planned = {f"{name}-s{seed}" for name, seed in configs}
     runs = out / "runs"
@@ -91,7 +98,7 @@ def run_methods(methods: dict[str, tuple[Path, list[str]]], seeds: int, out: Pat
         pool = make_pool(path, overrides, out, show_progress)
         for seed in range(seeds):
             cfg = load_config(path, [*overrides, f"npo.source=pool:{pool}", f"seed={seed}"])
-            preps[name, seed] = prepare(cfg, out / "runs" / f"{name}-s{seed}", resume=True)
+            preps[name, seed] = prepared(cfg, out / "runs" / f"{name}-s{seed}")
     if pooled and report.get("appendix") is None:
         report["appendix"] = lambda result: POOL_NOTE
     for prep in preps.values():

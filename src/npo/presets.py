@@ -17,7 +17,9 @@ import copy
 import json
 from pathlib import Path
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # the demo regime
+# The shipped configs live in the package (the repository's configs/ links here), so that `npo demo`
+# finds its regime from an installed wheel too.
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"  # the demo regime
 
 PRESETS: dict[str, dict] = {
     "luffy": {"npo": {"source": "teacher:reference", "inject_when": "always", "gated": False, "fill": "replace",
