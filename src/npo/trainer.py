@@ -39,7 +39,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import random
-import warnings
 
 import torch
 from accelerate.utils import gather_object
@@ -92,11 +91,6 @@ def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style
     for cb in (PrinterCallback, ProgressCallback):  # our own bar and files replace TRL's printing
         trainer.remove_callback(cb)
     return trainer
-
-
-# TRL 1.16 reads `model.is_gradient_checkpointing`, which transformers 5 deprecates, at every save:
-# a FutureWarning that asks nothing of our users. Only that message is filtered.
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 class GuidedGRPOTrainer(GRPOTrainer):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from npo.models.check import check_model_folder
 from npo.models.tiny import warmed_up_path
 from npo.models.tiny_vl import is_vision_folder, load_processor, vl_recipe
 from npo.tasks import run_task
+
+# TRL 1.16 (at every save) and peft (loading adapters) read `model.is_gradient_checkpointing`, which
+# transformers 5 deprecates: a FutureWarning that asks nothing of our users. Only that message is filtered.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 TINY, TINY_VL = "tiny", "tiny-vl"
 EMBEDDED = (TINY, TINY_VL)  # built and warmed up by npo (cached), not read from a folder
