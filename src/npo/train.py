@@ -139,11 +139,12 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     main = processes.is_main_process
     if prep.model is not None:  # given from Python, loaded
         model_path, model, tokenizer = cfg.model.path, prep.model, prep.tokenizer
+        warmup_seconds = 0.0
     else:
         with processes.main_process_first():  # the main process builds the warm start; the others find it
             model_path = resolve_model_path(cfg, prep.train_items, warmup_bar(show_progress and main), prep.task)
+        warmup_seconds = time.perf_counter() - t_start
         model, tokenizer = load_policy(model_path, dtype=cfg.model.dtype, tokenizer=prep.tokenizer)
-    warmup_seconds = time.perf_counter() - t_start
     style = prompt_style(tokenizer)
     scorer = TaskScorer.for_run(prep.task, style, cfg, warm=prep.train_items[0])  # workers warm before any limit
 
@@ -164,7 +165,8 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
 
     ledger = Ledger(**books.get("ledger", {}))
     trainer = build_trainer(cfg, run.checkpoints, model, tokenizer, scorer, style, prep.train_items, prep.callbacks,
-                            reward_funcs=prep.reward_funcs, ledger=ledger, start_dir=run.checkpoints if rolls_back_to_start(cfg) else None)
+                            reward_funcs=prep.reward_funcs, ledger=ledger,
+                            start_dir=run.checkpoints if rolls_back_to_start(cfg) else None)
     progress = Progress(cfg.train.steps, initial=back.step if back else 0,
                         desc=label or f"{cfg.method} seed {cfg.seed}", enabled=show_progress and main)
     report = open_report(cfg, run, trainer) if main else None

@@ -22,11 +22,9 @@ What it changes, and why:
   one; on its first call it can save `checkpoint-0`, the target of a rollback to the start (and
   calls the callbacks' `on_save`, which write its completion marker, as for every checkpoint).
 
-Image prompts travel as TRL's multimodal rows (`image` beside `prompt`); a guide replaces only a row's
-completion, so it is trained with its prompt's image, and rows scored again here keep theirs
-(`npo.multimodal.row_fields`). Everything else -- rewards, group advantages, the clipped loss,
-optimizer, logging, checkpoints -- is TRL's path. `tests/test_trl_seam.py` pins the private methods used here by source hash.
-
+Image prompts are TRL's multimodal rows; a guide replaces only a row's completion, so it trains with
+its prompt's image (`npo.multimodal.row_fields`). Everything else -- rewards, advantages, the loss,
+optimizer, logging, checkpoints -- is TRL's; `tests/test_trl_seam.py` pins the private methods used here.
 Shared with the loop: the run's `Ledger` (it books the on-policy tokens it generates); per segment
 (`begin_segment`) the `Guidance` it asks and injects from, and `on_gate`, which receives each
 generation's `GateOutcome` (AutoNPO's input); per checkpoint the injection state (`injection_state`).
@@ -54,7 +52,7 @@ from npo.grpo_args import grpo_kwargs
 from npo.engine import EnginePolicy, EpochRepeatSampler
 from npo.groups import below_gate, group_stats
 from npo.injection import guide_token_weights, guided_groups, inject, slot_rows, weighted_advantages
-from npo.models.load import lora_config
+from npo.models.load import lora_config, name_tied_weights
 from npo.multimodal import dataset_row, row_fields
 from npo.reporting import trl_report_to
 from npo.replay import Entry, ReplayBuffer, collection_plan, question_index, replayed_groups, solve_rate
@@ -75,8 +73,8 @@ def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style
                   reward_funcs: list = (), **npo_kwargs) -> "GuidedGRPOTrainer":
     """A GuidedGRPOTrainer for the run's config, writing its checkpoints to `out_dir`. `reward_funcs`: the
     user's TRL reward functions, None where the verifier's binary reward goes (empty: only that one).
-    `npo_kwargs`: the trainer's own arguments (guidance, ledger, on_gate); the gate is on for every
-    method but grpo."""
+    `npo_kwargs`: the trainer's own (guidance, ledger, on_gate); the gate is on for every method but grpo."""
+    name_tied_weights(model)
     dataset = Dataset.from_list([dataset_row(it, style, i) for i, it in enumerate(train_items)])
     kw = grpo_kwargs(cfg, output_dir=str(out_dir))
     args = GRPOConfig(**{**kw, "report_to": trl_report_to(kw["report_to"])})  # npo.reporting writes the rest
@@ -85,9 +83,10 @@ def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style
     verified = make_reward_fn(scorer, train_items)
     rewards = [verified if f is None else f for f in reward_funcs] if reward_funcs else verified
     trainer = GuidedGRPOTrainer(model=model, reward_funcs=rewards, args=args, peft_config=lora_config(cfg.model.lora),
-                         train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, scorer=scorer,
-                         items=train_items, style=style, npo=cfg.npo if guided else None, replay=replay,
-                         replay_share=cfg.replay.share, kept=on_policy_n(cfg, args.num_generations), **npo_kwargs)
+                                train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, scorer=scorer,
+                                items=train_items, style=style, npo=cfg.npo if guided else None, replay=replay,
+                                replay_share=cfg.replay.share, kept=on_policy_n(cfg, args.num_generations),
+                                **npo_kwargs)
     for cb in (PrinterCallback, ProgressCallback):  # our own bar and files replace TRL's printing
         trainer.remove_callback(cb)
     return trainer
@@ -98,11 +97,6 @@ class GuidedGRPOTrainer(GRPOTrainer):
                  ledger: Ledger | None = None, on_gate=None, start_dir: Path | None = None,
                  replay: ReplayBuffer | None = None, replay_share: float = 0.0, kept: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        # A tied output layer is not in a checkpoint (it is the embedding): naming it lets HF's loader
-        # re-tie it instead of warning "missing keys: ['lm_head.weight']" at every rollback.
-        tied = set(getattr(self.model, "all_tied_weights_keys", None) or {})
-        if tied and not self.model._keys_to_ignore_on_save:
-            self.model._keys_to_ignore_on_save = tied
         self.kept = kept or self.num_generations  # G: the on-policy samples of a group (n less added guide rows)
         self.replay, self.replay_share = replay, replay_share  # ExGRPO's buffer (npo.replay), None without
         self.started = False  # the start_solve_rate latch: injection on (saved with checkpoints)

@@ -55,6 +55,14 @@ def _load_adapters(path: Path, dtype, tokenizer):
     return PeftModel.from_pretrained(model, path).merge_and_unload(), tokenizer
 
 
+def name_tied_weights(model) -> None:
+    """A tied output layer is not in a checkpoint (it is the embedding): naming it lets HF's loader
+    re-tie it at every rollback instead of warning "missing keys: ['lm_head.weight']"."""
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    if tied and not model._keys_to_ignore_on_save:
+        model._keys_to_ignore_on_save = tied
+
+
 def lora_config(fields: dict):
     """TRL's peft_config of `model.lora` (None when empty); bad fields are a UserError."""
     if not fields:
