@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,8 +250,6 @@ def _verifier_index(funcs: list, verifier) -> int:
 
 def _hold_out(items: list, task_cfg: TaskConfig) -> tuple[list, list]:
     """`task.eval_size` rows of the training set held out (by `task.split_seed`), as `jsonl:` does."""
-    import random
-
     if task_cfg.eval_size >= len(items):
         raise UserError(f"task.eval_size: {task_cfg.eval_size} >= the {len(items)} rows of train_dataset "
                         f"(give eval_dataset, or an eval_size below {len(items)})")

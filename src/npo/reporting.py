@@ -7,7 +7,7 @@ trajectory's step axis and no held-out accuracy. So npo takes over `tensorboard`
 `train.grpo.report_to` (the others stay TRL's) and writes, from the main process:
 
 - one TensorBoard log in `RUN/tensorboard/` (a resumed run appends to it), one W&B run named after
-  the run folder (a resumed run continues it: its id is kept in `RUN/tensorboard/wandb_id`);
+  the run folder, its files in `RUN/wandb/` (a resumed run continues it: its id is `RUN/wandb/npo_run_id`);
 - every step's metrics under the names of metrics.jsonl (`reward/mean`, `signal/...`, `npo/...`,
   `train/loss`, ...), a look-ahead's under `lookahead/` (its own namespace, so that its steps never
   mix with the final trajectory's), each held-out evaluation as `eval/accuracy` and `eval/mean_at_k`;
@@ -55,10 +55,10 @@ class RunReport(TrainerCallback):
         self._tb = self._wandb = None
 
     def open(self) -> None:
-        folder = self.root / "tensorboard"
-        folder.mkdir(parents=True, exist_ok=True)
         text = "```yaml\n" + self.config["npo"] + "\n```"
         if "tensorboard" in self.targets and self._tb is None:
+            folder = self.root / "tensorboard"
+            folder.mkdir(parents=True, exist_ok=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
@@ -69,11 +69,13 @@ class RunReport(TrainerCallback):
         if "wandb" in self.targets and self._wandb is None:
             import wandb
 
-            id_file = folder / "wandb_id"
+            folder = self.root / "wandb"  # W&B's own files, and the id a resume continues
+            folder.mkdir(parents=True, exist_ok=True)
+            id_file = folder / "npo_run_id"
             run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
             id_file.write_text(run_id)
             self._wandb = wandb.init(project=os.environ.get("WANDB_PROJECT", "npo"), name=self.root.name, id=run_id,
-                                     resume="allow", dir=str(folder),
+                                     resume="allow", dir=str(self.root),
                                      config={"npo": self.config["npo_dict"], "trl": self.config["trl"]})
             # its own x axis per namespace: a rollback sends the final trajectory's step back (W&B's
             # own step may only grow), and a look-ahead's steps are not the final trajectory's
