@@ -21,6 +21,7 @@ import torch  # noqa: E402
 from accelerate.utils import gather_object  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 
+from engine_worker import end_processes  # noqa: E402
 from helpers import tiny_trainer  # noqa: E402
 from npo.guides import GuideBank, Guidance  # noqa: E402
 from npo.sources import Guide, SelfSource, TraceSource  # noqa: E402
@@ -76,6 +77,7 @@ def main(out: str) -> None:
     result["processes"] = acc.num_processes
     if acc.is_main_process:
         Path(out).write_text(json.dumps(result))
+    end_processes()
 
 
 if __name__ == "__main__":

@@ -107,6 +107,15 @@ def main(modes: str, out: str, extra: list[str]) -> None:
         result["run"] = run_and_bank(out / "npo")
     if int(os.environ.get("RANK", "0")) == 0:
         (out / "result.json").write_text(json.dumps(result))
+    end_processes()
+
+
+def end_processes() -> None:
+    """Every process at the barrier, then the process group closed: left to the interpreter's exit,
+    gloo's threads can outlive it under load ("terminate called without an active exception")."""
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -18,9 +18,10 @@ EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 ha
 def launch(processes: int, out: Path) -> dict:
     torchrun = Path(sys.executable).with_name("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([str(torchrun), "--nproc_per_node", str(processes), "--master_port", str(29500 + processes),
-                    str(ROOT / "tests" / "dist_gate_worker.py"), str(out)],
-                   check=True, env=env, cwd=ROOT, capture_output=True, timeout=300)
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", str(processes), "--master_port", str(29500 + processes),
+                           str(ROOT / "tests" / "dist_gate_worker.py"), str(out)],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]  # what a failing process said
     return json.loads(out.read_text())
 
 
