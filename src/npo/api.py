@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from npo.grpo_args import GRPO_DEFAULTS, OWNED_GRPO_FIELDS, grpo_overrides
 from npo.guides_api import GRPO, Guide, guide_of
 from npo.models.load import lora_fields
 from npo.rundir import default_out
+from npo.tasks.base import held_out_split
 from npo.tasks.python import RewardTask, dataset_items
 from npo.train import Prepared, prepare, train
 
@@ -253,8 +253,5 @@ def _hold_out(items: list, task_cfg: TaskConfig) -> tuple[list, list]:
     if task_cfg.eval_size >= len(items):
         raise UserError(f"task.eval_size: {task_cfg.eval_size} >= the {len(items)} rows of train_dataset "
                         f"(give eval_dataset, or an eval_size below {len(items)})")
-    order = list(range(len(items)))
-    random.Random(task_cfg.split_seed).shuffle(order)
-    held = {i for i in order[:task_cfg.eval_size]}
-    return [it for i, it in enumerate(items) if i not in held], [items[i] for i in order[:task_cfg.eval_size]]
+    return held_out_split(items, task_cfg.eval_size, task_cfg.split_seed)
 

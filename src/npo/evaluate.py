@@ -42,11 +42,12 @@ class EvalPlan:
                 inputs = model_inputs(self.tokenizer, chunk, self.style, model.device)
                 firsts = [texts[0] for texts in generate_texts(model, self.tokenizer, inputs, self.max_new_tokens)]
                 greedy += [self.scorer.reward(text, it) for it, text in zip(chunk, firsts)]
-                outs = generate_texts(model, self.tokenizer, inputs, self.max_new_tokens, self.samples,
-                                      self.temperature) if self.samples else [[] for _ in chunk]
-                for it, texts in zip(chunk, outs):
-                    if self.samples:
-                        sampled.append(sum(self.scorer.reward(t, it) for t in texts) / self.samples)
+                outs = [[] for _ in chunk]
+                if self.samples:
+                    outs = generate_texts(model, self.tokenizer, inputs, self.max_new_tokens, self.samples,
+                                          self.temperature)
+                    sampled += [sum(self.scorer.reward(t, it) for t in texts) / self.samples
+                                for it, texts in zip(chunk, outs)]
                 if records is not None:
                     records += [self.record(it, first, texts) for it, first, texts in zip(chunk, firsts, outs)]
                 if progress is not None:
@@ -73,11 +74,6 @@ class EvalPlan:
             result.update(mean_at_k=m, k=self.samples, temperature=self.temperature,
                           stderr_mean_at_k=math.sqrt(m * (1 - m) / (n * self.samples)))
         return result
-
-
-def evaluate(model, plan: EvalPlan) -> dict:
-    """The whole plan in this process."""
-    return plan.summarize(*plan.score(model))
 
 
 def eval_plan(cfg, tokenizer, scorer, style: str, eval_items: list) -> EvalPlan:

@@ -31,18 +31,20 @@ from npo.callbacks import metrics_record
 OURS = ("tensorboard", "wandb")  # report_to values npo writes itself
 
 
+def _values(report_to) -> list[str]:
+    """TRL's GRPOConfig takes a string or a list."""
+    return [report_to] if isinstance(report_to, str) else list(report_to or [])
+
+
 def report_targets(report_to) -> list[str]:
-    """The `report_to` values npo writes (TRL's GRPOConfig takes a string or a list)."""
-    values = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    if "all" in values:
-        values = list(OURS)
-    return [v for v in values if v in OURS]
+    """The `report_to` values npo writes."""
+    values = _values(report_to)
+    return list(OURS) if "all" in values else [v for v in values if v in OURS]
 
 
 def trl_report_to(report_to) -> list[str] | str:
     """What is left to TRL's integrations."""
-    values = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    left = [v for v in values if v not in (*OURS, "none", "all")]
+    left = [v for v in _values(report_to) if v not in (*OURS, "none", "all")]
     return left or "none"
 
 

@@ -93,17 +93,11 @@ def strip(path: Path) -> None:
             (path / name).unlink(missing_ok=True)
 
 
-def is_full(path: Path) -> bool:
-    state = checkpoint_state(path)
-    return state is not None and not state.get("weights_only")
-
-
 def checkpoint_counts(run) -> dict:
-    """Full and weights-only checkpoints of a run (`run`: an npo.rundir.RunDir), all folders."""
-    paths = [p for folder in run.segment_folders() for p in Path(folder).glob("checkpoint-*")]
-    full = sum(is_full(p) for p in paths)
-    weights = sum(checkpoint_state(p) is not None and not is_full(p) for p in paths)
-    return {"full": full, "weights_only": weights}
+    """Complete checkpoints of a run (`run`: an npo.rundir.RunDir), all folders: whole and weights-only."""
+    states = [checkpoint_state(p) for folder in run.segment_folders() for p in Path(folder).glob("checkpoint-*")]
+    weights = sum(bool(s.get("weights_only")) for s in states if s is not None)
+    return {"full": sum(s is not None for s in states) - weights, "weights_only": weights}
 
 
 def disk_bytes(root: Path) -> int:

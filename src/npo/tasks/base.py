@@ -85,6 +85,15 @@ class SampledTask:
         return 1.0 if answer_text.strip() == item.answer else 0.0
 
 
+def held_out_split(items: list[Item], eval_size: int, seed: int) -> tuple[list[Item], list[Item]]:
+    """(train, eval): `eval_size` of `items` held out, drawn by `seed`; the training rows in that shuffled
+    order, without any question of the held-out ones."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    eval_items = [items[i] for i in order[:eval_size]]
+    return disjoint_split(eval_items, [items[i] for i in order[eval_size:]])
+
+
 def disjoint_split(eval_items: list[Item], train_items: list[Item]) -> tuple[list[Item], list[Item]]:
     """Drop from train every item whose question is an eval question, and duplicates in eval."""
     seen, eval_out = set(), []

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import base64
 import json
-import random
 from pathlib import Path
 
 from npo.errors import UserError
 from npo.images import image_reference
-from npo.tasks.base import Item, disjoint_split, register
+from npo.tasks.base import Item, held_out_split, register
 from npo.tasks.verify import math_reference, math_verify_score
 
 
@@ -101,14 +100,12 @@ class FileTask:
         self.name = f"{kind}:{path}"
 
     def splits(self, train_size: int, eval_size: int, seed: int):
-        order = list(range(len(self.items)))
-        random.Random(seed).shuffle(order)
-        if eval_size > len(order):
-            raise UserError(f"task.eval_size: {eval_size} > the {len(order)} rows of {self.path}: hold out fewer "
-                            f"(e.g. --set task.eval_size={max(1, len(order) // 5)} --set eval.n={max(1, len(order) // 5)}; "
-                            f"npo eval: --n {len(order)} evaluates every row)")
-        eval_items = [self.items[i] for i in order[:eval_size]]
-        train, eval_items = disjoint_split(eval_items, [self.items[i] for i in order[eval_size:]])
+        rows, fifth = len(self.items), max(1, len(self.items) // 5)
+        if eval_size > rows:
+            raise UserError(f"task.eval_size: {eval_size} > the {rows} rows of {self.path}: hold out fewer "
+                            f"(e.g. --set task.eval_size={fifth} --set eval.n={fifth}; "
+                            f"npo eval: --n {rows} evaluates every row)")
+        train, eval_items = held_out_split(self.items, eval_size, seed)
         return train[:train_size], eval_items
 
     def parse_reference(self, item: Item):
