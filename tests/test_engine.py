@@ -57,8 +57,11 @@ def test_deepspeed_zero2_on_a_30m_model_rolls_back_in_place(tmp_path):
 
 
 def test_deepspeed_zero3_rolls_back_in_place(tmp_path):
-    rep = launch(1, tmp_path, "replay", "deepspeed=zero3", port=29513)["replay"]
+    """In bf16 (model.dtype): the checkpoints' weights are bf16, half of fp32's bytes (DeepSpeed keeps the
+    fp32 masters in its optimizer state), and the rollbacks still replay bit for bit."""
+    rep = launch(1, tmp_path, "replay", "deepspeed=zero3", "bf16", port=29513)["replay"]
     assert rep["deepspeed"] and rep["replays_equal"] == [True, True, True] and rep["rss_growth_mb"] < MEMORY_MB
+    assert rep["weights_dtype"] == "torch.bfloat16" and rep["engine_bf16"]
 
 
 def test_launch_recipes_load():

@@ -1,6 +1,7 @@
 """End to end on the embedded default: the run directory, determinism, `npo eval` on a run."""
 
 import json
+from pathlib import Path
 
 import torch
 
@@ -64,23 +65,28 @@ def test_run_directory(tmp_path, tiny_model_path):
     assert resolved.train.grpo["learning_rate"] == 3e-4 and resolved.train.grpo["loss_type"] == "grpo"
     trl = json.loads((out / "trl_args.json").read_text())
     assert trl["max_steps"] == 6 and trl["learning_rate"] == 3e-4 and trl["lr_scheduler_type"] == "constant"
-    assert trl["activation_checkpointing"] is False and trl["epsilon"] == 0.2  # ours, and TRL's own default
+    assert trl["gradient_checkpointing"] is False and trl["epsilon"] == 0.2  # ours, and TRL's own default
 
 
-def test_a_bf16_run_checkpoints_half_the_bytes(tmp_path, tiny_model_path):
-    """model.dtype bf16: the weights and the optimizer's state are saved in half the bytes of fp32's,
-    and the run trains (the loss and the rewards are numbers)."""
-    sizes = {}
-    for dtype in ("fp32", "bf16"):
-        summary = short_run(tmp_path / dtype, "train.steps=3", "eval.samples=0", "eval.n=20", f"model.dtype={dtype}")
-        ck = tmp_path / dtype / "checkpoints" / "checkpoint-3"
-        sizes[dtype] = {name: (ck / name).stat().st_size for name in ("model.safetensors", "optimizer.pt")}
-        sizes[dtype]["run"] = summary["disk_bytes"]
-    for name in ("model.safetensors", "optimizer.pt"):
-        assert 0.49 < sizes["bf16"][name] / sizes["fp32"][name] < 0.51, name
-    assert sizes["bf16"]["run"] < 0.55 * sizes["fp32"]["run"]
-    metrics = read_jsonl(tmp_path / "bf16" / "metrics.jsonl")
-    assert all(torch.isfinite(torch.tensor(m["train/loss"])) for m in metrics)
+def test_bf16_in_one_process_is_mixed_precision_over_fp32_masters(tmp_path, tiny_model_path):
+    """model.dtype bf16 without DeepSpeed or FSDP: TRL's bf16 autocast over fp32 weights, which are what the
+    checkpoints hold (a rollback restores them exactly). At lr 1e-6 the masters move almost everywhere,
+    where bf16 weights would mostly not move at all (an update of ~1e-6 against a resolution of 2^-8 of
+    the weight). Halved checkpoints: the engines that keep the masters elsewhere (tests/test_engine.py)."""
+    from safetensors.torch import load_file
+
+    summary = short_run(tmp_path / "bf16", "train.steps=3", "eval.samples=0", "eval.n=20", "model.dtype=bf16",
+                        "train.grpo.learning_rate=1e-6")
+    trl = json.loads((tmp_path / "bf16" / "trl_args.json").read_text())
+    assert trl["bf16"] is True and trl["fp16"] is False
+    start, end = load_file(Path(tiny_model_path) / "model.safetensors"), load_file(
+        tmp_path / "bf16" / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    assert all(t.dtype == torch.float32 for t in end.values())
+    moved = sum(int((end[k] != start[k]).sum()) for k in end) / sum(t.numel() for t in end.values())
+    as_bf16 = sum(int((end[k].bfloat16() != start[k].bfloat16()).sum()) for k in end) / sum(t.numel() for t in end.values())
+    assert moved > 0.9 and as_bf16 < 0.1, (moved, as_bf16)
+    assert all(torch.isfinite(torch.tensor(m["train/loss"])) for m in read_jsonl(tmp_path / "bf16" / "metrics.jsonl"))
+    assert summary["final_steps"] == 3
 
 
 def test_a_seed_fixes_a_cpu_run(tmp_path, tiny_model_path):

@@ -36,19 +36,24 @@ PINNED_SOURCES = {
     "_generate_single_turn": "e0f02e4fc094cefdb306c6f04da26a2547c8b8225161a90e87a6803b21989b8e",
     "_save_checkpoint": "ec91bde1236491119dc68afed1d02f087b62b17f910521f8e4ba1360cc0b0e20",
 }
-# one trainer per run, re-entered in place (npo.trainer.GuidedGRPOTrainer.train / _prepare_for_training)
+# one trainer per run, re-entered in place (npo.trainer.GuidedGRPOTrainer.train / _prepare_for_training);
+# the transformers hashes are of 5.17.0 (the release vLLM 0.31 accepts), re-recorded after reading its diff to
+# 5.24.0: FSDP2 reshard before the optimizer, distributed loading by transformers, PEFT multi-adapter
+# loading, a CPU map_location fix (npo.trainer.plain_cpu_device does its work), the checkpointing rename
 PINNED_OTHERS = {
     "transformers Trainer._prepare_for_training": (Trainer._prepare_for_training,
-                                                   "28182cbf71da73dd159603cd23a280a01f3d5effceaaecee2effee80add2bb53"),
+                                                   "0a4d89b3fdfdd070be7eee6b5cf84909fdb26d1b5668621b485d4f16cdfb357e"),
     "transformers Trainer._inner_training_loop": (Trainer._inner_training_loop,
-                                                  "20ec4276e99fe7aee4db57e6d2dbe9455982362f051a96c9a1be3e6190d7a90a"),
-    "transformers Trainer.train": (Trainer.train, "9a3c2bcd066d8f990115e3f396d938cc47154518c4758e3438444b3f57f2b1b0"),
+                                                  "59b69168df6552465fa88c5ea56fe6c31ac28dee1e756b1061cd502d62edafab"),
+    "transformers Trainer.train": (Trainer.train, "f2ab74639cb0528db6759e7ec4f9c3e1abba652795fade99aa61a3e2c1fe1e24"),
     "transformers Trainer._run_epoch": (Trainer._run_epoch,
-                                        "31aff00f34c302a241b458727e59ae4befab906c51632831b90f6dac4357b823"),
+                                        "ebe374933064ecd6fde3407599c2847c3d2fa3c4638bb976e2759299aa752b14"),
     "transformers Trainer._load_from_checkpoint": (Trainer._load_from_checkpoint,
-                                                   "a2804e8d93a297e30d11e1589e707793302c872fc3ab89cddefc6cb2762e3a24"),
+                                                   "4711d0506786db15dd0b1efe274af4966ddb9c229de9e08cd2c35548e3a975c9"),
     "transformers Trainer._load_optimizer_and_scheduler": (
-        Trainer._load_optimizer_and_scheduler, "741032f57d6fb80211506bf521f67bdd0ff876ad39cc50e700c9c2bab2efb251"),
+        Trainer._load_optimizer_and_scheduler, "bdcb956f06c459ab57c5f71b38263e0d4293c12b07956db0f44f32d34106c56e"),
+    "transformers Trainer._load_scaler": (Trainer._load_scaler,
+                                          "c0695f79116426e284697a7c7607830d0805db8f91465849f5585249042f92e0"),
     "transformers Trainer._save_checkpoint": (Trainer._save_checkpoint,
                                               "a9111e30faa9933986e022e56b5af81fd990356db64d727b4c320c852283bf3b"),
     "transformers deepspeed_load_checkpoint": (deepspeed_load_checkpoint,
@@ -111,6 +116,16 @@ def test_engine_sources_unchanged():
     changed = [name for name, (fn, h) in PINNED_OTHERS.items()
                if hashlib.sha256(inspect.getsource(fn).encode()).hexdigest() != h]
     assert not changed, f"the in-place engine relies on these, and they changed: {changed}"
+
+
+def test_the_device_is_a_cached_property():
+    """`npo.trainer.plain_cpu_device` replaces the cached value of `TrainingArguments._setup_devices`."""
+    import functools
+
+    from transformers import TrainingArguments
+
+    assert isinstance(TrainingArguments.__dict__["_setup_devices"], functools.cached_property)
+    assert "return self._setup_devices" in inspect.getsource(TrainingArguments.device.fget)
 
 
 def test_a_batch_has_one_group_size():

@@ -28,7 +28,8 @@ The package in layers, top to bottom. A module imports only from its own layer o
         scoring, image prompts by reference and their fields in TRL's batches
     foundation             config (method_config: the methods' sections; guides_api: the same as the API's
                            `guide` objects), configfile (strict
-                           YAML), checks, grpo_args, runlock (one run
+                           YAML), checks, grpo_args, precision (what model.dtype
+                           means), runlock (one run
                            per folder), rundir, journal (what a resume continues
                            from), accounting, errors, faults (crash points), order (the data
                            order), presets (the baselines as settings), retention (which checkpoints
@@ -41,7 +42,7 @@ LAYERS = (
     ("foundation", {"npo.errors", "npo.guides_api", "npo.checks", "npo.config", "npo.method_config", "npo.configfile", "npo.runlock", "npo.grpo_args",
                     "npo.rundir", "npo.journal", "npo.faults", "npo.accounting",
                     "npo.groups", "npo.injection", "npo.signal", "npo.autonpo", "npo.interventions", "npo.order",
-                    "npo.presets", "npo.replay", "npo.retention"}),
+                    "npo.presets", "npo.replay", "npo.retention", "npo.precision"}),
     ("tasks, models, generation", {"npo.tasks", "npo.tasks.base", "npo.tasks.arith", "npo.tasks.files",
                                    "npo.tasks.rg", "npo.tasks.scratch", "npo.tasks.python", "npo.tasks.visual", "npo.tasks.verify",
                                    "npo.models", "npo.models.load", "npo.models.check", "npo.models.tiny",

@@ -14,7 +14,7 @@ How the fields correspond:
 |---|---|
 | seed, train.steps, train.checkpoint_every | `args.seed`, `args.max_steps`, `args.save_steps` |
 | train.keep_checkpoints | `args.save_total_limit` |
-| train.prompts_per_step | `args.per_device_train_batch_size` x processes / `args.num_generations` (TRL counts completions) |
+| train.prompts_per_step | `args.per_device_train_batch_size` x processes x `args.gradient_accumulation_steps` / `args.num_generations` (TRL counts completions) |
 | train.grpo.* | the GRPOConfig fields of `args` (npo's defaults where `npo.grpo_args.GRPO_DEFAULTS` says) |
 | eval.* | `args.heldout_*` (npo's held-out evaluation; TRL's own eval loop is not used) |
 | task.reward_threshold, verifier_timeout, max_failed_share | the same names on `args` |
@@ -27,7 +27,6 @@ How the fields correspond:
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from trl import GRPOConfig
 
 from npo.config import EvalConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig, build_config
 from npo.errors import UserError
-from npo.grpo_args import GRPO_DEFAULTS, OWNED_GRPO_FIELDS, grpo_overrides
+from npo.grpo_args import GRPO_DEFAULTS, OWNED_GRPO_FIELDS, grpo_kwargs, grpo_overrides, processes
 from npo.guides_api import GRPO, Guide, guide_of
 from npo.models.load import lora_fields
 from npo.rundir import default_out
@@ -76,8 +75,9 @@ class NPOConfig(GRPOConfig):
     save_total_limit: int | None = field(default=None, metadata={"help": (
         "YAML train.keep_checkpoints (None: 0, all): " + _help(TrainConfig, "keep_checkpoints"))})
     per_device_train_batch_size: int = field(default=128, metadata={"help": (
-        "Completions per process and step, as in TRL: train.prompts_per_step = this x processes / "
-        "num_generations (default 16 prompts x 8).")})
+        "Completions per process and micro-batch, as in TRL: an optimizer step takes this x processes x "
+        "gradient_accumulation_steps completions, train.prompts_per_step x num_generations (default 16 "
+        "prompts x 8 in one micro-batch).")})
     num_generations: int | None = _npo_default("num_generations")
     learning_rate: float = _npo_default("learning_rate")
     temperature: float = _npo_default("temperature")
@@ -85,7 +85,7 @@ class NPOConfig(GRPOConfig):
     beta: float = _npo_default("beta")
     loss_type: str = _npo_default("loss_type")
     report_to: None | str | list[str] = _npo_default("report_to")
-    activation_checkpointing: bool = _npo_default("activation_checkpointing")
+    gradient_checkpointing: bool = _npo_default("gradient_checkpointing")
     lr_scheduler_type: str = _npo_default("lr_scheduler_type")
     max_grad_norm: float = _npo_default("max_grad_norm")
     # npo's held-out evaluation (YAML eval.*)
@@ -115,7 +115,7 @@ class NPOConfig(GRPOConfig):
         """YAML train.grpo: every GRPOConfig value given that differs from TRL's default, and npo's defaults."""
         out = {}
         for name, value in self.given.items():
-            if name in OWNED_GRPO_FIELDS:
+            if name in OWNED_GRPO_FIELDS or name == "per_device_train_batch_size":  # that: train.prompts_per_step
                 continue
             f = _TRL[name]
             trl_default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -124,18 +124,14 @@ class NPOConfig(GRPOConfig):
         return out
 
 
-def _processes() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def run_config(args: NPOConfig, model: ModelConfig, task: TaskConfig, guide: Guide, heldout: int) -> RunConfig:
     """The RunConfig of the API's arguments (`heldout`: the held-out items there are), validated as a
     YAML file is."""
-    n = args.given["num_generations"]
-    completions = args.per_device_train_batch_size * _processes()
+    n, accumulation = args.given["num_generations"], args.gradient_accumulation_steps
+    completions = args.per_device_train_batch_size * processes() * accumulation
     if completions % n:
-        raise UserError(f"per_device_train_batch_size: {args.per_device_train_batch_size} completions x "
-                        f"{_processes()} processes are not whole groups of num_generations = {n}")
+        raise UserError(f"per_device_train_batch_size: {args.per_device_train_batch_size} completions x {processes()} "
+                        f"processes x {accumulation} micro-batches are not whole groups of num_generations = {n}")
     if args.save_steps != int(args.save_steps):
         raise UserError(f"save_steps: {args.save_steps}: npo checkpoints every whole number of steps")
     data = {
@@ -153,13 +149,17 @@ def run_config(args: NPOConfig, model: ModelConfig, task: TaskConfig, guide: Gui
 def api_arguments(cfg: RunConfig, out: str | Path) -> dict:
     """The API's arguments of a YAML run (what `npo train` hands to NPOTrainer)."""
     grpo = grpo_overrides(cfg)
-    n, world = grpo["num_generations"], _processes()
-    if cfg.train.prompts_per_step * n % world:
-        raise UserError(f"train.prompts_per_step: {cfg.train.prompts_per_step} prompts x {n} samples do not "
-                        f"split over {world} processes")
+    grpo.pop("per_device_train_batch_size", None)  # both as TRL means them, below
+    grpo.pop("gradient_accumulation_steps", None)
+    accumulation = grpo_kwargs(cfg, str(out))["gradient_accumulation_steps"]
+    rows, world = cfg.train.prompts_per_step * grpo["num_generations"], processes()
+    if rows % (world * accumulation):  # fill add: TRL's micro-batch holds the added guides, the API's does not
+        raise UserError(f"train.prompts_per_step: {rows} completions per step do not split over {world} processes "
+                        f"x {accumulation} micro-batches")
     args = NPOConfig(output_dir=str(out), seed=cfg.seed, max_steps=cfg.train.steps,
                      save_steps=cfg.train.checkpoint_every, save_total_limit=cfg.train.keep_checkpoints or None,
-                     per_device_train_batch_size=cfg.train.prompts_per_step * n // world,
+                     per_device_train_batch_size=rows // (world * accumulation),
+                     gradient_accumulation_steps=accumulation,
                      **{f"heldout_{k}": getattr(cfg.eval, k) for k in _EVAL},
                      **{k: getattr(cfg.task, k) for k in _VERIFIER}, **grpo)
     return {"model": cfg.model, "task": cfg.task, "args": args, "guide": guide_of(cfg)}
@@ -169,7 +169,9 @@ class NPOTrainer:
     """One npo run from Python. `trainer.train()` trains and returns the summary (summary.json).
 
     model: a local model folder, 'tiny' / 'tiny-vl' (the embedded defaults), a `npo.config.ModelConfig`,
-        or a loaded `transformers` model (then `processing_class` is its tokenizer or processor).
+        or a loaded `transformers` model (then `processing_class` is its tokenizer or processor). Under
+        ZeRO-3 give a folder: npo loads it after the run's GRPOConfig exists, partitioned (`zero.Init`);
+        a model loaded before is whole on every process.
     reward_funcs: TRL reward functions (`fn(prompts, completions, **columns) -> list[float]`) for
         `train_dataset`; `verifier` (a function of the list, its name or its index; default the first)
         is the one the gate and the held-out accuracy read, thresholded at `args.reward_threshold`

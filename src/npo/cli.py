@@ -152,13 +152,16 @@ def cmd_train(a) -> int:
     out = a.resume or a.out or default_out(a.config)
     trainer = NPOTrainer(**api_arguments(cfg, out), resume=bool(a.resume), show_progress=not a.quiet)
     prep = trainer.prepared
+    main_process = os.environ.get("RANK", "0") == "0"  # under a launcher, one line for the run, not one per process
     if prep.status == "finished":
-        print(f"{prep.out}: finished (summary.json); nothing to resume")
+        if main_process:
+            print(f"{prep.out}: finished (summary.json); nothing to resume")
         return 0
     summary = trainer.train()
     keys = ("initial_accuracy", "final_accuracy", "best_accuracy", "final_steps", "total_steps",
             "generated_tokens", "interventions", "wall_seconds")
-    print(json.dumps({"run": str(prep.out), **{k: summary[k] for k in keys}}))
+    if main_process:
+        print(json.dumps({"run": str(prep.out), **{k: summary[k] for k in keys}}))
     return 0
 
 

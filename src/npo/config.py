@@ -27,6 +27,7 @@ from npo.errors import UserError
 from npo.grpo_args import grpo_defaults_markdown, grpo_kwargs, grpo_overrides
 from npo.interventions import parse_interventions
 from npo.method_config import AutoNPOConfig, NPOSection, ReplayConfig
+from npo.precision import DTYPES
 from npo.presets import apply_preset
 
 METHODS = ("grpo", "npo", "autonpo", "luffy", "exgrpo", "rlep")  # the last three: presets (npo.presets)
@@ -78,9 +79,11 @@ class ModelConfig:
         "processor). Nothing is downloaded.",
         default="tiny", check=NonEmpty(),
     )
-    dtype: str = doc("Precision the policy is loaded, trained and checkpointed in: fp32, bf16 or fp16 (bf16 halves "
-                     "every checkpoint, optimizer state included). Mixed precision over fp32 weights is "
-                     "train.grpo.bf16 (TRL's). [ours]", default="fp32", check=OneOf(("fp32", "bf16", "fp16")))
+    dtype: str = doc("Precision: auto (bf16 on a GPU, fp32 on CPU), fp32, bf16 or fp16. bf16/fp16 is TRL's mixed "
+                     "precision over fp32 master weights: under DeepSpeed or FSDP, and for LoRA's frozen base, the "
+                     "policy is loaded (and checkpointed) in bf16/fp16 and the engine keeps the fp32 masters; under DDP "
+                     "or in one process the weights themselves are the fp32 masters (npo.precision). Teachers and "
+                     "npo eval sample in bf16/fp16 too. [ours]", default="auto", check=OneOf(DTYPES))
     lora: dict = doc("LoRA adapters, trained instead of the model (TRL's peft_config): peft.LoraConfig fields, e.g. "
                      "{r: 16, lora_alpha: 32, target_modules: all-linear}; empty: full fine-tuning. Checkpoints, "
                      "rollbacks and guides are then the adapters' (the base model is loaded once). Needs the peft "
@@ -132,7 +135,10 @@ class TaskConfig:
 class TrainConfig:
     steps: int = doc("Optimizer steps of the run (its final trajectory).", default=300, check=POSITIVE)
     prompts_per_step: int = doc("Prompts per optimizer step (B), over all processes; each gets a group of n "
-                                "samples, and a group may straddle two processes.", default=16, check=POSITIVE)
+                                "samples, and a group may straddle two processes or micro-batches. The B x n "
+                                "completions are train.grpo.per_device_train_batch_size x processes x "
+                                "gradient_accumulation_steps, as in TRL: set either field (the other follows), or "
+                                "neither (one micro-batch per process).", default=16, check=POSITIVE)
     checkpoint_every: int = doc("Save a full checkpoint (weights, optimizer, scheduler, RNG, data position) "
                                 "every this many steps; rollback targets (AutoNPO's candidate look-aheads are "
                                 "multiples of it). [ours]", default=20, check=POSITIVE)
@@ -141,9 +147,10 @@ class TrainConfig:
                                 "counted: README \"The run directory\". [ours]", default=0, check=NON_NEGATIVE)
     grpo: dict = doc(
         "Fields passed through to trl.GRPOConfig (num_generations = n, learning_rate, temperature, "
-        "max_completion_length, beta, epsilon, loss_type, report_to, ...). Fields that npo owns "
-        "(output_dir, max_steps, seed, save_steps, save_total_limit, save_only_model, per_device_train_batch_size) "
-        "are refused here.",
+        "max_completion_length, beta, epsilon, loss_type, report_to, per_device_train_batch_size, "
+        "gradient_accumulation_steps, gradient_checkpointing, ...), each meaning what it means in TRL. Fields that "
+        "npo owns (output_dir, max_steps, seed, save_steps, save_total_limit, save_only_model, logging_steps, "
+        "num_train_epochs) are refused here.",
         default_factory=dict,
     )
 
@@ -268,8 +275,12 @@ def on_policy_n(cfg: RunConfig, n: int) -> int:
 def chunk_steps(g: dict) -> int:
     """Optimizer steps one generation batch serves (TRL reuses it steps_per_generation x num_iterations
     micro-steps): a rollback or resume must land on a multiple, or TRL regenerates mid-batch."""
-    accum = g.get("gradient_accumulation_steps") or 1
-    return (g.get("num_iterations") or 1) * (g.get("steps_per_generation") or accum) // accum
+    accum = g["gradient_accumulation_steps"]
+    micro_steps = (g.get("num_iterations") or 1) * (g.get("steps_per_generation") or accum)
+    _require(micro_steps % accum == 0, "train.grpo.steps_per_generation",
+             f"{micro_steps} micro-batches per generation batch (x num_iterations) must be a multiple of "
+             f"gradient_accumulation_steps ({accum}): a generation batch ends on an optimizer step, where npo rolls back")
+    return micro_steps // accum
 
 
 def _check_boundaries(cfg: RunConfig, interventions, chunk: int) -> None:

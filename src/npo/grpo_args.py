@@ -1,8 +1,13 @@
 """The GRPO pass-through: `train.grpo` goes to `trl.GRPOConfig` over npo's own defaults.
 
-`GRPO_DEFAULTS` lists every value npo sets under the user's, with why; `OWNED_GRPO_FIELDS` are set
-from npo's own fields (a user value would fight the run folder). A run records the merged values in
-its config.yaml and every GRPOConfig value, TRL's defaults included, in trl_args.json.
+`GRPO_DEFAULTS` lists every value npo sets under the user's, with why; a user's explicit value always
+wins. `OWNED_GRPO_FIELDS` are set from npo's own fields (a user value would fight the run folder). A
+run records the merged values in its config.yaml and every GRPOConfig value, TRL's defaults and the
+derived batch shape and precision included, in trl_args.json.
+
+Batch shape, as TRL means it: one optimizer step takes per_device_train_batch_size x processes x
+gradient_accumulation_steps completions, and npo's `train.prompts_per_step` x n is that number
+(`micro_batches`); precision: `npo.precision`.
 
 TRL (with torch) is imported inside the functions that need it: a config with a bad field should be
 refused in a fraction of a second, not after the ~6 s those imports take.
@@ -11,6 +16,7 @@ refused in a fraction of a second, not after the ~6 s those imports take.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import os
 import re
@@ -19,11 +25,12 @@ from typing import Any
 
 from npo.checks import check_type
 from npo.errors import UserError
+from npo.precision import Precision, engine_of, launcher_flags, precision
 
 # GRPOConfig fields npo sets itself; a user value would silently fight the run directory layout.
 OWNED_GRPO_FIELDS = {
     "output_dir", "max_steps", "seed", "data_seed", "save_steps", "save_strategy",
-    "per_device_train_batch_size", "logging_steps", "num_train_epochs", "disable_tqdm",
+    "logging_steps", "num_train_epochs", "disable_tqdm",
     "save_total_limit", "save_only_model",  # npo keeps rollback targets whole (npo.retention)
 }
 
@@ -42,8 +49,8 @@ GRPO_DEFAULTS: dict[str, tuple[Any, str]] = {
                   "open repos of the paper's group"),
     "loss_type": ("grpo", "GRPO's per-sequence token mean (the paper's objective); TRL defaults to dapo"),
     "report_to": ("none", "npo writes metrics.jsonl itself; set wandb or tensorboard to add them"),
-    "activation_checkpointing": (False, "TRL turns it on (through gradient_checkpointing=True); recomputing "
-                                        "activations only slows small models. Turn it on for 8B"),
+    "gradient_checkpointing": (False, "TRL turns it on; recomputing activations only slows small models. Turn it "
+                                      "on for 1.5B-8B, where activations, not weights, fill the GPU"),
     "lr_scheduler_type": ("constant", "the rate at step t does not depend on train.steps, so a 200-step and a "
                                       "600-step run share their first 200 steps; TRL's linear decays to 0"),
     "max_grad_norm": (1.0, "TRL's value, pinned so a TRL upgrade cannot change it silently"),
@@ -52,25 +59,72 @@ GRPO_DEFAULTS: dict[str, tuple[Any, str]] = {
 
 def grpo_overrides(cfg) -> dict[str, Any]:
     """The user's GRPO pass-through (`cfg`: an npo.config.RunConfig) merged over npo's defaults, keys
-    checked against GRPOConfig."""
-    from trl import GRPOConfig
-
-    fields = {f.name: f for f in dataclasses.fields(GRPOConfig)}
+    checked against GRPOConfig (each scalar field's type from its annotation)."""
+    scalars = _scalar_types()
     merged = {key: value for key, (value, _) in GRPO_DEFAULTS.items()}
     for key, value in cfg.train.grpo.items():
         where = f"train.grpo.{key}"
         if key in OWNED_GRPO_FIELDS:
-            raise UserError(f"{where}: set by npo (see train.steps, train.prompts_per_step, "
-                            f"train.checkpoint_every, train.keep_checkpoints, seed); remove it")
-        if key not in fields:
+            raise UserError(f"{where}: set by npo (see train.steps, train.checkpoint_every, train.keep_checkpoints, "
+                            f"seed); remove it")
+        if key not in scalars:
             raise UserError(f"{where}: not a field of trl.GRPOConfig")
-        default = fields[key].default
         if key == "report_to" and isinstance(value, list):  # TRL takes a list of integrations too
             value = [check_type(v, str, f"{where}[{i}]") for i, v in enumerate(value)]
-        elif isinstance(default, (bool, int, float, str)) and value is not None:
-            value = check_type(value, type(default), where)
+        elif scalars[key] is not None and value is not None:
+            value = check_type(value, scalars[key], where)
         merged[key] = value
     return merged
+
+
+@functools.lru_cache(maxsize=1)
+def _scalar_types() -> dict[str, type | None]:
+    """GRPOConfig field -> its scalar type (bool, int, float, str; `X | None` counts as X), None for the
+    others (mappings, lists, unions of several types)."""
+    import typing
+
+    from trl import GRPOConfig
+
+    hints, out = typing.get_type_hints(GRPOConfig), {}
+    for f in dataclasses.fields(GRPOConfig):
+        args = [a for a in (typing.get_args(hints[f.name]) or (hints[f.name],)) if a is not type(None)]
+        out[f.name] = args[0] if len(args) == 1 and args[0] in (bool, int, float, str) else None
+    return out
+
+
+def processes() -> int:
+    """The launcher's process count (torchrun / accelerate launch set WORLD_SIZE), before any process
+    group exists: validation runs first."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def micro_batches(prompts: int, n: int, world: int, micro: int | None = None,
+                  accumulation: int | None = None) -> tuple[int, int]:
+    """(per_device_train_batch_size, gradient_accumulation_steps): an optimizer step of `prompts` x `n`
+    completions over `world` processes, in TRL's terms (micro x world x accumulation completions).
+    Either one may be given (the other follows), both (they must agree), or neither (one micro-batch
+    per process and step)."""
+    rows, where = prompts * n, "train.grpo"
+    for key, value in (("per_device_train_batch_size", micro), ("gradient_accumulation_steps", accumulation)):
+        if value is not None and value < 1:
+            raise UserError(f"{where}.{key}: must be >= 1, got {value}")
+    if micro is None:
+        accumulation = accumulation or 1
+        if rows % (world * accumulation):
+            raise UserError(f"train.prompts_per_step: {prompts} prompts x {n} samples do not split into {world} "
+                            f"processes x {accumulation} micro-batches ({where}.gradient_accumulation_steps)")
+        return rows // (world * accumulation), accumulation
+    if accumulation is None:
+        if rows % (world * micro):
+            raise UserError(f"{where}.per_device_train_batch_size: {prompts} prompts x {n} samples per step (train."
+                            f"prompts_per_step) are not whole micro-batches of {micro} on each of {world} processes")
+        return micro, rows // (world * micro)
+    if micro * world * accumulation != rows:
+        raise UserError(f"{where}.per_device_train_batch_size x gradient_accumulation_steps: {micro} x {accumulation} "
+                        f"on {world} processes is {micro * world * accumulation} completions per optimizer step, but "
+                        f"train.prompts_per_step x n is {prompts} x {n} = {rows} (set one of the two fields, or make "
+                        f"them agree)")
+    return micro, accumulation
 
 
 def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
@@ -81,18 +135,27 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
     kw = grpo_overrides(cfg)
     if cfg.npo.fill == "add" and cfg.method != "grpo":  # RLEP's G + M: TRL's group holds the added guides too
         kw["num_generations"] += cfg.npo.slots
-    n = kw["num_generations"]
-    # prompts_per_step is global: each of the launcher's processes holds an equal share of its rows
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.train.prompts_per_step * n % processes:
-        raise UserError(f"train.prompts_per_step: {cfg.train.prompts_per_step} prompts x {n} samples do not "
-                        f"split over {processes} processes")
+    world = processes()
+    micro, accumulation = micro_batches(cfg.train.prompts_per_step, kw["num_generations"], world,
+                                        kw.pop("per_device_train_batch_size", None),
+                                        kw.pop("gradient_accumulation_steps", None))
+    if (generation := kw.pop("generation_batch_size", None)) is not None:  # TRL's other name for steps_per_generation
+        if kw.get("steps_per_generation") is not None:
+            raise UserError("train.grpo: generation_batch_size and steps_per_generation are one setting; set one")
+        if generation % (micro * world):
+            raise UserError(f"train.grpo.generation_batch_size: {generation} is not a multiple of the {micro * world} "
+                            f"completions of one micro-batch on every process")
+        kw["steps_per_generation"] = generation // (micro * world)
+    p = run_precision(cfg, kw)
     kw.update(
         output_dir=output_dir,
         max_steps=cfg.train.steps,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        per_device_train_batch_size=cfg.train.prompts_per_step * n // processes,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accumulation,
+        bf16=p.bf16,
+        fp16=p.fp16,
         save_strategy="steps",
         save_steps=cfg.train.checkpoint_every,
         logging_steps=1,
@@ -100,7 +163,6 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
     )
     if not torch.cuda.is_available():
         kw.setdefault("use_cpu", True)
-        kw.setdefault("bf16", False)
         # DeepSpeed would find out itself, with a warning on every run: its own switch, set to what it finds
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if kw.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:  # else an ImportError deep in HF
@@ -111,6 +173,16 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
         raise UserError(f"train.grpo: {str(exc).splitlines()[0]}") from None
     check_runnable(args)
     return kw
+
+
+def run_precision(cfg, grpo: dict | None = None) -> Precision:
+    """model.dtype resolved for this run (`grpo`: its merged train.grpo, if at hand)."""
+    import torch
+
+    grpo = grpo_overrides(cfg) if grpo is None else grpo
+    bf16, fp16 = launcher_flags()  # a recipe's mixed_precision, unless train.grpo says otherwise
+    return precision(cfg.model.dtype, cuda=torch.cuda.is_available(), engine=engine_of(grpo), lora=bool(cfg.model.lora),
+                     bf16=grpo.get("bf16", bf16), fp16=grpo.get("fp16", fp16))
 
 
 def supported(field: str) -> list[str]:

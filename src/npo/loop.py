@@ -71,7 +71,7 @@ def on_demand_source(ctx: Context):
     cfg, trainer = ctx.cfg, ctx.trainer
 
     def load(path: str, _kind: str):  # another run's policy or a teacher model, beside the live one
-        model, tok = load_policy(path, dtype=cfg.model.dtype)
+        model, tok = load_policy(path, dtype=cfg.model.dtype)  # sampled only: auto is bf16 on a GPU
         return Policy(model.to(trainer.accelerator.device), tok, prompt_style(tok))
 
     return make_source(cfg.npo.source, sampling=guide_sampling(cfg), task=ctx.scorer.task, style=ctx.style,

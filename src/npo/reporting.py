@@ -31,20 +31,21 @@ from npo.callbacks import metrics_record
 OURS = ("tensorboard", "wandb")  # report_to values npo writes itself
 
 
-def _values(report_to) -> list[str]:
-    """TRL's GRPOConfig takes a string or a list."""
-    return [report_to] if isinstance(report_to, str) else list(report_to or [])
+def report_values(report_to) -> list[str]:
+    """TRL's GRPOConfig takes a string or a list ("none": none)."""
+    values = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    return [v for v in values if v != "none"]
 
 
 def report_targets(report_to) -> list[str]:
     """The `report_to` values npo writes."""
-    values = _values(report_to)
+    values = report_values(report_to)
     return list(OURS) if "all" in values else [v for v in values if v in OURS]
 
 
 def trl_report_to(report_to) -> list[str] | str:
     """What is left to TRL's integrations."""
-    left = [v for v in _values(report_to) if v not in (*OURS, "none", "all")]
+    left = [v for v in report_values(report_to) if v not in (*OURS, "all")]
     return left or "none"
 
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from accelerate import PartialState
 from transformers.utils import logging as hf_logging
-from trl import GRPOConfig
 
 from npo.accounting import Clock, Ledger
 from npo.autoloop import train_autonpo
@@ -32,7 +31,7 @@ from npo.config import RunConfig, dump_yaml, resolved, to_dict
 from npo.errors import UserError
 from npo.engine import load_weights
 from npo.evaluate import eval_plan
-from npo.grpo_args import eval_max_new_tokens, grpo_kwargs, grpo_overrides
+from npo.grpo_args import eval_max_new_tokens, grpo_overrides, run_precision
 from npo.journal import Journal
 from npo.loop import train_npo
 from npo.models.check import check_model
@@ -42,12 +41,12 @@ from npo.rewards import TaskScorer
 from npo.resume import clear, recover, run_status
 from npo.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl
 from npo.runlock import FolderLock, check_out, is_empty
-from npo.reporting import RunReport, report_targets
+from npo.reporting import RunReport, report_targets, report_values
 from npo.retention import checkpoint_counts, disk_bytes
 from npo.segments import Context, retain
 from npo.sources import check_source
 from npo.tasks import Task, build_split, check_split_sizes
-from npo.trainer import build_trainer
+from npo.trainer import build_trainer, trainer_args
 
 LOOPS = {"grpo": train_npo, "npo": train_npo, "autonpo": train_autonpo,
          "luffy": train_npo, "exgrpo": train_npo, "rlep": train_npo}  # the baselines: presets of NPO's loop
@@ -137,24 +136,26 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     processes = PartialState()  # the launcher's processes, or this one
     processes.wait_for_everyone()  # every process has checked its input before anything is written
     main = processes.is_main_process
-    if prep.model is not None:  # given from Python, loaded
-        model_path, model, tokenizer = cfg.model.path, prep.model, prep.tokenizer
-        warmup_seconds = 0.0
-    else:
+    run = RunDir(prep.out)
+    model_path, model, tokenizer = cfg.model.path, prep.model, prep.tokenizer  # a model given from Python, loaded
+    if model is None:
         with processes.main_process_first():  # the main process builds the warm start; the others find it
             model_path = resolve_model_path(cfg, prep.train_items, warmup_bar(show_progress and main), prep.task)
-        warmup_seconds = time.perf_counter() - t_start
-        model, tokenizer = load_policy(model_path, dtype=cfg.model.dtype, tokenizer=prep.tokenizer)
+    warmup_seconds = time.perf_counter() - t_start if model is None else 0.0
+    args = trainer_args(cfg, run.checkpoints)  # after the warm start, before the policy: under ZeRO-3 it loads sharded
+    if model is None:
+        model, tokenizer = load_policy(model_path, dtype=run_precision(cfg).load, tokenizer=prep.tokenizer)
     style = prompt_style(tokenizer)
     scorer = TaskScorer.for_run(prep.task, style, cfg, warm=prep.train_items[0])  # workers warm before any limit
 
-    run = RunDir(prep.out)
     if main and not resuming:
         if prep.out.exists():
             clear(prep.out)  # a run killed before its journal was written: nothing was trained
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.config, dump_yaml(resolved(cfg)))
-        atomic_write_json(run.trl_args, GRPOConfig(**grpo_kwargs(cfg, output_dir=str(run.checkpoints))).to_dict())
+        # every GRPOConfig value; report_to as the user set it (the trainer's is what npo.reporting leaves TRL)
+        trl = {**args.to_dict(), "report_to": report_values(grpo_overrides(cfg)["report_to"])}
+        atomic_write_json(run.trl_args, trl)
         atomic_write_json(run.model_json, {"model_path": str(model_path), "prompt_style": style})
         Journal(run.state).save()
     processes.wait_for_everyone()
@@ -164,7 +165,7 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     books = back.books if back else {}
 
     ledger = Ledger(**books.get("ledger", {}))
-    trainer = build_trainer(cfg, run.checkpoints, model, tokenizer, scorer, style, prep.train_items, prep.callbacks,
+    trainer = build_trainer(cfg, args, model, tokenizer, scorer, style, prep.train_items, prep.callbacks,
                             reward_funcs=prep.reward_funcs, ledger=ledger,
                             start_dir=run.checkpoints if rolls_back_to_start(cfg) else None)
     progress = Progress(cfg.train.steps, initial=back.step if back else 0,

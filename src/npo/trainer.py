@@ -32,11 +32,11 @@ generation's `GateOutcome` (AutoNPO's input); per checkpoint the injection state
 
 from __future__ import annotations
 
+import random
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-
-import random
 
 import torch
 from accelerate.utils import gather_object
@@ -59,6 +59,11 @@ from npo.replay import Entry, ReplayBuffer, collection_plan, question_index, rep
 from npo.rewards import make_reward_fn
 from npo.tasks.verify import VerifyStats
 
+# DeepSpeed 0.19.8's ZeRO-3 calls torch's deprecated collective names at every step: FutureWarnings that ask
+# nothing of our users. Only those messages are filtered.
+warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is "
+                        r"deprecated", category=FutureWarning)
+
 
 @dataclass
 class GateOutcome:
@@ -69,15 +74,24 @@ class GateOutcome:
     histogram: list[float]  # fraction of groups with 0, 1, ..., n correct
 
 
-def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style: str, train_items, callbacks,
-                  reward_funcs: list = (), **npo_kwargs) -> "GuidedGRPOTrainer":
-    """A GuidedGRPOTrainer for the run's config, writing its checkpoints to `out_dir`. `reward_funcs`: the
-    user's TRL reward functions, None where the verifier's binary reward goes (empty: only that one).
-    `npo_kwargs`: the trainer's own (guidance, ledger, on_gate); the gate is on for every method but grpo."""
-    name_tied_weights(model)
-    dataset = Dataset.from_list([dataset_row(it, style, i) for i, it in enumerate(train_items)])
+def trainer_args(cfg: RunConfig, out_dir: Path) -> GRPOConfig:
+    """The run's one GRPOConfig, checkpointing to `out_dir`. Build it before the policy is loaded, and keep
+    it: while it lives, HF's loader sees its DeepSpeed config (a weak reference), so that under ZeRO-3 the
+    policy is built partitioned (`zero.Init`) instead of whole on every process; a GRPOConfig built
+    after it and dropped would switch that off for the rest of the run."""
     kw = grpo_kwargs(cfg, output_dir=str(out_dir))
     args = GRPOConfig(**{**kw, "report_to": trl_report_to(kw["report_to"])})  # npo.reporting writes the rest
+    plain_cpu_device(args)
+    return args
+
+
+def build_trainer(cfg: RunConfig, args: GRPOConfig, model, tokenizer, scorer, style: str, train_items, callbacks,
+                  reward_funcs: list = (), **npo_kwargs) -> "GuidedGRPOTrainer":
+    """A GuidedGRPOTrainer for the run's config and its `trainer_args`. `reward_funcs`: the user's TRL
+    reward functions, None where the verifier's binary reward goes (empty: only that one). `npo_kwargs`:
+    the trainer's own (guidance, ledger, on_gate); the gate is on for every method but grpo."""
+    name_tied_weights(model)
+    dataset = Dataset.from_list([dataset_row(it, style, i) for i, it in enumerate(train_items)])
     guided = cfg.method != "grpo"
     replay = ReplayBuffer.from_config(cfg.replay) if guided and cfg.npo.source == "replay" else None
     verified = make_reward_fn(scorer, train_items)
@@ -90,6 +104,15 @@ def build_trainer(cfg: RunConfig, out_dir: Path, model, tokenizer, scorer, style
     for cb in (PrinterCallback, ProgressCallback):  # our own bar and files replace TRL's printing
         trainer.remove_callback(cb)
     return trainer
+
+
+def plain_cpu_device(args) -> None:
+    """A process's indexed CPU device ("cpu:0": accelerate's name for it in a multi-process CPU run) as plain
+    "cpu", the same device: transformers 5.17 maps a multi-process optimizer load (every rollback) to
+    `args.device`, and torch.load cannot restore storages to "cpu:0" (transformers 5.18 maps to "cpu")."""
+    device = args.device
+    if device.type == "cpu" and device.index is not None:
+        args.__dict__["_setup_devices"] = torch.device("cpu")  # TrainingArguments.device's cached value
 
 
 class GuidedGRPOTrainer(GRPOTrainer):

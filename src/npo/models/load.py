@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,10 +15,6 @@ from npo.models.check import check_model_folder
 from npo.models.tiny import warmed_up_path
 from npo.models.tiny_vl import is_vision_folder, load_processor, vl_recipe
 from npo.tasks import run_task
-
-# TRL 1.16 (at every save) and peft (loading adapters) read `model.is_gradient_checkpointing`, which
-# transformers 5 deprecates: a FutureWarning that asks nothing of our users. Only that message is filtered.
-warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 TINY, TINY_VL = "tiny", "tiny-vl"
 EMBEDDED = (TINY, TINY_VL)  # built and warmed up by npo (cached), not read from a folder
@@ -94,14 +89,18 @@ def lora_fields(peft_config) -> dict:
     return out
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # model.dtype
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # npo.precision's names
 
 
 def load_policy(path: str | Path, dtype=None, tokenizer=None):
     """(model, tokenizer) from a local folder; the tokenizer pads on the left for generation. For a
     vision-language folder the "tokenizer" is its processor (what TRL takes as processing_class).
+    `dtype`: fp32, bf16, fp16, auto (model.dtype's: bf16 on a GPU, else fp32), or None: the dtype the
+    folder was saved in (a checkpoint is read as the run held it).
     `tokenizer`: the user's own (another chat template, say) instead of the folder's. A LoRA run's
     checkpoint (adapters only) loads onto its base model, merged."""
+    if dtype == "auto":
+        dtype = "bf16" if torch.cuda.is_available() else "fp32"
     if (Path(path) / "adapter_config.json").is_file() and not (Path(path) / "config.json").is_file():
         return _load_adapters(Path(path), dtype, tokenizer)
     path = check_model_folder(path)
@@ -115,5 +114,5 @@ def load_policy(path: str | Path, dtype=None, tokenizer=None):
     text.padding_side = "left"
     if text.pad_token is None:
         text.pad_token = text.eos_token
-    model = model_class.from_pretrained(path, dtype=DTYPES.get(dtype, dtype) or torch.float32)
+    model = model_class.from_pretrained(path, dtype=TORCH_DTYPES[dtype] if dtype else "auto")
     return model, tokenizer
