@@ -1,15 +1,16 @@
 """Worker of tests/test_engine.py, launched with torchrun: the run's one trainer under DDP or DeepSpeed.
 
-    torchrun --nproc_per_node P tests/engine_worker.py MODES OUT_DIR [big] [deepspeed=zero2|zero3] [bf16]
+    torchrun --nproc_per_node P tests/engine_worker.py MODES OUT_DIR [big] [deepspeed=zero2|zero3] [bf16] [lora]
 
-MODES is `replay`, `run` or both (`replay,run`). `replay`: a first pass 0 -> 4 with checkpoints every 2
-(0 -> 2, every step, for `big`), then three in-place rollbacks to 2 (1), each replayed to the end into its
-own folder; host memory (RSS) is read after the first rollback and after the
-third. `deepspeed=zero2|zero3` in extra arguments selects a DeepSpeed ZeRO stage (DS_ACCELERATOR=cpu);
+MODES, comma-separated: `replay`, `run`, `sharded`, `vllm_tp`. `replay`: a first pass 0 -> 4 with
+checkpoints every 2 (0 -> 2, every step, for `big`), then three in-place rollbacks to 2 (1), each
+replayed to the end into its own folder; host memory (RSS) is read after the first rollback and after
+the third. `deepspeed=zero2|zero3` in extra arguments selects a DeepSpeed ZeRO stage (DS_ACCELERATOR=cpu);
 `big` uses a ~30M-parameter model built from a config; `bf16`, model.dtype bf16 (with DeepSpeed: its bf16
-mode, fp32 masters in its optimizer). MODE `run`: `npo train` of an NPO bootstrap
+mode, fp32 masters in its optimizer); `lora`, LoRA adapters. MODE `run`: `npo train` of an NPO bootstrap
 config into OUT_DIR/run, and the bank the untrained policy writes for steps 0-3 (through the engine,
-each process sampling its share) into OUT_DIR/bank.json. The main process writes OUT_DIR/result.json.
+each process sampling its share) into OUT_DIR/bank.json. `sharded` and `vllm_tp`: their functions say.
+The main process writes OUT_DIR/result.json.
 """
 
 import ctypes
@@ -71,6 +72,8 @@ def replay(out: Path, extra: list[str]) -> dict:
         sets += [f"train.grpo.deepspeed={ds}", "train.grpo.optim=adamw_torch"]
     if "bf16" in extra:
         sets += ["model.dtype=bf16"]
+    if "lora" in extra:  # HF saves a PEFT model's DeepSpeed checkpoints without the frozen base weights
+        sets += ["model.lora={r: 4, lora_alpha: 8, target_modules: all-linear}"]
     cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml", sets)
     ctx = open_run(prepare(cfg, out / "run"), show_progress=False)
     run_segment(ctx, 0, steps, out_dir=ctx.run.checkpoints)
@@ -79,14 +82,33 @@ def replay(out: Path, extra: list[str]) -> dict:
         run_segment(ctx, back, steps, out_dir=out / f"replay{k}", main=False)
         rss.append(retained_rss())
     ctx.trainer.accelerator.wait_for_everyone()
+    loaded_equal = loads_in_place(ctx, ctx.run.checkpoint(back)) if stage == "zero3" else None
     first = replayed(read_jsonl(ctx.run.metrics)[back:])
-    weights = safe_open(str(ctx.run.checkpoint(steps) / "model.safetensors"), "pt")
+    folder = ctx.run.checkpoint(steps)
+    weights = safe_open(str(next(f for f in (folder / "model.safetensors", folder / "adapter_model.safetensors")
+                                 if f.is_file())), "pt")
     return {"processes": ctx.trainer.accelerator.num_processes, "deepspeed": ctx.trainer.is_deepspeed_enabled,
             "weights_dtype": str(weights.get_tensor(next(iter(weights.keys()))).dtype),
             "engine_bf16": ctx.trainer.is_deepspeed_enabled and ctx.trainer.model_wrapped.bfloat16_enabled(),
+            "loaded_equal": loaded_equal,
             "parameters": sum(p.numel() for p in ctx.trainer.model.parameters()), "rss_mb": [r / 2**20 for r in rss],
             "replays_equal": [replayed(read_jsonl(out / f"replay{k}" / "metrics.jsonl")) == first for k in range(3)],
             "rss_growth_mb": (rss[-1] - rss[0]) / 2**20}
+
+
+def loads_in_place(ctx, checkpoint: Path) -> bool:
+    """`npo.engine.load_weights` under ZeRO-3 (from the checkpoint's 16-bit weights): the partitioned
+    model, gathered, then holds exactly the checkpoint's tensors."""
+    import deepspeed
+    from safetensors.torch import load_file
+
+    from npo.engine import load_weights
+
+    load_weights(ctx.trainer, checkpoint)
+    saved, module = load_file(checkpoint / "model.safetensors"), ctx.trainer.model_wrapped.module
+    params = dict(module.named_parameters())
+    with deepspeed.zero.GatheredParameters(list(params.values())):
+        return set(params) <= set(saved) and all(torch.equal(p.detach().cpu(), saved[n]) for n, p in params.items())
 
 
 def run_and_bank(out: Path) -> dict:
@@ -109,6 +131,50 @@ def bank_of_untrained_policy(ctx) -> dict:
     return guidance.bank.to_json()
 
 
+def zero3_config(out: Path) -> str:
+    """A DeepSpeed ZeRO-3 config with the recipe's 16-bit weights in every checkpoint (npo.engine.load_weights)."""
+    ds = out / "ds3.json"
+    atomic_write_text(ds, json.dumps({**DS, "zero_optimization": {"stage": 3,
+                                                                   "stage3_gather_16bit_weights_on_model_save": True}}))
+    return str(ds)
+
+
+def sharded(out: Path) -> dict:
+    """Under ZeRO-3 on every process (a forward is a collective): an NPO bootstrap with one group per
+    process, so that at some step only one process holds guide rows, guide_loss importance (npo's own
+    forward over them) and an evaluation of one item (fewer than processes); then an AutoNPO run to its
+    decision (pi_T sampled and scored through the engine, candidates loaded in place from 16-bit
+    weights). A process skipping a collective hangs the run: the test's timeout catches it."""
+    ds = zero3_config(out)
+    common = ["train.prompts_per_step=2", "train.grpo.num_generations=4", "eval.samples=0", "eval.n=1",
+              f"train.grpo.deepspeed={ds}", "train.grpo.optim=adamw_torch"]
+    cfg = load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", common + [
+        "train.steps=4", "train.checkpoint_every=2", "eval.every=2", "npo.k=4", "npo.guide_loss=importance",
+        "npo.interventions=[{kind: bootstrap, lookahead: 2, window: 2}]"])
+    npo = train(prepare(cfg, out / "npo"), show_progress=False)
+    auto_cfg = load_config(ROOT / "configs" / "tiny-autonpo.yaml", common + [
+        "train.steps=12", "train.checkpoint_every=4", "eval.every=0", "autonpo.warmup_steps=4", "autonpo.r_low=0.9",
+        "autonpo.deltas=[4]", "autonpo.window=4", "autonpo.cooldown=100", "autonpo.signal_prompts=8",
+        "autonpo.signal_k=2"])
+    auto = train(prepare(auto_cfg, out / "autonpo"), show_progress=False)
+    return {"npo": npo, "npo_metrics": read_jsonl(out / "npo" / "metrics.jsonl"),
+            "autonpo": auto, "autonpo_events": read_jsonl(out / "autonpo" / "events.jsonl"),
+            "processes": int(os.environ.get("WORLD_SIZE", "1"))}
+
+
+def vllm_tp(out: Path) -> dict:
+    """Two processes, one tensor-parallel vLLM engine (the stand-in checks that its members ask it the
+    same requests): an NPO bootstrap's bank and training generations through it."""
+    import fake_vllm
+
+    fake_vllm.install(fake_vllm.Patch())
+    cfg = load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", SMALL + [
+        "train.steps=2", "train.checkpoint_every=1", "npo.k=2", "npo.interventions=[{kind: bootstrap, lookahead: 1}]",
+        "train.grpo.use_vllm=true", "train.grpo.vllm_mode=colocate", "train.grpo.vllm_tensor_parallel_size=2"])
+    summary = train(prepare(cfg, out / "run"), show_progress=False)
+    return {"summary": summary, "bank": json.loads((out / "run" / "guides" / "0-bootstrap.json").read_text())}
+
+
 def main(modes: str, out: str, extra: list[str]) -> None:
     out = Path(out)
     result = {}
@@ -116,6 +182,10 @@ def main(modes: str, out: str, extra: list[str]) -> None:
         result["replay"] = replay(out / "replay", extra)
     if "run" in modes:
         result["run"] = run_and_bank(out / "npo")
+    if "sharded" in modes:
+        result["sharded"] = sharded(out / "sharded")
+    if "vllm_tp" in modes:
+        result["vllm_tp"] = vllm_tp(out / "vllm_tp")
     if int(os.environ.get("RANK", "0")) == 0:
         (out / "result.json").write_text(json.dumps(result))
     end_processes()

@@ -6,7 +6,7 @@ from npo.models.load import load_policy, resolve_model_path
 from npo.rewards import TaskScorer
 from npo.sources import Guide, GuideSource
 from npo.tasks import build_split
-from npo.trainer import build_trainer, trainer_args
+from npo.trainer_setup import build_trainer, trainer_args
 
 from conftest import ROOT
 
@@ -43,3 +43,4 @@ class NeverAsked(GuideSource):
 def generation_batch(trainer, prompts: int):
     n = trainer.num_generations
     return [trainer.train_dataset[i] for i in range(prompts) for _ in range(n)]
+

@@ -173,6 +173,8 @@ CASES = {
     "precision_both": (T("train.grpo.bf16=true", "train.grpo.fp16=true"), "train.grpo: bf16 and fp16 are both true"),
     "fp16_on_cpu": (T("model.dtype=fp16"), "model.dtype: fp16 mixed precision needs a GPU"),
     "precision_unknown": (T("model.dtype=fp8"), "model.dtype: expected one of auto, fp32, bf16, fp16"),
+    "fsdp_on_cpu": (T("train.grpo.fsdp=full_shard"), "FSDP needs GPUs (on CPU accelerate runs it as plain DDP"),
+    "score_memory_zero": (T("model.score_memory_mb=0"), "model.score_memory_mb: must be > 0"),
     "tiny_heads": (T("model.tiny.hidden_size=130"), "model.tiny.hidden_size: must be divisible"),
     "eval_n_past_split": (T("eval.n=900"), "eval.n: 900 > task.eval_size (500): set eval.n to at most 500"),
     "completion_past_context": (T("eval.max_new_tokens=400"),

@@ -1,7 +1,9 @@
 """The run's one trainer across processes and under DeepSpeed (tests/engine_worker.py under torchrun):
 in-place rollbacks replay bit for bit with flat host memory, for 2-process gloo DDP and for DeepSpeed
-ZeRO-2 and ZeRO-3 on CPU; `npo train` under 2 processes writes one line per event and a complete bank;
-the bank the engine writes does not depend on the process count."""
+ZeRO-2 and 2-process ZeRO-3 on CPU; `npo train` under 2 processes writes one line per event and a
+complete bank; the bank the engine writes does not depend on the process count; NPO's own collectives
+under 2-process ZeRO-3 (guides on one process, an evaluation smaller than the process count, an AutoNPO
+decision), LoRA under ZeRO-2 and a tensor-parallel vLLM group finish."""
 
 import json
 import os
@@ -10,7 +12,7 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT
-from engine_worker import SMALL, bank_of_untrained_policy
+from engine_worker import bank_of_untrained_policy
 from npo.config import load_config
 from npo.rundir import read_jsonl
 from npo.train import open_run, prepare
@@ -24,7 +26,7 @@ def launch(processes: int, out: Path, *args: str, port: int) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run([str(torchrun), "--nproc_per_node", str(processes), "--master_port", str(port),
                            str(ROOT / "tests" / "engine_worker.py"), *args[:1], str(out), *args[1:]],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)  # a hang fails here
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "result.json").read_text())
 
@@ -56,12 +58,43 @@ def test_deepspeed_zero2_on_a_30m_model_rolls_back_in_place(tmp_path):
     assert rep["replays_equal"] == [True, True, True] and rep["rss_growth_mb"] < MEMORY_MB
 
 
-def test_deepspeed_zero3_rolls_back_in_place(tmp_path):
-    """In bf16 (model.dtype): the checkpoints' weights are bf16, half of fp32's bytes (DeepSpeed keeps the
-    fp32 masters in its optimizer state), and the rollbacks still replay bit for bit."""
-    rep = launch(1, tmp_path, "replay", "deepspeed=zero3", "bf16", port=29513)["replay"]
-    assert rep["deepspeed"] and rep["replays_equal"] == [True, True, True] and rep["rss_growth_mb"] < MEMORY_MB
+def test_deepspeed_zero3_on_two_processes(tmp_path):
+    """Two processes, weights sharded (every forward and generate step a collective; a process that skips
+    one hangs the run, and the launch's timeout fails the test):
+    - in-place rollbacks replay bit for bit, in bf16 (model.dtype): the checkpoints' weights are bf16,
+      half of fp32's bytes (DeepSpeed keeps the fp32 masters in its optimizer state), and a model-only
+      load of a checkpoint (`npo.engine.load_weights`, from those weights) leaves exactly its tensors;
+    - an NPO bootstrap with one group per process reaches a step where only one process holds guide
+      rows (guide_loss importance: npo's own forward over them), evaluating one item on two processes;
+    - an AutoNPO run decides (pi_T sampled and scored through the engine, the candidate loaded in place
+      from its 16-bit weights) and intervenes."""
+    result = launch(2, tmp_path, "replay,sharded", "deepspeed=zero3", "bf16", port=29513)
+    rep, sharded = result["replay"], result["sharded"]
+    assert rep["processes"] == sharded["processes"] == 2 and rep["deepspeed"]
+    assert rep["replays_equal"] == [True, True, True] and rep["rss_growth_mb"] < MEMORY_MB
     assert rep["weights_dtype"] == "torch.bfloat16" and rep["engine_bf16"]
+    assert rep["loaded_equal"]  # a model-only load from the 16-bit weights, in place
+    window = [m for m in sharded["npo_metrics"] if m["step"] <= 2]
+    assert [m["npo/gated_groups"] for m in window] == [2.0, 2.0]  # both processes' groups gated ...
+    assert 1.0 in [m["npo/replaced_groups"] for m in window]  # ... and at some step a guide for one of them only
+    assert sharded["npo"]["interventions"] == 1 and sharded["npo"]["eval_items"] == 1
+    decision, intervention = sharded["autonpo_events"]
+    assert decision["event"] == "autonpo_decision" and decision["delta"] == 4 and decision["table"][0]["n_failed"] > 0
+    assert intervention["event"] == "intervention" and intervention["guides"]["injected"] > 0
+
+
+def test_lora_under_zero2_rolls_back_in_place(tmp_path):
+    """HF saves a PEFT model's DeepSpeed checkpoint without the frozen base weights: the rollback loads it
+    non-strictly, as HF's own first load does, and replays bit for bit."""
+    rep = launch(1, tmp_path, "replay", "deepspeed=zero2", "lora", port=29514)["replay"]
+    assert rep["deepspeed"] and rep["replays_equal"] == [True, True, True]
+
+
+def test_a_tensor_parallel_vllm_group_is_one_engine(tmp_path):
+    """Two processes, one tensor-parallel engine (the stand-in refuses members that ask different requests):
+    TRL's rollouts and the bootstrap's bank go through it."""
+    result = launch(2, tmp_path, "vllm_tp", port=29515)["vllm_tp"]
+    assert result["summary"]["interventions"] == 1 and result["bank"]["guides"]
 
 
 def test_launch_recipes_load():

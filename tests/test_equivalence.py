@@ -15,7 +15,10 @@ which added `npo/guide_rows` to guided steps' metrics (checked: every other valu
 Re-made at issue 25, which moved transformers from 5.24.0 to 5.17.0 (the release vLLM 0.31 accepts):
 12 values changed, AutoNPO's V, S and their CIs in the two `autonpo_decision` lines, by at most 6.4e-7
 relative (float rounding in the forward); every other value of every file, the warm start's bytes
-included, equal.
+included, equal. Re-made at issue 26, whose chunked scoring, logits-free sampling and split verification
+left every value equal but one: with `on_policy` guides `npo/guide_logp` now comes from TRL's own loss
+forward (over all rows) instead of a forward over the guide rows alone, 8e-8 relative apart at one
+step of the demo's NPO run.
 """
 
 import json

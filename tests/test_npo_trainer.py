@@ -97,8 +97,9 @@ def test_policy_source_keeps_verified_guides_with_their_logps(policy):
 
 
 def test_completion_lengths_cut_after_the_first_eos():
-    c = torch.tensor([[5, 2, 0, 0], [5, 6, 7, 8], [2, 0, 0, 0]])
-    assert completion_lengths(c, eos_id=2).tolist() == [2, 4, 1]
+    c = torch.tensor([[5, 2, 0, 0], [5, 6, 7, 8], [2, 0, 0, 0], [5, 9, 2, 0]])
+    assert completion_lengths(c, 2).tolist() == [2, 4, 1, 3]
+    assert completion_lengths(c, [2, 9]).tolist() == [2, 4, 1, 2]  # any of a model's EOS ids (Qwen's chat: two)
 
 
 def test_guide_bank_round_trip_is_atomic(tmp_path):

@@ -39,7 +39,7 @@ PINNED_SOURCES = {
 # one trainer per run, re-entered in place (npo.trainer.GuidedGRPOTrainer.train / _prepare_for_training);
 # the transformers hashes are of 5.17.0 (the release vLLM 0.31 accepts), re-recorded after reading its diff to
 # 5.24.0: FSDP2 reshard before the optimizer, distributed loading by transformers, PEFT multi-adapter
-# loading, a CPU map_location fix (npo.trainer.plain_cpu_device does its work), the checkpointing rename
+# loading, a CPU map_location fix (npo.trainer_setup.plain_cpu_device does its work), the checkpointing rename
 PINNED_OTHERS = {
     "transformers Trainer._prepare_for_training": (Trainer._prepare_for_training,
                                                    "0a4d89b3fdfdd070be7eee6b5cf84909fdb26d1b5668621b485d4f16cdfb357e"),
@@ -119,7 +119,7 @@ def test_engine_sources_unchanged():
 
 
 def test_the_device_is_a_cached_property():
-    """`npo.trainer.plain_cpu_device` replaces the cached value of `TrainingArguments._setup_devices`."""
+    """`npo.trainer_setup.plain_cpu_device` replaces the cached value of `TrainingArguments._setup_devices`."""
     import functools
 
     from transformers import TrainingArguments

@@ -3,6 +3,8 @@
 importance-sampling correction run unchanged. A bootstrap intervention: the scout (0 -> 2), the bank
 from the live policy at step 2, the in-place rollback to 0, two guided steps."""
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -108,3 +110,57 @@ def test_after_an_in_place_swap_at_the_same_step_the_next_generation_resyncs(vll
     start = load_file(out / "checkpoints" / "checkpoint-0" / "model.safetensors")
     engine = llm.calls[-1]["weights"]
     assert all(torch.equal(engine[k], start[k]) for k in start if k in engine)
+
+
+def short_run(tmp_path, *sets, server=None):
+    """An NPO run through TRL's vLLM path with the stand-in installed; returns (ctx, engine or client)."""
+    with pytest.MonkeyPatch.context() as mp:
+        fake_vllm.install(mp, server=server)
+        cfg = load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", SETS + list(sets))
+        ctx = open_run(prepare(cfg, tmp_path / "run"), show_progress=False)
+        vg = ctx.trainer.vllm_generation
+        engine = vg.vllm_client if server else vg.llm
+        trainer_weights = []  # at every guide call: what the trainer held
+        calls = engine.requests if server else engine.calls
+        ask = engine.generate
+
+        def watched(*args, **kwargs):
+            trainer_weights.append({k: v.detach().clone() for k, v in ctx.trainer.model.named_parameters()})
+            return ask(*args, **kwargs)
+
+        engine.generate = watched
+        train_npo(ctx)
+        close_run(ctx, tmp_path / "run")
+    return ctx, calls, trainer_weights
+
+
+def seeded(params) -> bool:
+    return all(p.seed is not None for p in params)
+
+
+def test_self_guides_after_trl_slept_the_engine_come_from_the_current_weights(tmp_path):
+    """Sleep mode: TRL sleeps the engine at level 2 (weights discarded) after each generation; the `self`
+    source asks it at that same step. The stand-in's discarded weights are noise, so guides sampled
+    without pushing the weights again would come from noise."""
+    _, calls, trainer_weights = short_run(tmp_path, "npo.source=self", "train.grpo.vllm_enable_sleep_mode=true",
+                                          "train.grpo.top_k=5")
+    guides = [i for i, c in enumerate(calls) if seeded(c["params"])]
+    assert guides  # the self source asked in the window
+    for i in guides:
+        assert not calls[i]["discarded"]
+        assert all(torch.equal(calls[i]["weights"][k], trainer_weights[i][k]) for k in calls[i]["weights"]), i
+        assert all(p.top_k == 5 for p in calls[i]["params"])  # TRL's sampling fields, as its rollouts
+
+
+def test_server_mode_asks_for_the_bank_in_one_batched_request(tmp_path, tiny_model_path):
+    ctx, requests, trainer_weights = short_run(tmp_path, "train.grpo.vllm_mode=server", server=tiny_model_path)
+    guides = [i for i, r in enumerate(requests) if r["seed"] is not None]
+    order = ctx.trainer.data_order()
+    window = list(dict.fromkeys(x for s in range(0, 2) for x in order.prompts_at(s)))
+    assert len(guides) == 1 and requests[guides[0]]["n"] == ctx.cfg.npo.k  # one request for the whole bank
+    assert len(requests[guides[0]]["prompts"]) == len(window)
+    guide = load_file(tmp_path / "run" / "lookahead" / "0-bootstrap" / "checkpoint-2" / "model.safetensors")
+    sent = requests[guides[0]]["weights"]
+    assert all(torch.equal(sent[k], guide[k]) for k in guide if k in sent)  # the server held pi_2
+    bank = json.loads((tmp_path / "run" / "guides" / "0-bootstrap.json").read_text())
+    assert len(bank["tried"]) == len(window) and bank["guides"]

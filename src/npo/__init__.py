@@ -17,13 +17,13 @@ The package in layers, top to bottom. A module imports only from its own layer o
         where guides come from (near future, self, teacher traces or model, replay, another run's
         checkpoint or pool), the guide bank and an intervention's window, and the engine that
         measures Q, V, S of a source
-    the TRL seam           trainer, engine, callbacks, reporting
+    the TRL seam           trainer (trainer_setup builds it), engine, vllm_sampling, callbacks, reporting
         GuidedGRPOTrainer (the one subclass of trl.GRPOTrainer, pinned by tests/test_trl_seam.py; one per
         run, rolled back in place), the engine's generation path for guides, evaluation and
         measurement, the callbacks that write metrics, evaluate, stop segments and feed the controller,
         and reporting (one TensorBoard log / W&B run per npo run)
-    tasks, models, generation  tasks.*, models.*, prompting, rewards, generation, evaluate, images,
-                               multimodal
+    tasks, models, generation  tasks.*, models.*, prompting, rewards, generation, share, evaluate,
+                               images, multimodal
         prompts and verifiers, model folders and the embedded defaults (tiny, tiny-vl), sampling and
         scoring, image prompts by reference and their fields in TRL's batches
     foundation             config (method_config: the methods' sections; guides_api: the same as the API's
@@ -47,8 +47,9 @@ LAYERS = (
                                    "npo.tasks.rg", "npo.tasks.scratch", "npo.tasks.python", "npo.tasks.visual", "npo.tasks.verify",
                                    "npo.models", "npo.models.load", "npo.models.check", "npo.models.tiny",
                                    "npo.models.tiny_vl", "npo.models.smollm2", "npo.prompting", "npo.rewards",
-                                   "npo.generation", "npo.evaluate", "npo.images", "npo.multimodal"}),
-    ("the TRL seam", {"npo.trainer", "npo.engine", "npo.callbacks", "npo.reporting"}),
+                                   "npo.generation", "npo.share", "npo.evaluate", "npo.images", "npo.multimodal"}),
+    ("the TRL seam", {"npo.trainer", "npo.trainer_setup", "npo.engine", "npo.vllm_sampling", "npo.callbacks",
+                      "npo.reporting"}),
     ("sources and measurement", {"npo.sources", "npo.guides", "npo.probe"}),
     ("loops", {"npo.segments", "npo.loop", "npo.autoloop", "npo.resume", "npo.train"}),
     ("the Python API", {"npo.api"}),

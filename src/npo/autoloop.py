@@ -104,7 +104,7 @@ def _intervene(ctx: Context, index: int, decision: Decision) -> int:
     source = PolicySource(trainer.live_policy(), name=run.relative(guide_path), step=T, **guide_sampling(cfg))
     end = min(t0 + a.window, cfg.train.steps)
     guidance = Guidance(source, ctx.scorer, GuideBank(), t0, end, seed=cfg.seed,
-                        bank_path=run.guide_bank(index, "auto"), slots=cfg.npo.slots)
+                        bank_path=run.guide_bank(index, "auto"), slots=cfg.npo.slots, share=ctx.share)
     if not guidance.load_saved():  # a resumed run never makes a saved bank twice
         load_weights(trainer, guide_path)  # pi_T back into the engine (the measurement left a candidate there)
         ctrl.rollback(Seen(**checkpoint_state(guide_path)["watch"]["seen"]))  # the pool as seen at T

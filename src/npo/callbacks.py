@@ -15,12 +15,13 @@ from tqdm import tqdm
 from transformers import TrainerCallback
 
 from npo.autonpo import Controller, Seen, StepRecord, Trigger
-from npo.engine import generation_model
+from npo.engine import generation_model, sharded
 from npo.evaluate import EvalPlan
 from npo.faults import crash_point
 from npo.interventions import plateaued
 from npo.rewards import VERIFIED
 from npo.rundir import RunDir, append_jsonl, checkpoint_folder, mark_complete
+from npo.share import Share
 
 # metrics.jsonl key <- TRL log key. Every key is documented in README "Metrics".
 TRL_KEYS = {
@@ -77,7 +78,7 @@ class Evaluator(TrainerCallback):
         t0, acc = time.perf_counter(), self.engine.accelerator
         before = self.plan.scorer.snapshot()
         with generation_model(self.engine) as model:
-            greedy, sampled = self.plan.score(model, acc.process_index, acc.num_processes)
+            greedy, sampled = self.plan.score(model, Share.of(acc), synced_gpus=True if sharded(self.engine) else None)
         self.plan.scorer.check(self.plan.scorer.stats.since(before), f"evaluation at step {step}")
         if acc.num_processes > 1:
             parts = gather_object([(greedy, sampled)])
@@ -186,7 +187,7 @@ class AutoWatch(TrainerCallback):
     def __init__(self, controller: Controller):
         self.controller = controller
         self.trigger = None
-        self.gate = None  # the last `npo.trainer.GateOutcome`
+        self.gate = None  # the last `npo.groups.GateOutcome`
 
     def on_gate(self, outcome) -> None:
         self.gate = outcome

@@ -84,6 +84,11 @@ class ModelConfig:
                      "policy is loaded (and checkpointed) in bf16/fp16 and the engine keeps the fp32 masters; under DDP "
                      "or in one process the weights themselves are the fp32 masters (npo.precision). Teachers and "
                      "npo eval sample in bf16/fp16 too. [ours]", default="auto", check=OneOf(DTYPES))
+    score_memory_mb: int = doc("Memory (MiB) one block of npo's own sampling or scoring beside TRL's step may take "
+                               "(guides, their rescoring, AutoNPO's and npo signal's V, the replay buffer, evaluation "
+                               "prompts): it sizes the rows of each generate call and forward and the positions the LM "
+                               "head scores at once, so that no tensor grows as rows x length x vocabulary. [ours]",
+                               default=2048, check=POSITIVE)
     lora: dict = doc("LoRA adapters, trained instead of the model (TRL's peft_config): peft.LoraConfig fields, e.g. "
                      "{r: 16, lora_alpha: 32, target_modules: all-linear}; empty: full fine-tuning. Checkpoints, "
                      "rollbacks and guides are then the adapters' (the base model is loaded once). Needs the peft "

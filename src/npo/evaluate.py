@@ -2,20 +2,22 @@
 periodic evaluation during training. It runs under a forked RNG seeded by `eval.seed`, so it
 never perturbs the training RNG (a run with and without evaluation trains identically).
 
-`EvalPlan.score` scores a share of the items (process p of P takes items p, p + P, ...), so a
+`EvalPlan.score` scores a share of the items (`npo.share.Share`: process p of P takes items p, p + P,
+..., every share padded to one length, so that every process calls `generate` as often), so a
 multi-process run splits evaluation; `summarize` turns everyone's per-item scores into the record.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from npo.generation import eval_mode, generate_texts, model_inputs
-from npo.grpo_args import eval_max_new_tokens
+from npo.grpo_args import eval_max_new_tokens, grpo_overrides
 from npo.prompting import answer_for_scoring, build_prompt
+from npo.share import Share
 
 
 @dataclass
@@ -29,29 +31,34 @@ class EvalPlan:
     max_new_tokens: int = 8
     batch_size: int = 256
     seed: int = 999
+    chat: dict = field(default_factory=dict)  # TRL's chat_template_kwargs: prompts built as training builds them
 
-    def score(self, model, rank: int = 0, world: int = 1, progress=None, records: list | None = None
-              ) -> tuple[list[float], list[float]]:
-        """(greedy reward, mean reward of K samples) per item of this process's share. `progress(n)`:
+    def score(self, model, share: Share = Share(), synced_gpus: bool | None = None, progress=None,
+              records: list | None = None) -> tuple[list[float], list[float]]:
+        """(greedy reward, mean reward of K samples) per item of this process's share (its stand-ins
+        generate, and are neither verified nor returned). `synced_gpus`: HF generate's; `progress(n)`:
         called after each batch of n items; `records`: gets one dict per item (`npo eval --dump`)."""
-        items, greedy, sampled = self.items[rank::world], [], []
+        index = share.indices(len(self.items))
+        items, real, greedy, sampled = [self.items[max(i, 0)] for i in index], sum(i >= 0 for i in index), [], []
         with eval_mode(model), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             for start in range(0, len(items), self.batch_size):
                 chunk = items[start:start + self.batch_size]
-                inputs = model_inputs(self.tokenizer, chunk, self.style, model.device)
-                firsts = [texts[0] for texts in generate_texts(model, self.tokenizer, inputs, self.max_new_tokens)]
-                greedy += [self.scorer.reward(text, it) for it, text in zip(chunk, firsts)]
+                keep = chunk[:max(0, real - start)]  # the stand-ins come last
+                inputs = model_inputs(self.tokenizer, chunk, self.style, model.device, chat=self.chat)
+                firsts = [texts[0] for texts in generate_texts(model, self.tokenizer, inputs, self.max_new_tokens,
+                                                               synced_gpus=synced_gpus)]
+                greedy += [self.scorer.reward(text, it) for it, text in zip(keep, firsts)]
                 outs = [[] for _ in chunk]
                 if self.samples:
                     outs = generate_texts(model, self.tokenizer, inputs, self.max_new_tokens, self.samples,
-                                          self.temperature)
+                                          self.temperature, synced_gpus=synced_gpus)
                     sampled += [sum(self.scorer.reward(t, it) for t in texts) / self.samples
-                                for it, texts in zip(chunk, outs)]
+                                for it, texts in zip(keep, outs)]
                 if records is not None:
-                    records += [self.record(it, first, texts) for it, first, texts in zip(chunk, firsts, outs)]
+                    records += [self.record(it, first, texts) for it, first, texts in zip(keep, firsts, outs)]
                 if progress is not None:
-                    progress(len(chunk))
+                    progress(len(keep))
         return greedy, sampled
 
     def record(self, item, greedy: str, samples: list[str]) -> dict:
@@ -80,4 +87,5 @@ def eval_plan(cfg, tokenizer, scorer, style: str, eval_items: list) -> EvalPlan:
     """The evaluation a run's config (`cfg`: an npo.config.RunConfig) asks for, on its held-out items."""
     e = cfg.eval
     return EvalPlan(tokenizer, eval_items[:e.n], scorer, style, samples=e.samples, temperature=e.temperature,
-                    max_new_tokens=eval_max_new_tokens(cfg), batch_size=e.batch_size, seed=e.seed)
+                    max_new_tokens=eval_max_new_tokens(cfg), batch_size=e.batch_size, seed=e.seed,
+                    chat=dict(grpo_overrides(cfg).get("chat_template_kwargs") or {}))

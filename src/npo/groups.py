@@ -7,7 +7,18 @@ rewards of group g are `r[g*n:(g+1)*n]`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass
+class GateOutcome:
+    """One training generation's gate: the step, its prompts below tau, the group-accuracy histogram."""
+
+    step: int
+    failed: list[int]  # item indices of the groups below the gate
+    histogram: list[float]  # fraction of groups with 0, 1, ..., n correct
 
 
 def p_hat(rewards: torch.Tensor, n: int) -> torch.Tensor:

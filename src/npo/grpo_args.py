@@ -147,6 +147,9 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
                             f"completions of one micro-batch on every process")
         kw["steps_per_generation"] = generation // (micro * world)
     p = run_precision(cfg, kw)
+    if engine_of(kw) == "fsdp" and not torch.cuda.is_available():  # accelerate sets FSDP up for GPU-like devices only
+        raise UserError("train.grpo.fsdp / the launch recipe: FSDP needs GPUs (on CPU accelerate runs it as plain DDP, "
+                        "unsharded); use DeepSpeed ZeRO (configs/accelerate/zero3.yaml) or no recipe here")
     kw.update(
         output_dir=output_dir,
         max_steps=cfg.train.steps,

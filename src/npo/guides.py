@@ -21,6 +21,7 @@ from pathlib import Path
 from npo.generation import Policy, prompt_seeds
 from npo.injection import GuideRow
 from npo.rundir import atomic_write_json
+from npo.share import Share
 from npo.sources import Guide, GuideSource, propose
 
 
@@ -74,9 +75,10 @@ class Guidance:
     """One intervention's guide: a source, the verifier, its bank, and the window [start, end)."""
 
     def __init__(self, source: GuideSource, scorer, bank: GuideBank, start: int, end: int, *, seed: int,
-                 bank_path: Path | None = None, slots: int = 1):
+                 bank_path: Path | None = None, slots: int = 1, share: Share = Share()):
         self.source, self.scorer, self.bank, self.start, self.end = source, scorer, bank, start, end
         self.seed, self.bank_path, self.slots = seed, bank_path, slots
+        self.share = share  # the processes, which split the verification of what the source proposes
         self.closed = False  # a bank made ahead is complete: its source (a past policy) is never asked again
         self.stats = GuideStats()
 
@@ -93,7 +95,7 @@ class Guidance:
             return 0
         t0 = time.perf_counter()
         seeds = prompt_seeds(self.seed * 1_000_003 + step, [i for i, _ in todo])
-        made = propose(self.source, [it for _, it in todo], seeds, self.scorer, live, m=self.slots)
+        made = propose(self.source, [it for _, it in todo], seeds, self.scorer, live, m=self.slots, share=self.share)
         for (i, _), g in zip(todo, made.guides):
             self.bank.add(i, g)
         self.stats.requested += len(todo)

@@ -26,10 +26,10 @@ from npo.accounting import Cost
 from npo.callbacks import PlateauWatch
 from npo.engine import load_weights
 from npo.faults import crash_point
-from npo.generation import Policy
+from npo.generation import Policy, Sampling
 from npo.guides import GuideBank, Guidance
 from npo.interventions import Intervention, parse_interventions
-from npo.models.load import load_policy
+from npo.models.load import load_policy, outside_zero3
 from npo.prompting import prompt_style
 from npo.rundir import METRICS, checkpoint_folder, read_jsonl
 from npo.segments import Context, record_intervention, run_segment, segment_cost
@@ -59,7 +59,7 @@ def _guide_whole_run(ctx: Context) -> int:
     """Every step guided by an on-demand source, under the injection rules (no look-ahead, no rollback)."""
     t0, steps = time.perf_counter(), ctx.cfg.train.steps
     guidance = Guidance(on_demand_source(ctx), ctx.scorer, GuideBank(), 0, steps, seed=ctx.cfg.seed,
-                        slots=ctx.cfg.npo.slots)
+                        slots=ctx.cfg.npo.slots, share=ctx.share)
     run_segment(ctx, 0, steps, out_dir=ctx.run.checkpoints, guidance=guidance)
     record_intervention(ctx, guidance, index=0, kind="always", trigger="always", delta=None, guide_mode="on_demand",
                         lookahead=Cost(), seconds=time.perf_counter() - t0)
@@ -71,8 +71,10 @@ def on_demand_source(ctx: Context):
     cfg, trainer = ctx.cfg, ctx.trainer
 
     def load(path: str, _kind: str):  # another run's policy or a teacher model, beside the live one
-        model, tok = load_policy(path, dtype=cfg.model.dtype)  # sampled only: auto is bf16 on a GPU
-        return Policy(model.to(trainer.accelerator.device), tok, prompt_style(tok))
+        with outside_zero3():  # sampled only, whole on every process; auto is bf16 on a GPU
+            model, tok = load_policy(path, dtype=cfg.model.dtype)
+        return Policy(model.to(trainer.accelerator.device), tok, prompt_style(tok), Sampling.of(trainer.args),
+                      trainer.score_budget)
 
     return make_source(cfg.npo.source, sampling=guide_sampling(cfg), task=ctx.scorer.task, style=ctx.style,
                        load=load, buffer=trainer.replay, train_items=ctx.train_items)
@@ -115,14 +117,14 @@ def _make_guidance(ctx: Context, i: int, iv: Intervention, t: int) -> tuple[Guid
     bank_path = run.guide_bank(i, iv.kind)
     if cfg.npo.source != "near_future":  # self, a teacher, replay, another run: asked as gated prompts come
         return Guidance(on_demand_source(ctx), ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path,
-                        slots=cfg.npo.slots), Cost()
+                        slots=cfg.npo.slots, share=ctx.share), Cost()
     folder = run.lookahead(i, iv.kind)
     scout = run_segment(ctx, t, t + iv.lookahead, out_dir=folder, main=False)
     crash_point("lookahead")
     guide = checkpoint_folder(folder, t + iv.lookahead)
     source = PolicySource(trainer.live_policy(), name=run.relative(guide), step=t + iv.lookahead, **guide_sampling(cfg))
     guidance = Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path,
-                        slots=cfg.npo.slots)
+                        slots=cfg.npo.slots, share=ctx.share)
     if not guidance.load_saved():  # a resumed run never makes a saved bank twice
         if not scout.trained:  # resumed after the look-ahead ended: its last policy back into the engine
             load_weights(trainer, guide)

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from npo.config import load_config
 from npo.errors import UserError
-from npo.generation import Policy, prompt_seeds
+from npo.generation import Policy, Sampling, prompt_seeds
 from npo.grpo_args import grpo_overrides
 from npo.models.load import check_model_folder, load_policy
 from npo.prompting import prompt_style
@@ -63,8 +63,8 @@ def build_pool(ref: str, *, k: int, out: str, prompts: int = 0, seed: int = 0, s
     t0 = time.perf_counter()
     model, tokenizer = load_policy(folder)
     style = prompt_style(tokenizer)
-    policy = Policy(model, tokenizer, style)
     g = grpo_overrides(cfg)
+    policy = Policy(model, tokenizer, style, Sampling.of(g), cfg.model.score_memory_mb << 20)
     scorer = TaskScorer.for_run(task, style, cfg, warm=train_items[0])
     rows, samples, covered = [], 0, 0
     chunk = 512

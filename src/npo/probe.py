@@ -25,7 +25,7 @@ import torch
 
 from npo.config import RunConfig, load_config
 from npo.errors import UserError
-from npo.generation import Policy, Sample, prompt_seeds, text_tokenizer
+from npo.generation import Policy, Sample, Sampling, prompt_seeds, text_tokenizer
 from npo.groups import p_hat
 from npo.grpo_args import grpo_overrides
 from npo.models.load import check_model_folder, load_policy
@@ -46,6 +46,7 @@ class Probe:
         self.cfg, self.run, self.scorer, self.style = cfg, run, scorer, style
         g = grpo_overrides(cfg)
         self.n, self.temperature, self.max_new = g["num_generations"], g["temperature"], g["max_completion_length"]
+        self.sampling, self.budget = Sampling.of(g), cfg.model.score_memory_mb << 20  # as the run sampled and scored
         self.train_items = train_items
         self.items = random.Random(seed).sample(train_items, min(prompts, len(train_items)))
         self.k, self.boot, self.seed, self.tau = k, boot, seed, cfg.npo.tau if tau is None else tau
@@ -84,12 +85,12 @@ class Probe:
                 path = check_model_folder(ref, "--source checkpoint")
             model, tok = load_policy(path)
             if kind == "teacher_model":
-                self._policies[ref] = Policy(model, tok, prompt_style(tok))
+                self._policies[ref] = Policy(model, tok, prompt_style(tok), self.sampling, self.budget)
                 return self._policies[ref]
             if self._policies and (text_tokenizer(tok).get_vocab()
                                    != text_tokenizer(next(iter(self._policies.values())).tokenizer).get_vocab()):
                 raise UserError(f"--source checkpoint:{ref}: its tokenizer differs from the run's")
-            self._policies[ref] = Policy(model, tok, self.style)
+            self._policies[ref] = Policy(model, tok, self.style, self.sampling, self.budget)
         return self._policies[ref]
 
     def replay_buffer(self, step: int, earlier: list[int]) -> ReplayBuffer:

@@ -33,6 +33,7 @@ from npo.journal import Journal
 from npo.rewards import TaskScorer
 from npo.reporting import RunReport
 from npo.retention import apply_retention
+from npo.share import Share
 from npo.rundir import (METRICS, RunDir, append_jsonl, checkpoint_folder, checkpoint_state, complete_steps,
                         read_jsonl)
 from npo.trainer import GuidedGRPOTrainer
@@ -59,6 +60,11 @@ class Context:
     stage_events: list = field(default_factory=list)  # events of the stage under way, committed with it
     keep_whole: set = field(default_factory=set)  # final-trajectory steps a caller will roll back to (npo.retention)
     report: RunReport | None = None  # the run's TensorBoard log / W&B run (npo.reporting)
+
+    @property
+    def share(self) -> Share:
+        """The processes, for the collective jobs beside TRL's (guides, their verification)."""
+        return Share.of(self.trainer.accelerator)
 
     @property
     def is_main(self) -> bool:

@@ -37,6 +37,7 @@ from npo.grpo_args import grpo_overrides
 from npo.injection import GuideRow
 from npo.models.check import check_model_folder
 from npo.replay import ReplayBuffer, question_index
+from npo.share import Share
 from npo.tasks.base import Item
 from npo.tasks.files import read_rows
 
@@ -247,19 +248,27 @@ class Proposal:
 
 
 def propose(source: GuideSource, items: list, seeds: list[int], scorer, live: Policy | None = None,
-            m: int = 1) -> Proposal:
+            m: int = 1, share: Share = Share()) -> Proposal:
     """The guides of each item: the first m of the source's candidates that the verifier accepts (the
-    verifier is asked until m are found; a replay buffer's successes were verified when collected)."""
+    verifier is asked until m are found; a replay buffer's successes were verified when collected).
+    `share`: the processes, which verify a share of the items each and gather the verdicts."""
     groups = source.sample(items, seeds, live)
-    guides: list[list[Guide]] = []
-    for item, group in zip(items, groups):
-        ok: list[Guide] = []
-        for x in group:
-            if len(ok) == m:
-                break
-            if source.verified or scorer.reward(x.text, item) == 1.0:
-                ok.append(Guide(x.token_ids, x.text, source.name, source.step, x.logps))
-        guides.append(ok)
+
+    def first_m(part: list) -> list[list[int]]:  # per (item, candidates): the accepted candidates' positions
+        out = []
+        for item, group in part:
+            ok: list[int] = []
+            for j, x in enumerate(group):
+                if len(ok) == m:
+                    break
+                if source.verified or scorer.reward(x.text, item) == 1.0:
+                    ok.append(j)
+            out.append(ok)
+        return out
+
+    accepted = share.run(list(zip(items, groups)), first_m, pad=False)  # no collective inside: no stand-ins
+    guides = [[Guide(group[j].token_ids, group[j].text, source.name, source.step, group[j].logps) for j in ok]
+              for group, ok in zip(groups, accepted)]
     if not source.generates:
         return Proposal(guides, 0, 0)
     return Proposal(guides, sum(len(g) for g in groups), sum(len(x.token_ids) for g in groups for x in g))

@@ -46,7 +46,7 @@ from npo.retention import checkpoint_counts, disk_bytes
 from npo.segments import Context, retain
 from npo.sources import check_source
 from npo.tasks import Task, build_split, check_split_sizes
-from npo.trainer import build_trainer, trainer_args
+from npo.trainer_setup import build_trainer, trainer_args
 
 LOOPS = {"grpo": train_npo, "npo": train_npo, "autonpo": train_autonpo,
          "luffy": train_npo, "exgrpo": train_npo, "rlep": train_npo}  # the baselines: presets of NPO's loop

@@ -13,6 +13,10 @@ What it changes, and why:
   replay buffer with their behaviour log-probs and entropies. The flag stays with its row through
   TRL's shuffle and split to `_compute_loss`; a `guide_loss` other than `on_policy` (the paper's)
   turns the flagged rows' advantages into per-token weighted ones (TRL accepts (B, T) advantages).
+- `_compute_loss` / `_get_per_token_logps_and_entropies`: with `on_policy`, the guide rows' log-probs
+  (`npo/guide_logp`) are read from TRL's own loss forward; no forward of npo's own. Every forward npo
+  adds runs on every process (on a stand-in row where a process has none): under ZeRO-3 / FSDP a
+  forward is a collective.
 - `_get_train_sampler()`: TRL's RepeatSampler, seeded per epoch (`npo.order`), so that the prompts of
   any step are a pure function of (seed, step) and a rollback into epoch >= 1 replays that epoch.
 - One trainer per run, rolled back in place: a run calls `train(resume_from_checkpoint=...)` on the
@@ -33,93 +37,31 @@ generation's `GateOutcome` (AutoNPO's input); per checkpoint the injection state
 from __future__ import annotations
 
 import random
-import warnings
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate.utils import gather_object
-from datasets import Dataset
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from accelerate.utils import gather_object, is_peft_model
 from transformers.integrations.deepspeed import deepspeed_load_checkpoint
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOTrainer
 
 from npo.accounting import Ledger
 from npo.order import DataOrder
-from npo.config import RunConfig, on_policy_n
-from npo.grpo_args import grpo_kwargs
 from npo.engine import EnginePolicy, EpochRepeatSampler
-from npo.groups import below_gate, group_stats
+from npo.groups import GateOutcome, below_gate, group_stats
 from npo.injection import guide_token_weights, guided_groups, inject, slot_rows, weighted_advantages
-from npo.models.load import lora_config, name_tied_weights
 from npo.multimodal import dataset_row, row_fields
-from npo.reporting import trl_report_to
 from npo.replay import Entry, ReplayBuffer, collection_plan, question_index, replayed_groups, solve_rate
-from npo.rewards import make_reward_fn
 from npo.tasks.verify import VerifyStats
-
-# DeepSpeed 0.19.8's ZeRO-3 calls torch's deprecated collective names at every step: FutureWarnings that ask
-# nothing of our users. Only those messages are filtered.
-warnings.filterwarnings("ignore", message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is "
-                        r"deprecated", category=FutureWarning)
-
-
-@dataclass
-class GateOutcome:
-    """One training generation's gate: the step, its prompts below tau, the group-accuracy histogram."""
-
-    step: int
-    failed: list[int]  # item indices of the groups below the gate
-    histogram: list[float]  # fraction of groups with 0, 1, ..., n correct
-
-
-def trainer_args(cfg: RunConfig, out_dir: Path) -> GRPOConfig:
-    """The run's one GRPOConfig, checkpointing to `out_dir`. Build it before the policy is loaded, and keep
-    it: while it lives, HF's loader sees its DeepSpeed config (a weak reference), so that under ZeRO-3 the
-    policy is built partitioned (`zero.Init`) instead of whole on every process; a GRPOConfig built
-    after it and dropped would switch that off for the rest of the run."""
-    kw = grpo_kwargs(cfg, output_dir=str(out_dir))
-    args = GRPOConfig(**{**kw, "report_to": trl_report_to(kw["report_to"])})  # npo.reporting writes the rest
-    plain_cpu_device(args)
-    return args
-
-
-def build_trainer(cfg: RunConfig, args: GRPOConfig, model, tokenizer, scorer, style: str, train_items, callbacks,
-                  reward_funcs: list = (), **npo_kwargs) -> "GuidedGRPOTrainer":
-    """A GuidedGRPOTrainer for the run's config and its `trainer_args`. `reward_funcs`: the user's TRL
-    reward functions, None where the verifier's binary reward goes (empty: only that one). `npo_kwargs`:
-    the trainer's own (guidance, ledger, on_gate); the gate is on for every method but grpo."""
-    name_tied_weights(model)
-    dataset = Dataset.from_list([dataset_row(it, style, i) for i, it in enumerate(train_items)])
-    guided = cfg.method != "grpo"
-    replay = ReplayBuffer.from_config(cfg.replay) if guided and cfg.npo.source == "replay" else None
-    verified = make_reward_fn(scorer, train_items)
-    rewards = [verified if f is None else f for f in reward_funcs] if reward_funcs else verified
-    trainer = GuidedGRPOTrainer(model=model, reward_funcs=rewards, args=args, peft_config=lora_config(cfg.model.lora),
-                                train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, scorer=scorer,
-                                items=train_items, style=style, npo=cfg.npo if guided else None, replay=replay,
-                                replay_share=cfg.replay.share, kept=on_policy_n(cfg, args.num_generations),
-                                **npo_kwargs)
-    for cb in (PrinterCallback, ProgressCallback):  # our own bar and files replace TRL's printing
-        trainer.remove_callback(cb)
-    return trainer
-
-
-def plain_cpu_device(args) -> None:
-    """A process's indexed CPU device ("cpu:0": accelerate's name for it in a multi-process CPU run) as plain
-    "cpu", the same device: transformers 5.17 maps a multi-process optimizer load (every rollback) to
-    `args.device`, and torch.load cannot restore storages to "cpu:0" (transformers 5.18 maps to "cpu")."""
-    device = args.device
-    if device.type == "cpu" and device.index is not None:
-        args.__dict__["_setup_devices"] = torch.device("cpu")  # TrainingArguments.device's cached value
 
 
 class GuidedGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, scorer, items, style: str = "plain", npo=None, guidance=None,
                  ledger: Ledger | None = None, on_gate=None, start_dir: Path | None = None,
-                 replay: ReplayBuffer | None = None, replay_share: float = 0.0, kept: int | None = None, **kwargs):
+                 replay: ReplayBuffer | None = None, replay_share: float = 0.0, kept: int | None = None,
+                 score_budget: int = 2 << 30, **kwargs):
         super().__init__(*args, **kwargs)
+        self.score_budget = score_budget  # bytes one block of npo's own sampling or scoring may take (npo.generation)
         self.kept = kept or self.num_generations  # G: the on-policy samples of a group (n less added guide rows)
         self.replay, self.replay_share = replay, replay_share  # ExGRPO's buffer (npo.replay), None without
         self.started = False  # the start_solve_rate latch: injection on (saved with checkpoints)
@@ -139,6 +81,8 @@ class GuidedGRPOTrainer(GRPOTrainer):
         self._batch_index: list[int] = []
         self._guide_flags: list[bool] | None = None
         self._guide_logps: list[list[float] | None] = []
+        self._loss_guides = None  # the micro-batch's guide flags while TRL computes its loss (on_policy's metric)
+        self._guide_sums = torch.zeros(3)  # the optimizer step's guide-row log-prob, tokens, rows so far
 
     # ------------------------------------------------------------------ one engine per run
 
@@ -210,8 +154,9 @@ class GuidedGRPOTrainer(GRPOTrainer):
         acc = self.accelerator  # later segments: the same engine, the checkpoint loaded into it
         acc.deepspeed_engine_wrapped, acc._models, acc._optimizers, acc._schedulers = (
             self._engine[0], list(self._engine[1]), list(self._engine[2]), list(self._engine[3]))
-        if self.is_deepspeed_enabled:
-            deepspeed_load_checkpoint(self.model_wrapped, resume_from_checkpoint, load_module_strict=True)
+        if self.is_deepspeed_enabled:  # as HF's own first load: a PEFT checkpoint holds no frozen base weights
+            deepspeed_load_checkpoint(self.model_wrapped, resume_from_checkpoint,
+                                      load_module_strict=not is_peft_model(self.model))
         elif self.is_fsdp_enabled:  # plain and DDP models were loaded by `train` before this call
             self._load_from_checkpoint(resume_from_checkpoint, self.model_wrapped)
         self._load_optimizer_and_scheduler(resume_from_checkpoint)
@@ -265,17 +210,16 @@ class GuidedGRPOTrainer(GRPOTrainer):
         adds the same entries in the same order."""
         mine = [(g, r, text) for g, _, _, r, text in self._collect if r >= 0]
         entries: list[tuple[int, Entry]] = []
-        if mine:
-            rows = [r for _, r, _ in mine]
-            ids, mask = output["completion_ids"][rows], output["completion_mask"][rows]
-            logps, entropies = self._get_per_token_logps_and_entropies(
-                self.model, torch.cat([output["prompt_ids"][rows], ids], 1),
-                torch.cat([output["prompt_mask"][rows], mask], 1), ids.size(1), compute_entropy=True,
-                **row_fields(output, rows))[:2]
-            for j, (g, _, text) in enumerate(mine):
-                w = int(mask[j].sum())
-                entries.append((g, Entry(ids[j, :w].tolist(), text, logps[j, :w].tolist(), self.state.global_step,
-                                         float(entropies[j, :w].mean()) if w else 0.0)))
+        # every process runs the forward, on row 0 when it collects nothing: under ZeRO-3 / FSDP it is a collective
+        rows = [r for _, r, _ in mine] or [0]
+        ids, mask = output["completion_ids"][rows], output["completion_mask"][rows]
+        logps, entropies = self._get_per_token_logps_and_entropies(
+            self.model, torch.cat([output["prompt_ids"][rows], ids], 1), torch.cat([output["prompt_mask"][rows], mask], 1),
+            ids.size(1), compute_entropy=True, **row_fields(output, rows))[:2]
+        for j, (g, _, text) in enumerate(mine):
+            w = int(mask[j].sum())
+            entries.append((g, Entry(ids[j, :w].tolist(), text, logps[j, :w].tolist(), self.state.global_step,
+                                     float(entropies[j, :w].mean()) if w else 0.0)))
         if self.accelerator.num_processes > 1:  # in process order: the same list everywhere
             entries = [e for part in gather_object([entries]) for e in part]
         for g, q, correct, r, _ in self._collect:
@@ -386,37 +330,66 @@ class GuidedGRPOTrainer(GRPOTrainer):
             metrics["npo/guide_hit_rate"].append(replaced / len(chosen))
         return completion_ids, completions, logprobs, set(mine)
 
-    # ------------------------------------------------------------------ guide rows before the loss
+    # ------------------------------------------------------------------ guide rows before and in the loss
 
     @torch.no_grad()
     def _score_guides(self, output, flags):
-        """Per-token log-probs of the guide rows under the current policy: the `npo/guide_logp`
-        metric, and the weights of `guide_loss` importance / shaping."""
-        if self.guidance is None or not self.guidance.active(self.state.global_step):
+        """guide_loss importance / shaping: the guide rows' per-token log-probs under the current policy,
+        before the loss, turned into their per-token weights (with the `npo/guide_logp` metric).
+        on_policy (the paper's) needs none: the metric comes from TRL's own forward (`_compute_loss`)."""
+        if self.npo.guide_loss == "on_policy" or self.guidance is None or not self.guidance.active(self.state.global_step):
             return
         device = flags.device
-        sums = torch.zeros(3, device=device)  # sum of token log-probs, tokens, rows
+        # every process runs the forward, on row 0 when it holds no guide row: under ZeRO-3 / FSDP it is a collective
+        rows = torch.nonzero(flags).flatten().tolist() or [0]
+        prompt_ids, completion_ids, mask = output["prompt_ids"][rows], output["completion_ids"][rows], \
+            output["completion_mask"][rows]
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            self.model, torch.cat([prompt_ids, completion_ids], dim=1),
+            torch.cat([output["prompt_mask"][rows], mask], dim=1), completion_ids.size(1),
+            **row_fields(output, rows))  # a guide row is scored with its prompt's images
+        if not flags.any():
+            mask = torch.zeros_like(mask)  # row 0 stood in: it is nobody's guide
+        self._book_guides(logps, mask, rows=int(flags.sum()))
         if flags.any():
-            prompt_ids, completion_ids = output["prompt_ids"][flags], output["completion_ids"][flags]
-            mask = output["completion_mask"][flags]
-            input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-            attention = torch.cat([output["prompt_mask"][flags], mask], dim=1)
-            rows = torch.nonzero(flags).flatten().tolist()  # a guide row is scored with its prompt's images
-            logps, _, _ = self._get_per_token_logps_and_entropies(self.model, input_ids, attention,
-                                                                   completion_ids.size(1), **row_fields(output, rows))
-            sums += torch.stack([(logps * mask).sum(), mask.sum(), flags.sum()]).float()
-            if self.npo.guide_loss != "on_policy":
-                guide = None
-                if self.npo.guide_loss in ("importance", "shaped_importance"):
-                    guide = torch.zeros_like(logps)
-                    for j, r in enumerate(torch.nonzero(flags).flatten().tolist()):
-                        lp = self._guide_logps[r]
-                        guide[j, :len(lp)] = torch.tensor(lp[:logps.size(1)], device=device)
-                weights = guide_token_weights(self.npo.guide_loss, logps, guide, self.npo.importance_cap,
-                                              self.npo.shaping_gamma) * mask
-                output["advantages"] = weighted_advantages(output["advantages"], flags, weights,
-                                                           completion_ids.size(1))
-        total = self.accelerator.gather(sums.unsqueeze(0)).sum(0)
+            guide = None
+            if self.npo.guide_loss in ("importance", "shaped_importance"):
+                guide = torch.zeros_like(logps)
+                for j, r in enumerate(rows):
+                    lp = self._guide_logps[r]
+                    guide[j, :len(lp)] = torch.tensor(lp[:logps.size(1)], device=device)
+            weights = guide_token_weights(self.npo.guide_loss, logps, guide, self.npo.importance_cap,
+                                          self.npo.shaping_gamma) * mask
+            output["advantages"] = weighted_advantages(output["advantages"], flags, weights, completion_ids.size(1))
+        self._log_guides()
+
+    def _compute_loss(self, model, inputs):
+        flags, g = inputs.get("npo_guide"), self.guidance
+        on_policy = self.npo is not None and self.npo.guide_loss == "on_policy"
+        self._loss_guides = (flags, inputs["completion_mask"]) if flags is not None and on_policy and g is not None \
+            and g.active(self.state.global_step) else None  # the same on every process: it books a collective
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._loss_guides = None
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._loss_guides is not None:  # TRL's loss forward of a micro-batch: its guide rows' log-probs, as trained
+            flags, mask = self._loss_guides
+            self._book_guides(out[0].detach()[flags], mask[flags], rows=int(flags.sum()))
+            if (self._step + 1) % self.current_gradient_accumulation_steps == 0:  # the step's last micro-batch
+                self._log_guides()
+        return out
+
+    def _book_guides(self, logps, mask, rows: int) -> None:
+        """This process's guide rows of a forward, summed over every process (a collective: every process
+        books every forward)."""
+        sums = torch.stack([(logps * mask).sum(), mask.sum(), torch.tensor(float(rows), device=mask.device)]).float()
+        self._guide_sums = self._guide_sums.to(sums.device) + self.accelerator.gather(sums.unsqueeze(0)).sum(0)
+
+    def _log_guides(self) -> None:
+        total, self._guide_sums = self._guide_sums, torch.zeros(3)
         if total[2] > 0:
             self._metrics["train"]["npo/guide_logp"].append(float(total[0] / total[1].clamp(min=1)))
             self._metrics["train"]["npo/guide_length"].append(float(total[1] / total[2]))

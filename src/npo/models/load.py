@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import replace
@@ -87,6 +88,19 @@ def lora_fields(peft_config) -> dict:
         if value != (sorted(default[key]) if isinstance(default.get(key), (set, frozenset)) else default.get(key)):
             out[key] = value
     return out
+
+
+@contextlib.contextmanager
+def outside_zero3():
+    """Models loaded inside the block are built whole on this process, even while the run's ZeRO-3
+    config is alive (HF's loader partitions every model it builds then): a teacher npo only samples from."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref, hf_deepspeed._hf_deepspeed_config_weak_ref = hf_deepspeed._hf_deepspeed_config_weak_ref, None
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = ref
 
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # npo.precision's names

@@ -36,14 +36,16 @@ def unmapped(text: str) -> list[str]:
     return sorted({c for c in text if not (c == "\n" or " " <= c <= "~")})
 
 
-def build_tokenizer():
+def build_tokenizer(vocab_size: int = 0):
     """Character-level tokenizer: one token per printable ASCII character and newline. Other text is
     mapped explicitly (`npo.models.check` warns before a run): accents are dropped (é -> e, by NFKD),
-    and what is still not ASCII becomes `?`. Never `<pad>`: the policy would read padding."""
+    and what is still not ASCII becomes `?`. Never `<pad>`: the policy would read padding.
+    `vocab_size`: filler tokens up to that size (text never encodes to them; a model samples them)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    tokens = SPECIALS + CHARS
+    vocab = {tok: i for i, tok in enumerate(tokens + [f"<f{i}>" for i in range(len(tokens), vocab_size)])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     tok.normalizer = normalizers.Sequence([normalizers.NFKD(), normalizers.StripAccents(),
                                            normalizers.Replace(Regex(UNMAPPED), "?")])
@@ -55,11 +57,11 @@ def build_tokenizer():
     )
 
 
-def build_model(arch: TinyModelConfig, seed: int):
+def build_model(arch: TinyModelConfig, seed: int, vocab_size: int = 0):
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
-        vocab_size=len(SPECIALS) + len(CHARS),
+        vocab_size=max(vocab_size, len(SPECIALS) + len(CHARS)),
         hidden_size=arch.hidden_size,
         intermediate_size=arch.intermediate_size,
         num_hidden_layers=arch.num_hidden_layers,
@@ -73,6 +75,19 @@ def build_model(arch: TinyModelConfig, seed: int):
     model = Qwen2ForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=EOS_ID, pad_token_id=PAD_ID, bos_token_id=BOS_ID)
     return model
+
+
+QWEN_VOCAB = 151_936  # Qwen2's and Qwen3's vocabulary
+
+
+def real_vocab_folder(folder: Path, arch: TinyModelConfig, vocab_size: int = QWEN_VOCAB, seed: int = 0) -> Path:
+    """A model folder built from a config with a real vocabulary (the tiny tokenizer's characters, then
+    fillers) and random weights: the proxy, on CPU, of what grows with the vocabulary at 1.5B-8B
+    (logits, log-softmax, the head). Not a model to learn with."""
+    model, tok = build_model(arch, seed, vocab_size), build_tokenizer(vocab_size)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return Path(folder)
 
 
 def cache_root() -> Path:
