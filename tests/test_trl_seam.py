@@ -15,11 +15,11 @@ import inspect
 import trl
 from accelerate import Accelerator
 from transformers import Trainer
-from transformers.integrations.deepspeed import deepspeed_load_checkpoint
+from transformers.integrations.deepspeed import deepspeed_load_checkpoint, is_deepspeed_zero3_enabled
 from trl import GRPOTrainer
 from trl.generation.vllm_generation import VLLMGeneration
 from trl.models.utils import unwrap_model_for_generation
-from trl.trainer.utils import RepeatSampler
+from trl.trainer.utils import RepeatSampler, maybe_gather_lm_head_ctx
 
 PINNED_TRL = "1.16.0"
 # sha256 of inspect.getsource(...) of the methods whose behaviour the seam depends on, at trl 1.16.0
@@ -66,6 +66,17 @@ PINNED_OTHERS = {
                                    "d80412d80424bd645f7d74cdb8bdc1994c789d8ba03111ffe6eea20f789dea58"),
     "trl VLLMGeneration.sync_weights": (VLLMGeneration.sync_weights,
                                         "63d669fb32304ff5e275443abc5e4a2c1e6974ba196d30074bc0f2519f98644c"),
+    # npo's guides through TRL's vLLM engine mirror its generate (sleep level 2, TP groups, server features)
+    "trl VLLMGeneration.generate": (VLLMGeneration.generate,
+                                    "2d2ac2be5b1309c4cc5e084e238f63d82d65c4d7ecc7cdb8e94ebb2c3a5eee76"),
+    "trl VLLMGeneration._place_features": (VLLMGeneration._place_features,
+                                           "5150ee5f57eb83d03bdb6a119ae9209d955a7f6f3754d9c1d8ad6c9ad74b36d3"),
+    # npo.generation.head_logps gathers a ZeRO-3 head once; npo.models.load.outside_zero3 clears the weak
+    # reference HF's loader reads
+    "trl maybe_gather_lm_head_ctx": (maybe_gather_lm_head_ctx,
+                                     "d4d59d01150623ce15106e71fcf519a2aef7ae5a7b55a4faebb762fb3352231a"),
+    "transformers is_deepspeed_zero3_enabled": (is_deepspeed_zero3_enabled,
+                                                "3e3f9ededb3d709ad6d10982c4b8cfbca85e313c524819af24a759fb97e898f6"),
     "trl unwrap_model_for_generation": (unwrap_model_for_generation,
                                         "583d1303c5c55405c0c7b62819e64a1909c533a07cee740ed59b276a1b82375e"),
 }
@@ -126,6 +137,13 @@ def test_the_device_is_a_cached_property():
 
     assert isinstance(TrainingArguments.__dict__["_setup_devices"], functools.cached_property)
     assert "return self._setup_devices" in inspect.getsource(TrainingArguments.device.fget)
+
+
+def test_the_vllm_engine_state_npo_reads_is_there():
+    """`npo.vllm_sampling` reads TRL's sleep flag and TP group (set in `_init_vllm`)."""
+    src = inspect.getsource(VLLMGeneration._init_vllm) + inspect.getsource(VLLMGeneration.generate)
+    assert "self._llm_weights_sleeping = self.enable_sleep_mode" in src and "self.tp_group, _ =" in src
+    assert "_hf_deepspeed_config_weak_ref()" in inspect.getsource(is_deepspeed_zero3_enabled)
 
 
 def test_a_batch_has_one_group_size():
