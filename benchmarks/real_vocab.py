@@ -39,7 +39,7 @@ METHODS = {
 }
 
 
-def blocks(folder: Path) -> None:
+def blocks(folder: Path, score_tokens: int = 256, sample_tokens: int = 128) -> None:
     """In this process (the code on the path): scoring and sampling's peak private memory."""
     import gc
 
@@ -62,11 +62,11 @@ def blocks(folder: Path) -> None:
         policy = Policy(model, tok, "plain")
     items = [Item(f"{i}+{i}=", str(2 * i)) for i in range(16)]
     gen = torch.Generator().manual_seed(0)
-    comps = [torch.randint(3, vocab, (256,), generator=gen).tolist() for _ in range(16)]
+    comps = [torch.randint(3, vocab, (score_tokens,), generator=gen).tolist() for _ in range(16)]
     out = {}
-    for name, work in (("scoring 16 x 256 tokens", lambda: policy.token_logps(items, comps)),
-                       ("sampling 4 x 4 x 128 tokens", lambda: policy.sample(items[:4], k=4, temperature=1.0,
-                                                                             max_new_tokens=128, seeds=[1, 2, 3, 4]))):
+    for name, work in (("scoring", lambda: policy.token_logps(items, comps)),
+                       ("sampling", lambda: policy.sample(items[:4], k=4, temperature=1.0, max_new_tokens=sample_tokens,
+                                                          seeds=[1, 2, 3, 4]))):
         gc.collect()
         t0 = time.perf_counter()
         with PeakMemory() as peak:
@@ -81,9 +81,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--blocks", action="store_true", help="npo's own scoring and sampling alone")
     ap.add_argument("--here", type=Path, help=argparse.SUPPRESS)  # --blocks on this model folder, in this process
+    ap.add_argument("--tokens", type=int, nargs=2, default=(256, 128), metavar=("SCORED", "SAMPLED"),
+                    help="--blocks: completion tokens scored (16 rows) and sampled (4 x 4 rows)")
     a = ap.parse_args()
     if a.here:
-        return blocks(a.here)
+        return blocks(a.here, *a.tokens)
     sys.path.insert(0, str(ROOT / "src"))
     from npo.config import TinyModelConfig
     from npo.models.tiny import real_vocab_folder
@@ -94,7 +96,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             folder = real_vocab_folder(Path(tmp) / "m", small)
             env = {**os.environ, **({"PYTHONPATH": a.src} if a.src else {})}
-            subprocess.run([sys.executable, __file__, "--here", str(folder)], env=env, check=True)
+            subprocess.run([sys.executable, __file__, "--here", str(folder), "--tokens", *map(str, a.tokens)], env=env,
+                           check=True)
         return
 
     arch = TinyModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,

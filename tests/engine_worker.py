@@ -6,7 +6,7 @@ MODES, comma-separated: `replay`, `run`, `sharded`, `vllm_tp`. `replay`: a first
 checkpoints every 2 (0 -> 2, every step, for `big`), then three in-place rollbacks to 2 (1), each
 replayed to the end into its own folder; host memory (RSS) is read after the first rollback and after
 the third. `deepspeed=zero2|zero3` in extra arguments selects a DeepSpeed ZeRO stage (DS_ACCELERATOR=cpu);
-`big` uses a ~30M-parameter model built from a config; `bf16`, model.dtype bf16 (with DeepSpeed: its bf16
+`big` uses a ~8M-parameter model built from a config; `bf16`, model.dtype bf16 (with DeepSpeed: its bf16
 mode, fp32 masters in its optimizer); `lora`, LoRA adapters. MODE `run`: `npo train` of an NPO bootstrap
 config into OUT_DIR/run, and the bank the untrained policy writes for steps 0-3 (through the engine,
 each process sampling its share) into OUT_DIR/bank.json. `sharded` and `vllm_tp`: their functions say.
@@ -36,9 +36,10 @@ from npo.train import open_run, prepare, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["train.prompts_per_step=4", "eval.every=0", "eval.n=20", "eval.samples=0"]
-# ~30M parameters, no warm start (a config-built model is all a memory measurement needs)
-BIG = ["model.tiny.hidden_size=512", "model.tiny.num_hidden_layers=8", "model.tiny.num_attention_heads=8",
-       "model.tiny.num_key_value_heads=4", "model.tiny.intermediate_size=2048", "model.warmup.steps=0"]
+# ~8M parameters, no warm start (a config-built model is all a memory measurement needs): an engine copy a
+# rollback leaked would hold ~130 MB (weights, gradients, Adam's moments), far above the bound checked
+BIG = ["model.tiny.hidden_size=256", "model.tiny.num_hidden_layers=8", "model.tiny.num_attention_heads=8",
+       "model.tiny.num_key_value_heads=4", "model.tiny.intermediate_size=1024", "model.warmup.steps=0"]
 NOT_REPLAYED = {"train/step_time", "signal/generated_tokens", "verify/calls"}
 DS = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
       "zero_allow_untested_optimizer": True, "bf16": {"enabled": False}, "fp16": {"enabled": False}}

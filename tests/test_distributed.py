@@ -7,7 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
+
+# torchrun launches run one at a time, on one pytest worker (make test: --dist loadgroup): two launches
+# at once put four torch processes on two cores, which spin (a 20 s test took 81 s)
+pytestmark = pytest.mark.xdist_group("torchrun")
 
 EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 has p_hat 0.75)
     "0": [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],

@@ -11,11 +11,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import ROOT
 from engine_worker import bank_of_untrained_policy
 from npo.config import load_config
 from npo.rundir import read_jsonl
 from npo.train import open_run, prepare
+
+# torchrun launches run one at a time, on one pytest worker (make test: --dist loadgroup): two launches
+# at once put four torch processes on two cores, which spin (a 20 s test took 81 s)
+pytestmark = pytest.mark.xdist_group("torchrun")
 
 MEMORY_MB = 50  # the issue's bound on host-memory growth over 3 rollbacks
 
@@ -52,9 +58,11 @@ def test_two_processes_one_engine_each(tmp_path):
     assert result["run"]["bank"] == one and result["run"]["processes"] == 2 and one["guides"]
 
 
-def test_deepspeed_zero2_on_a_30m_model_rolls_back_in_place(tmp_path):
+def test_deepspeed_zero2_on_an_8m_model_rolls_back_in_place(tmp_path):
+    """(Issue 12 measured this at 31.5M parameters, BENCHMARKS.md; 8M keeps a leaked engine copy, ~130 MB,
+    well above the bound, in a quarter of the time.)"""
     rep = launch(1, tmp_path, "replay", "big", "deepspeed=zero2", port=29512)["replay"]
-    assert rep["deepspeed"] and 25e6 < rep["parameters"] < 35e6
+    assert rep["deepspeed"] and 6e6 < rep["parameters"] < 10e6
     assert rep["replays_equal"] == [True, True, True] and rep["rss_growth_mb"] < MEMORY_MB
 
 
@@ -98,7 +106,6 @@ def test_a_tensor_parallel_vllm_group_is_one_engine(tmp_path):
 
 
 def test_launch_recipes_load():
-    import pytest
     from accelerate.commands.config.config_args import load_config_from_file
 
     expected = {"ddp": ("MULTI_GPU", None), "zero2": ("DEEPSPEED", 2), "zero3": ("DEEPSPEED", 3), "fsdp2": ("FSDP", None)}

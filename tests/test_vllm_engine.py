@@ -164,3 +164,30 @@ def test_server_mode_asks_for_the_bank_in_one_batched_request(tmp_path, tiny_mod
     assert all(torch.equal(sent[k], guide[k]) for k in guide if k in sent)  # the server held pi_2
     bank = json.loads((tmp_path / "run" / "guides" / "0-bootstrap.json").read_text())
     assert len(bank["tried"]) == len(window) and bank["guides"]
+
+
+def test_server_mode_sends_image_prompts_with_their_images(tiny_model_path):
+    """Image prompts reach `trl vllm-serve` as TRL sends its own: images made into server-side features,
+    placed on the prompt's image tokens (`VLLMGeneration._place_features`), beside the token ids."""
+    import types
+
+    from PIL import Image
+
+    from npo.models.load import load_policy
+    from npo.vllm_sampling import _server
+
+    _, tok = load_policy(tiny_model_path)
+    with pytest.MonkeyPatch.context() as mp:
+        fake_vllm.install(mp, server=tiny_model_path)
+        client = fake_vllm.VLLMClient()
+        placed = []
+        vg = types.SimpleNamespace(vllm_client=client, _place_features=lambda f, ids: placed.append(ids) or f)
+        trainer = types.SimpleNamespace(accelerator=types.SimpleNamespace(is_main_process=True, process_index=0))
+        image = Image.new("RGB", (8, 8))
+        ids = [tok(q)["input_ids"] for q in ("1+1=", "2+2=")]  # an image prompt, then a text prompt
+        out = _server(trainer, vg, ids, [[image], None], [7, 8], 2, dict(temperature=1.0, max_tokens=3), {})
+    (request,) = client.requests
+    assert request["features"][0]["images"] == [image] and request["features"][1] is None
+    assert placed == ids  # each prompt's features placed on its own token ids (TRL's: None stays None)
+    assert request["prompts"] == ids and request["n"] == 2 and request["seed"] == 7  # the first prompt's seed
+    assert len(out) == 2 and all(len(group) == 2 for group in out)
