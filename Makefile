@@ -22,15 +22,15 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: $(STAMP)
 	$(BIN)/npo demo
 
-# Two pytest workers, one torch thread each (two threads per process on two cores only spin), the
-# torchrun launches on one of them (their xdist_group); the runs several tests read are trained once,
-# by whichever worker asks first (tests/conftest.py). The
+# Two pytest workers, one torch thread each (two threads per process on two cores only spin), tests
+# dealt one by one; one torchrun launch at a time, and the runs several tests read (two-process launches
+# included) trained once, by whichever worker asks first (tests/conftest.py). The
 # warm start is built first, once, so that the workers do not both build it. Single-threaded training
 # numerics are what tests/data/golden.json was recorded with.
 TEST_ENV := OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu NPO_CACHE=$(CURDIR)/.npo-cache
 test: $(STAMP)
 	NPO_CACHE=$(CURDIR)/.npo-cache $(BIN)/npo warmup configs/tiny-grpo.yaml > /dev/null  # same bytes at any thread count
-	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2 --dist load
 
 # Opt-in slow tests (SmolLM2 import, longer learning checks).
 test-slow: $(STAMP) smollm2

@@ -1,6 +1,9 @@
+import fcntl
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,28 @@ os.environ.setdefault("NPO_CACHE", str(ROOT / ".npo-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+def torchrun(processes: int, script: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`torchrun` of a test worker script, one launch at a time across the pytest workers (a file lock):
+    two launches at once put four torch processes on two cores, which spin (a 20 s test took 81 s)."""
+    lock = Path(tempfile.gettempdir()) / f"npo-torchrun-{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}.lock"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # released when the file closes
+        command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", str(processes),
+                   "--master_port", str(free_port()), str(ROOT / "tests" / script), *args]
+        return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def free_port() -> int:
+    """A port nothing listens on now, for a torchrun launch (a fixed one was once taken mid-session:
+    EADDRINUSE at the rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -96,3 +121,18 @@ def autonpo_short(tmp_path_factory, tiny_model_path):
 
     run = built_once(tmp_path_factory, "autonpo-short", build) / "run"
     return run, json.loads((run / "summary.json").read_text())
+
+
+LAUNCHER_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_LAUNCHED = {key for key in LAUNCHER_KEYS if key in os.environ}  # set by a launcher around pytest: kept
+
+
+@pytest.fixture(autouse=True)
+def _launcher_environment():
+    """No launcher variables outlive the test that set them (module fixtures included): TRL's colocated
+    vLLM path sets RANK, LOCAL_RANK and MASTER_PORT for vLLM, and a later run in the same worker (or
+    forked from it) would take that for a launch and start a gloo group on port 29500, colliding with
+    the other worker's."""
+    yield
+    for key in set(LAUNCHER_KEYS) - _LAUNCHED:
+        os.environ.pop(key, None)

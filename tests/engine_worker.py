@@ -2,7 +2,8 @@
 
     torchrun --nproc_per_node P tests/engine_worker.py MODES OUT_DIR [big] [deepspeed=zero2|zero3] [bf16] [lora]
 
-MODES, comma-separated: `replay`, `run`, `sharded`, `vllm_tp`. `replay`: a first pass 0 -> 4 with
+MODES, comma-separated, run in that order: `replay`, `run`, `replay-zero3` (replay under ZeRO-3 in bf16),
+`sharded`, `replay-lora` (replay of LoRA adapters under ZeRO-2), `vllm_tp`. `replay`: a first pass 0 -> 4 with
 checkpoints every 2 (0 -> 2, every step, for `big`), then three in-place rollbacks to 2 (1), each
 replayed to the end into its own folder; host memory (RSS) is read after the first rollback and after
 the third. `deepspeed=zero2|zero3` in extra arguments selects a DeepSpeed ZeRO stage (DS_ACCELERATOR=cpu);
@@ -154,7 +155,7 @@ def sharded(out: Path) -> dict:
         "npo.interventions=[{kind: bootstrap, lookahead: 2, window: 2}]"])
     npo = train(prepare(cfg, out / "npo"), show_progress=False)
     auto_cfg = load_config(ROOT / "configs" / "tiny-autonpo.yaml", common + [
-        "train.steps=12", "train.checkpoint_every=4", "eval.every=0", "autonpo.warmup_steps=4", "autonpo.r_low=0.9",
+        "train.steps=8", "train.checkpoint_every=4", "eval.every=0", "autonpo.warmup_steps=4", "autonpo.r_low=0.9",
         "autonpo.deltas=[4]", "autonpo.window=4", "autonpo.cooldown=100", "autonpo.signal_prompts=8",
         "autonpo.signal_k=2"])
     auto = train(prepare(auto_cfg, out / "autonpo"), show_progress=False)
@@ -179,14 +180,13 @@ def vllm_tp(out: Path) -> dict:
 def main(modes: str, out: str, extra: list[str]) -> None:
     out = Path(out)
     result = {}
-    if "replay" in modes:
-        result["replay"] = replay(out / "replay", extra)
-    if "run" in modes:
-        result["run"] = run_and_bank(out / "npo")
-    if "sharded" in modes:
-        result["sharded"] = sharded(out / "sharded")
-    if "vllm_tp" in modes:
-        result["vllm_tp"] = vllm_tp(out / "vllm_tp")
+    jobs = {"replay": lambda: replay(out / "replay", extra), "run": lambda: run_and_bank(out / "npo"),
+            "replay-zero3": lambda: replay(out / "replay-zero3", ["deepspeed=zero3", "bf16"]),
+            "sharded": lambda: sharded(out / "sharded"),
+            "replay-lora": lambda: replay(out / "replay-lora", ["deepspeed=zero2", "lora"]),
+            "vllm_tp": lambda: vllm_tp(out / "vllm_tp")}
+    for mode in modes.split(","):  # in the order given (vllm_tp installs the vLLM stand-in for good: last)
+        result[mode] = jobs[mode]()
     if int(os.environ.get("RANK", "0")) == 0:
         (out / "result.json").write_text(json.dumps(result))
     end_processes()

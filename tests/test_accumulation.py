@@ -1,5 +1,5 @@
-"""Gradient accumulation, as TRL means it: an NPO bootstrap with the same 8 prompts x 8 samples per
-optimizer step in one micro-batch of 64 or in four of 16 is one run (the same data order, gate
+"""Gradient accumulation, as TRL means it: an NPO bootstrap (look-ahead 1, window 2) with the same 8
+prompts x 8 samples per optimizer step in one micro-batch of 64 or in four of 16 is one run (the same data order, gate
 decisions, guides, rollback points and evaluations; the float metrics equal within rounding), and the
 accumulated run killed inside its guided window resumes exactly."""
 
@@ -12,8 +12,8 @@ from killing import kill_chain, resume
 from npo.cli import main
 
 CONFIG = str(ROOT / "configs" / "tiny-npo-bootstrap.yaml")
-SETS = ["train.steps=4", "train.checkpoint_every=2", "train.prompts_per_step=8", "eval.every=2", "eval.n=20",
-        "eval.samples=0", "npo.k=2", "npo.interventions=[{kind: bootstrap, lookahead: 2}]"]
+SETS = ["train.steps=3", "train.checkpoint_every=1", "train.prompts_per_step=8", "eval.every=2", "eval.n=20",
+        "eval.samples=0", "npo.k=2", "npo.interventions=[{kind: bootstrap, lookahead: 1, window: 2}]"]
 # what a micro-batch's float sums change: compared within rounding, everything else exactly; TRL logs the
 # entropy as the mean of its micro-batches' token means, which weighs tokens differently (measured: 0.3%)
 FLOATS = {"train/loss": 1e-4, "train/grad_norm": 1e-4, "npo/guide_logp": 1e-4, "signal/entropy": 1e-2}
@@ -51,7 +51,7 @@ def test_one_or_four_micro_batches_train_the_same_run(tmp_path):
     banks = [json.loads((runs[a] / "guides" / "0-bootstrap.json").read_text()) for a in (1, 4)]
     assert banks[0]["tried"] == banks[1]["tried"]  # the window's prompts: the same data order
 
-    # killed at the guided window's first step (after the look-ahead's 2), resumed: the same run
+    # killed inside the guided window (its second step, after the look-ahead's 1), resumed: the same run
     killed = tmp_path / "killed"
     kill_chain(argv(4), killed, ["step:3"])
     assert resume(killed) == 0

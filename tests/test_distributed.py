@@ -2,18 +2,10 @@
 group's rewards, and the decisions equal a single-process run's (tests/dist_gate_worker.py)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
 
-from conftest import ROOT
-
-# torchrun launches run one at a time, on one pytest worker (make test: --dist loadgroup): two launches
-# at once put four torch processes on two cores, which spin (a 20 s test took 81 s)
-pytestmark = pytest.mark.xdist_group("torchrun")
+from conftest import torchrun
 
 EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 has p_hat 0.75)
     "0": [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
@@ -22,11 +14,7 @@ EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 ha
 
 
 def launch(processes: int, out: Path) -> dict:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", str(processes), "--master_port", str(29500 + processes),
-                           str(ROOT / "tests" / "dist_gate_worker.py"), str(out)],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = torchrun(processes, "dist_gate_worker.py", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]  # what a failing process said
     return json.loads(out.read_text())
 

@@ -1,47 +1,44 @@
 """The run's one trainer across processes and under DeepSpeed (tests/engine_worker.py under torchrun):
-in-place rollbacks replay bit for bit with flat host memory, for 2-process gloo DDP and for DeepSpeed
-ZeRO-2 and 2-process ZeRO-3 on CPU; `npo train` under 2 processes writes one line per event and a
-complete bank; the bank the engine writes does not depend on the process count; NPO's own collectives
-under 2-process ZeRO-3 (guides on one process, an evaluation smaller than the process count, an AutoNPO
-decision), LoRA under ZeRO-2 and a tensor-parallel vLLM group finish."""
+in-place rollbacks replay bit for bit with flat host memory under DeepSpeed ZeRO-2 (one process, 8M
+parameters) and ZeRO-3 (two processes, bf16), LoRA adapters under ZeRO-2 too; `npo train` under 2 DDP
+processes writes one line per event and a complete bank, which does not depend on the process count;
+NPO's own collectives under 2-process ZeRO-3 (guides on one process, an evaluation smaller than the
+process count, an AutoNPO decision) and a tensor-parallel vLLM group finish."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, built_once, torchrun
 from engine_worker import bank_of_untrained_policy
 from npo.config import load_config
 from npo.rundir import read_jsonl
 from npo.train import open_run, prepare
 
-# torchrun launches run one at a time, on one pytest worker (make test: --dist loadgroup): two launches
-# at once put four torch processes on two cores, which spin (a 20 s test took 81 s)
-pytestmark = pytest.mark.xdist_group("torchrun")
-
 MEMORY_MB = 50  # the issue's bound on host-memory growth over 3 rollbacks
 
 
-def launch(processes: int, out: Path, *args: str, port: int) -> dict:
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+def launch(processes: int, out: Path, *args: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", str(processes), "--master_port", str(port),
-                           str(ROOT / "tests" / "engine_worker.py"), *args[:1], str(out), *args[1:]],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)  # a hang fails here
+    proc = torchrun(processes, "engine_worker.py", *args[:1], str(out), *args[1:], timeout=400)  # a hang fails here
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "result.json").read_text())
 
 
-def test_two_processes_one_engine_each(tmp_path):
-    result = launch(2, tmp_path, "replay,run", port=29511)
-    rep = result["replay"]
-    assert rep["processes"] == 2 and rep["replays_equal"] == [True, True, True]
-    assert rep["rss_growth_mb"] < MEMORY_MB
+@pytest.fixture(scope="session")
+def two_processes(tmp_path_factory):
+    """One launch of two processes for every two-process check below, whichever pytest worker runs them
+    (a launch's start-up is ~10 s): DDP (`npo train`), then ZeRO-3, then LoRA under ZeRO-2, then the vLLM
+    stand-in."""
+    out = built_once(tmp_path_factory, "two-processes",
+                     lambda folder: launch(2, folder, "run,replay-zero3,sharded,replay-lora,vllm_tp"))
+    return out, json.loads((out / "result.json").read_text())
+
+
+def test_two_processes_one_engine_each(two_processes):
+    """(The replays of the one engine on two processes: under ZeRO-3, below.)"""
+    tmp_path, result = two_processes
     # npo train under 2 processes: the folder is prepared once, every file has one writer
     run = tmp_path / "npo" / "run"
     assert [m["step"] for m in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3, 4]
@@ -61,12 +58,12 @@ def test_two_processes_one_engine_each(tmp_path):
 def test_deepspeed_zero2_on_an_8m_model_rolls_back_in_place(tmp_path):
     """(Issue 12 measured this at 31.5M parameters, BENCHMARKS.md; 8M keeps a leaked engine copy, ~130 MB,
     well above the bound, in a quarter of the time.)"""
-    rep = launch(1, tmp_path, "replay", "big", "deepspeed=zero2", port=29512)["replay"]
+    rep = launch(1, tmp_path, "replay", "big", "deepspeed=zero2")["replay"]
     assert rep["deepspeed"] and 6e6 < rep["parameters"] < 10e6
     assert rep["replays_equal"] == [True, True, True] and rep["rss_growth_mb"] < MEMORY_MB
 
 
-def test_deepspeed_zero3_on_two_processes(tmp_path):
+def test_deepspeed_zero3_on_two_processes(two_processes):
     """Two processes, weights sharded (every forward and generate step a collective; a process that skips
     one hangs the run, and the launch's timeout fails the test):
     - in-place rollbacks replay bit for bit, in bf16 (model.dtype): the checkpoints' weights are bf16,
@@ -76,8 +73,7 @@ def test_deepspeed_zero3_on_two_processes(tmp_path):
       rows (guide_loss importance: npo's own forward over them), evaluating one item on two processes;
     - an AutoNPO run decides (pi_T sampled and scored through the engine, the candidate loaded in place
       from its 16-bit weights) and intervenes."""
-    result = launch(2, tmp_path, "replay,sharded", "deepspeed=zero3", "bf16", port=29513)
-    rep, sharded = result["replay"], result["sharded"]
+    rep, sharded = two_processes[1]["replay-zero3"], two_processes[1]["sharded"]
     assert rep["processes"] == sharded["processes"] == 2 and rep["deepspeed"]
     assert rep["replays_equal"] == [True, True, True] and rep["rss_growth_mb"] < MEMORY_MB
     assert rep["weights_dtype"] == "torch.bfloat16" and rep["engine_bf16"]
@@ -91,17 +87,17 @@ def test_deepspeed_zero3_on_two_processes(tmp_path):
     assert intervention["event"] == "intervention" and intervention["guides"]["injected"] > 0
 
 
-def test_lora_under_zero2_rolls_back_in_place(tmp_path):
+def test_lora_under_zero2_rolls_back_in_place(two_processes):
     """HF saves a PEFT model's DeepSpeed checkpoint without the frozen base weights: the rollback loads it
-    non-strictly, as HF's own first load does, and replays bit for bit."""
-    rep = launch(1, tmp_path, "replay", "deepspeed=zero2", "lora", port=29514)["replay"]
-    assert rep["deepspeed"] and rep["replays_equal"] == [True, True, True]
+    non-strictly, as HF's own first load does, and replays bit for bit (two processes)."""
+    rep = two_processes[1]["replay-lora"]
+    assert rep["deepspeed"] and rep["processes"] == 2 and rep["replays_equal"] == [True, True, True]
 
 
-def test_a_tensor_parallel_vllm_group_is_one_engine(tmp_path):
+def test_a_tensor_parallel_vllm_group_is_one_engine(two_processes):
     """Two processes, one tensor-parallel engine (the stand-in refuses members that ask different requests):
     TRL's rollouts and the bootstrap's bank go through it."""
-    result = launch(2, tmp_path, "vllm_tp", port=29515)["vllm_tp"]
+    result = two_processes[1]["vllm_tp"]
     assert result["summary"]["interventions"] == 1 and result["bank"]["guides"]
 
 
