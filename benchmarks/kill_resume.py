@@ -2,6 +2,13 @@
 check that the resumed runs equal the same runs left alone (issue 13).
 
     .venv/bin/python benchmarks/kill_resume.py --kills 20 --out runs/kill-resume [--methods npo autonpo]
+    .venv/bin/python benchmarks/kill_resume.py --early --quick --kills 20 --out runs/kill-early
+
+`--early` (issue 27): every chain is one fresh run killed once in its start-up or first checkpoint
+interval (uniform from 1 s to the reference's first checkpoint plus the ~6 s of imports), then resumed
+to its end: the window a step-0 evaluation, a first snapshot and a first checkpoint share. `--quick`
+runs the demo's toy sizes (`npo demo --quick`). Kills alternate SIGKILL and SIGTERM (a scheduler's
+preemption: npo exits with one line, code 143).
 
 Per method: one uninterrupted reference run, then chains: a run is started, killed (SIGKILL from
 outside, at a uniformly random moment of what is left of it), resumed with `npo train --resume`,
@@ -23,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -82,28 +90,45 @@ def progress(run: Path, steps: int) -> float:
     return max(complete_steps(run / "checkpoints"), default=0) / steps
 
 
-def bench(method: str, kills: int, out: Path, seconds: float, steps: int, rng: random.Random) -> dict:
-    train = ["train", str(ROOT / "configs" / "demo.yaml"), *(x for s in PRESETS[method] for x in ("--set", s))]
+def first_checkpoint_seconds(reference: Path) -> float:
+    """Seconds from the reference's first write to its first complete checkpoint of the final trajectory."""
+    first = min(complete_steps(reference / "checkpoints"))
+    marker = reference / "checkpoints" / f"checkpoint-{first}" / CHECKPOINT_STATE
+    return marker.stat().st_mtime - (reference / "config.yaml").stat().st_mtime
+
+
+def bench(method: str, kills: int, out: Path, seconds: float, steps: int, rng: random.Random, sizes: list[str],
+          early: bool) -> dict:
+    presets = [*sizes, *PRESETS[method]]
+    train = ["train", str(ROOT / "configs" / "demo.yaml"), *(x for s in presets for x in ("--set", s))]
     reference = out / f"{method}-reference"
     if not (reference / "summary.json").exists():
         t0 = time.perf_counter()
         assert start([*train, "--out", str(reference)]).wait() == 0
         seconds = time.perf_counter() - t0
+    window = first_checkpoint_seconds(reference) + 8.0  # imports, warm start found, step-0 evaluation, first steps
     chains, records = [], []
     while len(records) < kills:
         run, done = out / f"{method}-chain{len(chains)}", False
         while len(records) < kills and not done:
             left = seconds * (1 - progress(run, steps))
-            delay = rng.uniform(6.0, left + 8.0)  # from after the ~6 s of imports to past the run's end
+            fresh = not (run / "config.yaml").exists()
+            if early and not fresh:
+                break  # one early kill per chain; it resumes to its end below
+            # from after the ~6 s of imports to past the run's end; --early: within its first checkpoint
+            delay = rng.uniform(1.0, window) if early else rng.uniform(6.0, left + 8.0)
             process = start(resume(run, train))
             try:
                 code = process.wait(timeout=delay)  # finished before its kill came
                 assert code == 0, f"{run}: exit code {code}"
                 done = True
             except subprocess.TimeoutExpired:
-                process.kill()  # SIGKILL
-                process.wait()
-                records.append({"chain": len(chains), "after_seconds": round(delay, 1), **inspect(run)})
+                how = signal.SIGTERM if len(records) % 2 else signal.SIGKILL
+                process.send_signal(how)
+                code = process.wait()
+                assert code in (-how, 128 + how), f"{run}: exit code {code} after {how.name}"
+                records.append({"chain": len(chains), "after_seconds": round(delay, 1), "signal": how.name,
+                                "exit_code": code, **inspect(run)})
                 print(f"{method}: kill {len(records)} at {delay:.1f} s: {records[-1]}", flush=True)
         if not done:
             assert start(resume(run, train)).wait() == 0
@@ -137,14 +162,18 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=["npo", "autonpo"], choices=sorted(PRESETS))
     p.add_argument("--out", default="runs/kill-resume")
     p.add_argument("--seed", type=int, default=0, help="seeds the kill moments")
+    p.add_argument("--early", action="store_true", help="one kill per chain, in start-up or the first checkpoint interval")
+    p.add_argument("--quick", action="store_true", help="the demo's toy sizes (npo demo --quick)")
     a = p.parse_args()
     from npo.config import load_config
+    from npo.demo import QUICK
 
-    cfg = load_config(ROOT / "configs" / "demo.yaml")
+    sizes = QUICK if a.quick else []
+    cfg = load_config(ROOT / "configs" / "demo.yaml", sizes)
     out, rng = Path(a.out), random.Random(a.seed)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("NPO_CACHE", str(ROOT / ".npo-cache"))
-    results = [bench(m, a.kills, out, 120.0, cfg.train.steps, rng) for m in a.methods]
+    results = [bench(m, a.kills, out, 120.0, cfg.train.steps, rng, sizes, a.early) for m in a.methods]
     (out / "kill_resume.json").write_text(json.dumps(results, indent=2) + "\n")
     print(table(results, cfg.train.checkpoint_every))
 

@@ -24,18 +24,37 @@ def _forkserver():
     return _context
 
 
-def _main(argv: list[str], kill_at: str | None) -> None:
+def _main(argv: list[str], kill_at: str | None, stderr: str | None = None, file_limit: int | None = None) -> None:
+    from conftest import LAUNCHER_KEYS
+
+    for key in LAUNCHER_KEYS:  # one process, whatever a test before it left in the environment
+        os.environ.pop(key, None)
     if kill_at:
         os.environ["NPO_KILL_AT"] = kill_at
+    if file_limit:  # a file-size limit (ulimit -f): a write past it fails with EFBIG, as on a full disk
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+    if stderr:  # the process's and its children's (verifier workers') file descriptor 2
+        fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(fd, 2)
     from npo.cli import main
 
     sys.exit(main(argv))
 
 
+def start(argv: list[str], kill_at: str | None = None, stderr: str | None = None, file_limit: int | None = None):
+    """`npo ARGV` started in a process of its own (`stderr`: a file its error output goes to;
+    `file_limit`: bytes no file it writes may pass)."""
+    process = _forkserver().Process(target=_main, args=(argv, kill_at, stderr and str(stderr), file_limit))
+    process.start()
+    return process
+
+
 def npo(argv: list[str], kill_at: str | None = None) -> int:
     """`npo ARGV` in a process of its own; its exit code (-9: killed by SIGKILL)."""
-    process = _forkserver().Process(target=_main, args=(argv, kill_at))
-    process.start()
+    process = start(argv, kill_at)
     process.join()
     return process.exitcode
 

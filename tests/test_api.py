@@ -125,6 +125,11 @@ def test_a_verifier_sees_rows_as_trl_would():
     ({"guide": npo.NearFuture(tau=0.6)}, "npo.interventions: method npo needs at least one intervention"),
     ({"guide": npo.NearFuture(npo.Bootstrap(lookahead=5), tau=2.0)}, "npo.tau"),
     ({"model": object()}, "a model object needs its processing_class"),
+    ({"guide": "npo"}, "guide: expected a Guide"),
+    ({"train_dataset": [{"prompt": f"{i}+1="} for i in range(4)], "eval_dataset": [{"prompt": f"{i}+1="} for i in
+      range(4)], "reward_funcs": len}, "train_dataset: every row's question is in eval_dataset"),
+    ({"train_dataset": [{"prompt": f"{i}+1="} for i in range(40)], "reward_funcs": len, "eval_dataset": [
+      {"prompt": "x="}], "args_": {"reward_weights": [1.0, 1.0], "heldout_n": 1}}, "reward_weights: 2 weights for 1"),
 ])
 def test_bad_api_arguments_are_one_line_errors(kwargs, message, tmp_path):
     kwargs = dict(kwargs)
@@ -164,3 +169,16 @@ def test_a_lora_npo_run_trains_rolls_back_and_injects(tmp_path):
                           capture_output=True, text=True)
     assert code.returncode == 0 and code.stderr == "", code.stderr  # no warning of peft or transformers either
     assert json.loads(code.stdout)["accuracy"] == summary["final_accuracy"]
+
+
+def test_held_out_rows_never_train(tmp_path, capsys):
+    """eval_dataset is held out as jsonl:'s split is: a training row that asks one of its questions is left
+    out of training, and the run says how many."""
+    rows = [{"question": f"{i}+{i}=", "answer": str(2 * i)} for i in range(40)]
+    args = npo.NPOConfig(output_dir=str(tmp_path / "run"), max_steps=2, save_steps=2)
+    trainer = npo.NPOTrainer(args=args, train_dataset=rows, eval_dataset=rows[30:] + [rows[0]],
+                             reward_funcs=npo.math_verify_reward)
+    train = {it.question for it in trainer.prepared.train_items}
+    held = {it.question for it in trainer.prepared.eval_items}
+    assert not train & held and len(train) == 29 and len(held) == 11
+    assert "11 of 40 train_dataset rows ask a question of eval_dataset: left out of training" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from npo.cli import main
+from npo.models.tiny import build_tokenizer
 from npo.runlock import FolderLock
 
 from conftest import ROOT
@@ -32,21 +33,39 @@ def png() -> bytes:
     return buf.getvalue()
 
 
-def model_folder(path, *, vocab=None, context=64):
-    """A micro Qwen2 folder with the embedded default's character tokenizer (a real, loadable folder)."""
+def model_folder(path, *, vocab=None, context=64, nan=False, template=None):
+    """A micro Qwen2 folder with the embedded default's character tokenizer (a real, loadable folder);
+    `vocab`: config.json's vocab_size written over (the weights keep the tokenizer's rows),
+    `nan`: every weight NaN, `template`: a chat template."""
+    import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from npo.models.tiny import build_tokenizer
 
     tok = build_tokenizer()
     cfg = Qwen2Config(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                       num_key_value_heads=1, intermediate_size=32, max_position_embeddings=context)
-    Qwen2ForCausalLM(cfg).save_pretrained(path)
+    model = Qwen2ForCausalLM(cfg)
+    if nan:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float("nan"))
+    model.save_pretrained(path)
+    if template is not None:
+        tok.chat_template = template
     tok.save_pretrained(path)
     if vocab is not None:
         config = json.loads((path / "config.json").read_text())
         (path / "config.json").write_text(json.dumps({**config, "vocab_size": vocab}))
     return path
+
+
+def encoder_folder(path):
+    """A micro DistilBERT (an encoder: loadable, but it cannot generate) with the character tokenizer."""
+    from transformers import DistilBertConfig, DistilBertModel
+
+    tok = build_tokenizer()
+    DistilBertModel(DistilBertConfig(vocab_size=len(tok), dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+                                     max_position_embeddings=64)).save_pretrained(path)
+    tok.save_pretrained(path)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +96,20 @@ def world(tmp_path_factory):
         "data/badimage.jsonl": jsonl([{**r, "image": "img/ok.png"} for r in ROWS[:2]] + [{**ROWS[2], "image": "img/bad.png"}]),
         "data/badbase64.jsonl": jsonl([{**ROWS[0], "image": "data:image/png;base64,bm90IGFuIGltYWdl"}]),
         "data/mixed.jsonl": jsonl([{**r, "image": "img/ok.png"} for r in ROWS[:4]] + ROWS[4:6]),
+        # issue 27: values no verifier can match, rows JSON reads wrongly, configs that expand or nest
+        "data/objquestion.jsonl": jsonl(ROWS[:3] + [{"question": {"text": "9+9="}, "answer": "18"}]),
+        "data/listanswer.jsonl": jsonl(ROWS[:2] + [{"question": "0+0=", "answer": ["0"]}]),
+        "data/nananswer.jsonl": jsonl(ROWS[:2]) + b'{"question": "0+0=", "answer": NaN}\n',
+        "data/boolanswer.jsonl": jsonl(ROWS[:2] + [{"question": "0+0=", "answer": True}]),
+        "data/dupkey.jsonl": jsonl(ROWS[:2]) + b'{"question": "5+5=", "answer": "10", "answer": "11"}\n',
+        "data/blanklines.jsonl": jsonl(ROWS[:2]) + b"\n\n" + jsonl([{"question": "q"}]),
+        "data/noverify.jsonl": jsonl(ROWS[:20] + [{"question": "x=", "answer": "\\frac{1}{"},
+                                                  {"question": "y=", "answer": "}{"}]),  # LaTeX no parser reads
+        "bomb.yaml": ("a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcde", "bcdef"))
+                      + "train: {grpo: {generation_kwargs: {bad_words_ids: *f}}}\n").encode(),
+        "complexkey.yaml": b"? [a, b]\n: 1\n",
+        "deep.yaml": b"seed: " + b"[" * 5000 + b"]" * 5000 + b"\n",
         "a_file": b"not a folder\n",
         "nonempty/keep.txt": b"mine\n",
         "run/config.yaml": yaml.safe_dump({"seed": 0}).encode(),  # a run folder without checkpoints
@@ -101,6 +134,10 @@ def world(tmp_path_factory):
     for f in (w / "model-notok").glob("*token*"):
         f.unlink()
     (w / "model-shards" / "model.safetensors").unlink()
+    encoder_folder(w / "model-encoder")
+    model_folder(w / "model-vocab", vocab=len(build_tokenizer()) + 10)
+    model_folder(w / "model-nan", nan=True)
+    model_folder(w / "model-template", template="{% for m in messages %}{{ m['content'] }")
     (w / "model-shards" / "model.safetensors.index.json").write_text(json.dumps(
         {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
     return w
@@ -190,7 +227,7 @@ CASES = {
     "autonpo_deltas": (T("method=autonpo", "autonpo.deltas=[30]"), "autonpo.deltas: must be multiples"),
     "chunk_boundary": (T("train.grpo.steps_per_generation=3"), "train.checkpoint_every: must be a multiple of 3"),
     "on_demand_near_future": (T("npo.guide_mode=on_demand"), "npo.guide_mode: near-future guides are made ahead"),
-    "verifier_timeout": (T("task.verifier_timeout=0"), "task.verifier_timeout: must be > 0"),
+    "verifier_timeout": (T("task.verifier_timeout=0"), "task.verifier_timeout: must be in (0, 86400]"),
     "failed_share": (T("task.max_failed_share=2"), "task.max_failed_share: must be in [0, 1]"),
     # model folders
     "model_missing": (T("model.path={w}/no-model"), "model.path: no such model folder"),
@@ -235,10 +272,64 @@ CASES = {
                              "train.prompts_per_step: 16 > the 3 training items"),
     "data_options": (T(J("ok.jsonl")), "task.options: jsonl tasks take no options"),
     "data_wrong_key": (T(J("ok.jsonl"), "task.options={}", "task.answer_key=solution"), "missing column 'solution'"),
+    # issue 27: data that could never verify, read as written
+    "data_object_question": (T(J("objquestion.jsonl"), "task.options={}"),
+                             "objquestion.jsonl: row 4: column 'question': expected a string or a number, got dict"),
+    "data_list_answer": (T(J("listanswer.jsonl"), "task.options={}"),
+                         "listanswer.jsonl: row 3: column 'answer': expected a string or a number, got list ['0']"),
+    "data_nan_answer": (T(J("nananswer.jsonl"), "task.options={}"), "row 3: column 'answer': expected a string or a "
+                                                                    "number, got float nan"),
+    "data_bool_answer": (T(J("boolanswer.jsonl"), "task.options={}"), "row 3: column 'answer': expected a string or a "
+                                                                      "number, got bool True"),
+    "data_duplicate_key": (T(J("dupkey.jsonl"), "task.options={}"), "dupkey.jsonl: row 3: key 'answer' given twice"),
+    "data_row_after_blank_lines": (T(J("blanklines.jsonl"), "task.options={}"),
+                                   "blanklines.jsonl: row 5: missing column 'answer'"),
+    "data_reference_cannot_verify": (T(J("noverify.jsonl"), "task.options={}", "task.eval_size=4", "eval.n=4"),
+                                     "noverify.jsonl: rows 21, 22: the reference answer cannot verify"),
+    # issue 27: values that would pass a range check by comparing false (NaN), overflow, or crash in TRL later
+    "nan_learning_rate": (T("train.grpo.learning_rate=.nan"), "train.grpo.learning_rate: expected a finite number"),
+    "nan_max_grad_norm": (T("train.grpo.max_grad_norm=.nan"), "train.grpo.max_grad_norm: expected a finite number"),
+    "inf_tau": (T("npo.tau=.inf"), "npo.tau: expected a finite number, got inf"),
+    "negative_learning_rate": (T("train.grpo.learning_rate=-1e-4"), "train.grpo.learning_rate: must be >= 0"),
+    "zero_repetition_penalty": (T("train.grpo.repetition_penalty=0"), "train.grpo.repetition_penalty: must be > 0"),
+    "top_p_zero": (T("train.grpo.top_p=0"), "train.grpo.top_p: must be in (0, 1]"),
+    "reward_weights_length": (T("train.grpo.reward_weights=[1.0, 2.0]"),
+                              "train.grpo.reward_weights: 2 weights for 1 reward function"),
+    "reward_weights_nan": (T("train.grpo.reward_weights=[.nan]"), "train.grpo.reward_weights[0]: expected a finite"),
+    "scale_rewards": (T("train.grpo.scale_rewards=sometimes"),
+                      "train.grpo.scale_rewards: expected one of true, false, group, batch, none, got 'sometimes'"),
+    "seed_past_32_bits": (T("seed=4294967296"), "seed: 4294967296 is out of range (at most 4294967295 in size)"),
+    "negative_seed": (T("seed=-1"), "seed: must be in [0, 4294967295]"),
+    "verifier_timeout_huge": (T("task.verifier_timeout=1e10"), "task.verifier_timeout: must be in (0, 86400]"),
+    "eval_size_huge": (T("task.eval_size=1000000000"), "task.eval_size: must be in [1, 1000000]"),
+    "arith_terms_huge": (T("task.options={terms: 10000}"), "task.options.terms: expected an integer in 1..50"),
+    "accumulation_negative": (T("train.grpo.gradient_accumulation_steps=-1"),
+                              "train.grpo.gradient_accumulation_steps: must be >= 1, got -1"),
+    "generation_kwargs_length": (T("train.grpo.generation_kwargs={max_new_tokens: 400}"),
+                                 "train.grpo.generation_kwargs.max_new_tokens: overrides train.grpo.max_completion_length"),
+    "generation_kwargs_sampling": (T("train.grpo.generation_kwargs={top_p: 0.5}"),
+                                   "train.grpo.generation_kwargs.top_p: overrides train.grpo.top_p"),
+    "generation_kwargs_not_mapping": (T("train.grpo.generation_kwargs=5"), "train.grpo.generation_kwargs: expected a "
+                                                                            "mapping"),
+    "chat_template_kwargs_list": (T("train.grpo.chat_template_kwargs=[1]"),
+                                  "train.grpo.chat_template_kwargs: expected a mapping or a string, got [1]"),
+    "lora_nan_rank": (T("model.lora={r: .nan}"), "model.lora.r: expected an integer, got nan"),
+    "lora_zero_rank": (T("model.lora={r: 0}"), "model.lora.r: must be >= 1, got 0"),
+    "lora_bias": (T("model.lora={bias: some}"), "model.lora.bias: expected 'none' or 'all' or 'lora_only', got 'some'"),
+    "config_alias_bomb": (["train", "{w}/bomb.yaml"], "bomb.yaml: expands to more than 100,000 values"),
+    "config_complex_key": (["train", "{w}/complexkey.yaml"], "complexkey.yaml: line 1: a key must be a plain value"),
+    "config_deep": (["train", "{w}/deep.yaml"], "deep.yaml: nested deeper than Python's parser can follow"),
+    "set_duplicate_key": (T("train.grpo={a: 1, a: 2}"), "--set train.grpo={a: 1, a: 2}: line 1: key 'a' given twice"),
+    # issue 27: model folders that load but cannot train
+    "model_encoder": (T("model.path={w}/model-encoder"), "a 'distilbert' model is not a causal language model"),
+    "model_vocab_disagrees": (T("model.path={w}/model-vocab"), "config.json says vocab_size"),
+    "model_nan_weights": (T("model.path={w}/model-nan"), "holds NaN or infinite values"),
+    "model_broken_template": (T("model.path={w}/model-template"), "its chat template does not render a prompt"),
     # output folders
     "out_is_file": (T() + ["--out", "{w}/a_file"], "--out {w}/a_file: exists and is not a folder"),
     "out_under_file": (T() + ["--out", "{w}/a_file/run"], "cannot be created: {w}/a_file is a file"),
     "out_not_empty": (T() + ["--out", "{w}/nonempty"], "--out {w}/nonempty: already exists and is not empty"),
+    "out_in_proc": (T() + ["--out", "/proc/npo-run"], "--out /proc/npo-run: cannot be created"),  # root passes os.access
     # misuse of every command
     "no_command": ([], "npo: the following arguments are required: command"),
     "unknown_command": (["fly"], "invalid choice: 'fly'"),
@@ -317,3 +408,95 @@ def test_a_second_run_into_a_held_folder_is_refused_naming_the_holder(tmp_path, 
         assert os.listdir(out) == [".npo.lock"]
     finally:
         held.release()
+
+
+def refused(argv, capsys) -> str:
+    code = main(argv + ["--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_run_folder_files_are_never_written_through_a_link(tmp_path, capsys):
+    """On a shared runs folder another user can plant links: a `.npo.lock` link to your file, a dangling
+    link as --out, a folder where the lock goes. Each is refused in one line and nothing is followed."""
+    victim = tmp_path / "yours.txt"
+    victim.write_text("keep me\n")
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / ".npo.lock").symlink_to(victim)
+    err = refused(["train", TINY, "--out", str(planted)], capsys)
+    assert "cannot take its lock .npo.lock: a symbolic link (npo does not follow it)" in err
+    assert victim.read_text() == "keep me\n" and os.listdir(planted) == [".npo.lock"]
+
+    folder_lock = tmp_path / "folder-lock"
+    (folder_lock / ".npo.lock").mkdir(parents=True)
+    assert "cannot take its lock .npo.lock: Is a directory" in refused(["train", TINY, "--out", str(folder_lock)], capsys)
+
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert "a symbolic link to nothing" in refused(["train", TINY, "--out", str(dangling)], capsys)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_appends_to_a_run_log_never_follow_a_link(tmp_path):
+    from npo.rundir import append_jsonl
+
+    victim = tmp_path / "yours.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / "metrics.jsonl").symlink_to(victim)
+    with pytest.raises(OSError):
+        append_jsonl(tmp_path / "metrics.jsonl", {"step": 1})
+    assert victim.read_text() == "keep me\n"
+
+
+def test_a_yaml_merge_key_merges(tmp_path):
+    from npo.config import load_config
+
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &base {steps: 7, prompts_per_step: 8}\ntrain:\n  <<: *base\n  steps: 9\n")
+    with pytest.raises(Exception, match="base: unknown field"):  # merged as YAML says; the key itself is checked
+        load_config(path)
+    path.write_text("train:\n  <<: {steps: 7, prompts_per_step: 8}\n  steps: 9\n")
+    cfg = load_config(path)
+    assert (cfg.train.steps, cfg.train.prompts_per_step) == (9, 8)
+
+
+def test_a_full_disk_is_named_wherever_it_surfaces():
+    """A write refused by the disk, a file-size limit or a quota, as OSError or wrapped by safetensors or
+    torch in their own errors: `npo` says it in one line (exit 1), anything else keeps its traceback."""
+    import errno
+
+    from npo.cli import disk_failure
+
+    assert disk_failure(OSError(errno.ENOSPC, "No space left on device", "ckpt/model.safetensors")) == \
+        "No space left on device: ckpt/model.safetensors"
+    try:
+        try:
+            raise OSError(errno.EFBIG, "File too large")
+        except OSError as inner:
+            raise RuntimeError("SafetensorError: I/O error") from inner
+    except RuntimeError as wrapped:
+        assert disk_failure(wrapped) == "File too large"
+    assert disk_failure(Exception("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+                                  "\"No space left on device\" })")) == "No space left on device"
+    assert disk_failure(ValueError("a bug")) is None
+
+
+def test_a_damaged_journal_or_marker_is_one_line(tmp_path, capsys):
+    from npo.rundir import checkpoint_state
+
+    from npo.config import dump_yaml, load_config, resolved
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_yaml(resolved(load_config(TINY))))
+    for damage in ({"format": 1}, [1, 2], {"format": 1, "npo_version": "x"}):
+        (run / "run_state.json").write_text(json.dumps(damage))
+        err = refused(["train", "--resume", str(run)], capsys)
+        assert "run_state.json: not a resumable run state" in err or "written by npo x" in err, err
+    marker = tmp_path / "checkpoint-5"
+    marker.mkdir()
+    for text in ("[]", '{"files": 3}', '{"files": {"a": 1}}', '{"files": {}, "books": []}', "{"):
+        (marker / "npo_state.json").write_text(text)
+        assert checkpoint_state(marker) is None

@@ -8,11 +8,14 @@ import hashlib
 import json
 import shutil
 
+import pytest
+
 from conftest import ROOT
 from golden import normalized
-from killing import kill_chain, npo, resume
+from killing import kill_chain, npo, resume, start
 from npo.cli import main
 from npo.config import load_config
+from npo.errors import UserError
 from npo.rundir import checkpoint_folders, checkpoint_state, read_jsonl
 from npo.train import prepare, train
 
@@ -49,24 +52,28 @@ def test_autonpo_killed_anywhere_resumes_exactly(tmp_path, autonpo_short):
 
 def test_npo_killed_anywhere_resumes_exactly(tmp_path, demo_quick):
     """The demo's NPO run (bootstrap: look-ahead 0->10, window 0-10; plateau at 20: look-ahead
-    20->30, window 20-30), killed inside the first look-ahead before its first checkpoint, after it
-    and before its guides were made, inside the guided window, and during a checkpoint's write."""
+    20->30, window 20-30), killed right after the starting policy's evaluation (before any checkpoint or
+    snapshot of the books: its verifications must be counted once), inside the first look-ahead before
+    its first checkpoint, after it and before its guides were made, inside the guided window, and during
+    a checkpoint's write."""
     reference = demo_quick[0] / "runs" / "npo-s0"
     out = tmp_path / "run"
-    kill_chain(["train", str(reference / "config.yaml")], out, ["step:4", "lookahead:1", "step:3", "checkpoint:3"])
+    kill_chain(["train", str(reference / "config.yaml")], out,
+               ["evaluated:1", "step:4", "lookahead:1", "step:3", "checkpoint:3"])
     assert resume(out) == 0
-    assert_same_run(out, reference, 40, resumes=4)
+    assert_same_run(out, reference, 40, resumes=5)
 
 
 def test_grpo_resumes_past_a_truncated_checkpoint_and_a_torn_log_line(tmp_path, demo_quick):
-    """Killed on the final trajectory at step 12; then the last checkpoint (10) loses half its
-    optimizer state and metrics.jsonl its last line's end, as a disk or a copy can leave them:
-    resume falls back to checkpoint 5, and the run still equals the one left alone."""
+    """Killed on the final trajectory at step 12; then the last checkpoint (10) has its optimizer state
+    overwritten with garbage of the same size (its size-only marker of old would match) and metrics.jsonl
+    loses its last line's end, as a disk or a copy can leave them: resume falls back to checkpoint 5,
+    and the run still equals the one left alone."""
     reference = demo_quick[0] / "runs" / "grpo-s0"
     out = tmp_path / "run"
     kill_chain(["train", str(reference / "config.yaml")], out, ["step:12"])
     optimizer = out / "checkpoints" / "checkpoint-10" / "optimizer.pt"
-    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
+    optimizer.write_bytes(bytes(optimizer.stat().st_size))
     text = (out / "metrics.jsonl").read_text()
     (out / "metrics.jsonl").write_text(text[:-10])
     assert checkpoint_state(out / "checkpoints" / "checkpoint-10") is None
@@ -125,3 +132,70 @@ def test_compare_refuses_an_out_folder_of_another_plan(demo_quick):
     before = {p: p.stat().st_mtime for p in out.rglob("*.json*")}
     assert npo(["demo", "--quick", "--out", str(out), "--quiet", "--set", "train.steps=20"]) == 2
     assert {p: p.stat().st_mtime for p in out.rglob("*.json*")} == before
+
+
+def test_a_resume_continues_only_the_run_that_was_killed(tmp_path, autonpo_short, capsys):
+    """The journal keeps what the run started from (the resolved config, parsed, and its data): a learning
+    rate edited into config.yaml after the kill, or changed data, is refused naming what differs, with
+    nothing written; a comment edited in is no change."""
+    from npo.resume import run_status
+    from npo.tasks import build_split
+
+    reference, _ = autonpo_short
+    copy = tmp_path / "copy"
+    shutil.copytree(reference, copy, ignore=shutil.ignore_patterns("checkpoints", "lookahead", "summary.json"))
+    text = (copy / "config.yaml").read_text()
+    assert "learning_rate: 0.0003" in text
+    (copy / "config.yaml").write_text(text.replace("learning_rate: 0.0003", "learning_rate: 0.001"))
+    before = {p: p.stat().st_mtime_ns for p in copy.rglob("*")}
+    assert main(["train", "--resume", str(copy), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "config.yaml differs from the config the run started with " \
+                                           "(train.grpo.learning_rate; run_state.json keeps it)" in err, err
+    assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before
+
+    (copy / "config.yaml").write_text("# resumed by hand\n" + text)
+    cfg = load_config(copy / "config.yaml")
+    _, train_items, eval_items = build_split(cfg)
+    assert run_status(copy, cfg, train_items + eval_items) == "resume"
+    changed = [type(train_items[0])(train_items[0].question, "not the answer")] + train_items[1:]
+    with pytest.raises(UserError, match="the data of task.spec arith differs from the data the run started with"):
+        run_status(copy, cfg, changed + eval_items)
+
+
+def test_sigterm_stops_in_one_line_and_resumes_exactly(tmp_path, demo_quick):
+    """A scheduler's preemption (SIGTERM) mid-run: one line on stderr (no worker's traceback), exit 143,
+    and the resumed run equals the one left alone."""
+    import os
+    import signal
+    import time
+
+    reference = demo_quick[0] / "runs" / "grpo-s0"
+    out, err = tmp_path / "run", tmp_path / "stderr.txt"
+    process = start(["train", str(reference / "config.yaml"), "--out", str(out), "--quiet"], stderr=err)
+    deadline = time.time() + 300
+    while len(read_jsonl(out / "metrics.jsonl")) < 7 and process.is_alive() and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGTERM)
+    process.join()
+    assert process.exitcode == 143, err.read_text()[-2000:]
+    lines = [line for line in err.read_text().splitlines() if line.strip()]
+    assert lines == ["npo: terminated (a run continues with npo train --resume RUN)"], lines
+    assert resume(out) == 0
+    assert_same_run(out, reference, 40, resumes=1)
+
+
+def test_a_write_the_disk_refuses_stops_in_one_line_and_resumes_exactly(tmp_path, demo_quick):
+    """A file-size limit below a checkpoint's weights (the tiny model's are ~4 MB) makes the first
+    checkpoint's write fail as a full disk would, inside safetensors: one line naming it, exit 1; the
+    resumed run (no limit) equals the one left alone."""
+    reference = demo_quick[0] / "runs" / "grpo-s0"
+    out, err = tmp_path / "run", tmp_path / "stderr.txt"
+    process = start(["train", str(reference / "config.yaml"), "--out", str(out), "--quiet"], stderr=err,
+                    file_limit=1 << 20)
+    process.join()
+    lines = [line for line in err.read_text().splitlines() if line.strip()]
+    assert process.exitcode == 1 and len(lines) == 1, lines[-20:]
+    assert lines[0].startswith("npo: run stopped: a write failed (File too large") and "--resume" in lines[0]
+    assert resume(out) == 0
+    assert_same_run(out, reference, 40, resumes=1)

@@ -6,7 +6,7 @@ import pytest
 
 from npo.errors import UserError
 from npo.prompting import extract_answer
-from npo.tasks import Item, build_task
+from npo.tasks import build_task
 
 
 @pytest.mark.parametrize("spec,options", [
@@ -113,3 +113,26 @@ def test_dataset_errors_name_file_and_row(tmp_path):
 ])
 def test_extract_answer(text, style, expected):
     assert extract_answer(text, style) == expected
+
+
+def test_parquet_cells_that_are_not_text_are_refused_naming_row_and_column(tmp_path):
+    """A bytes column would reach the verifier as "b'18'", which no completion matches."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = tmp_path / "bytes.parquet"
+    pq.write_table(pa.table({"question": ["1+1=", "2+2="], "answer": [b"2", b"4"]}), p)
+    with pytest.raises(UserError, match=r"bytes.parquet: row 1: column 'answer': expected a string or a number, got "
+                                        r"bytes b'2'"):
+        build_task(f"parquet:{p}", {})
+
+
+def test_a_reward_function_that_gave_nan_or_none_logs_null():
+    """TRL logs a reward function's mean as NaN when it returned None or NaN for a whole batch: the
+    metrics line keeps null there (JSON has no NaN) instead of crashing the step."""
+    from npo.callbacks import metrics_record
+
+    rec = metrics_record(3, {"rewards/mine/mean": float("nan"), "rewards/other/mean": None, "npo/gated_groups": 2,
+                             "signal/entropy": float("inf")})
+    assert rec == {"step": 3, "rewards/mine/mean": None, "rewards/other/mean": None, "npo/gated_groups": 2.0,
+                   "signal/entropy": None}

@@ -14,7 +14,7 @@ from npo.rewards import TaskScorer
 from npo.tasks import Item, build_task
 from npo.tasks.verify import GuardedScorer, VerifyStats
 from conftest import ROOT
-from verifiers import Flaky, HangingReference, burn
+from verifiers import Flaky, HangingReference, HangsOnEverything, Misreporting, burn
 
 
 def test_a_raising_verifier_scores_zero_inline():
@@ -138,3 +138,56 @@ def test_a_run_goes_on_when_its_verifier_workers_are_killed(tmp_path, capsys):
     # both killed at once: the one retry may meet the spare that died with the worker (scored 0, counted)
     assert last["verify/restarts"] >= 1 and last["verify/errors"] <= 1 and last["verify/timeouts"] == 0, last
     assert (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_what_is_not_a_score_is_the_verifiers_error(isolate):
+    """NaN, None, text and numbers outside [0, 1] are counted as the verifier's errors (toward
+    task.max_failed_share), never as answers that scored 0."""
+    g = GuardedScorer(Misreporting(), timeout=5.0, isolate=isolate)
+    g.start(Item("q", "1"))
+    assert [g.score(a, Item("q", "1")) for a in ("nan", "none", "text", "two", "1")] == [0.0, 0.0, 0.0, 0.0, 1.0]
+    assert g.stats == VerifyStats(calls=5, errors=4)
+    g.close()
+
+
+def test_a_verifier_that_hangs_at_its_warm_up_fails_at_its_own_limit():
+    g = GuardedScorer(HangsOnEverything(), timeout=1.0)
+    t0 = time.perf_counter()
+    with pytest.raises(RunFailed, match="warm-up .* took over 1 s, the limit of task.verifier_timeout"):
+        g.start(Item("q", "1"))
+    assert time.perf_counter() - t0 < 60  # the start-up (imports) and one second, not the 300 s start-up limit
+    g.close()
+
+
+def test_a_verifier_a_worker_cannot_import_runs_in_process(tmp_path):
+    """A module loaded from a file path pickles here (it is in sys.modules) but a spawned worker cannot
+    import it: it is scored in this process instead of a worker that dies at start."""
+    import importlib.util
+    import sys
+
+    import verifiers
+    from npo.tasks.python import importable
+
+    (tmp_path / "by_path_reward.py").write_text("def reward(prompts, completions, **_):\n    return [1.0]\n")
+    spec = importlib.util.spec_from_file_location("by_path_reward", tmp_path / "by_path_reward.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["by_path_reward"] = module
+    try:
+        spec.loader.exec_module(module)
+        assert not importable(module.reward)
+        assert importable(verifiers.reward_ok)  # tests/ is on the path a worker starts with
+    finally:
+        del sys.modules["by_path_reward"]
+
+
+def test_ctrl_c_is_the_runs_to_report_not_the_workers():
+    """A terminal's Ctrl-C reaches the whole process group: the verifier's workers ignore it (no traceback
+    of theirs beside the run's one line; the run kills them as it ends)."""
+    g = GuardedScorer(Flaky(), timeout=5.0, isolate=True)
+    g.start(Item("q", "1"))
+    os.kill(g._worker.proc.pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert g._worker.proc.is_alive() and g.score("1", Item("q", "1")) == 1.0
+    assert g.stats == VerifyStats(calls=1)
+    g.close()

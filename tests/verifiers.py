@@ -57,3 +57,24 @@ class RaisingArith(ArithTask):
 @register("raising")
 def make_raising(arg, options, **_):
     return RaisingArith()
+
+
+class Misreporting(Flaky):
+    """A verifier that answers with something other than a score for some answers: NaN, None, text, 2."""
+
+    OUTPUTS = {"nan": float("nan"), "none": None, "text": "1", "two": 2.0}
+
+    def score(self, answer, item):
+        return self.OUTPUTS[answer] if answer in self.OUTPUTS else super().score(answer, item)
+
+
+class HangsOnEverything(Flaky):
+    """A verifier that hangs on every answer, its own reference included (the warm-up's)."""
+
+    def score(self, answer, item):
+        time.sleep(600)
+
+
+def reward_ok(prompts, completions, **_):
+    """A TRL-style reward function importable by name."""
+    return [1.0 for _ in completions]

@@ -27,6 +27,7 @@ How the fields correspond:
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from npo.grpo_args import GRPO_DEFAULTS, OWNED_GRPO_FIELDS, grpo_kwargs, grpo_ov
 from npo.guides_api import GRPO, Guide, guide_of
 from npo.models.load import lora_fields
 from npo.rundir import default_out
-from npo.tasks.base import held_out_split
+from npo.tasks.base import disjoint_split, held_out_split
 from npo.tasks.python import RewardTask, dataset_items
 from npo.train import Prepared, prepare, train
 
@@ -190,6 +191,9 @@ class NPOTrainer:
                  task: TaskConfig | str | None = None, verifier=None, resume: bool = False,
                  show_progress: bool = True):
         self.args = args if args is not None else NPOConfig(output_dir=default_out(None))
+        if guide is not None and not isinstance(guide, Guide):  # e.g. guide="npo": a method name, not its settings
+            raise UserError(f"NPOTrainer: guide: expected a Guide (npo.NearFuture(...), npo.SelfGuide(...), "
+                            f"npo.AutoNPO(...), npo.LUFFY(), ...), got {guide!r}")
         self.guide = guide or GRPO
         self.show_progress = show_progress
         model_object = None if isinstance(model, (str, Path, ModelConfig)) else model
@@ -232,8 +236,14 @@ def _dataset_split(train_dataset, eval_dataset, reward_funcs, verifier, task_cfg
     index = _verifier_index(funcs, verifier)
     keys = dict(question_key=task_cfg.question_key, answer_key=task_cfg.answer_key, image_key=task_cfg.image_key)
     train_items = dataset_items(train_dataset, "train_dataset", **keys)
-    if eval_dataset is not None:
-        eval_items = dataset_items(eval_dataset, "eval_dataset", **keys)
+    if eval_dataset is not None:  # held out means held out: its questions leave training, as jsonl: does
+        given = len(train_items)
+        train_items, eval_items = disjoint_split(dataset_items(eval_dataset, "eval_dataset", **keys), train_items)
+        if not train_items:
+            raise UserError("train_dataset: every row's question is in eval_dataset: nothing is left to train on")
+        if len(train_items) < given:
+            print(f"npo: {given - len(train_items)} of {given} train_dataset rows ask a question of eval_dataset: "
+                  "left out of training (held-out accuracy would count them)", file=sys.stderr)
     else:
         train_items, eval_items = _hold_out(train_items, task_cfg)
     task = RewardTask(funcs[index], train_items, eval_items)

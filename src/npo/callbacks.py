@@ -5,6 +5,7 @@ every checkpoint (with the run's books and what the watches had seen: a resume r
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -41,13 +42,20 @@ def metrics_record(step: int, logs: dict) -> dict:
     rec = {"step": step}
     for key, trl_key in TRL_KEYS.items():
         if trl_key in logs:
-            rec[key] = float(logs[trl_key])
+            rec[key] = _number(logs[trl_key])
     for key, value in logs.items():
         if key.startswith(("signal/", "npo/", "verify/")):
-            rec[key] = float(value)
+            rec[key] = _number(value)
         elif key.startswith("rewards/") and not key.startswith(f"rewards/{VERIFIED}/"):  # a user's reward function
-            rec[key] = float(value)
+            rec[key] = _number(value)
     return rec
+
+
+def _number(value) -> float | None:
+    """A logged value as JSON can hold it: NaN and infinities (a user's reward function that returned
+    None or NaN for a whole batch: TRL's nanmean) and None are null."""
+    value = None if value is None else float(value)
+    return value if value is not None and math.isfinite(value) else None
 
 
 class MetricsWriter(TrainerCallback):
@@ -87,6 +95,7 @@ class Evaluator(TrainerCallback):
         self.seconds += time.perf_counter() - t0
         if acc.is_main_process:
             append_jsonl(self.run.evals, result)
+        crash_point("evaluated")
         self.last_step = step
         if self.on_result:
             self.on_result(result)

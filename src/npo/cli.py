@@ -8,10 +8,13 @@ milliseconds instead of the ~6 s that importing torch, transformers and TRL take
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 from importlib.metadata import version
 from pathlib import Path
 
@@ -243,9 +246,36 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "warmup": cmd_warmup, "demo": 
             "signal": cmd_signal, "compare": cmd_compare, "pool": cmd_pool, "import-smollm2": cmd_import}
 
 
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's preemption, `kill`): unwinds like Ctrl-C, so locks are released and the
+    run folder is left as a kill at that point would leave it (resumable)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+DISK_WORDS = ("No space left on device", "File too large", "Disk quota exceeded")
+
+
+def disk_failure(exc: BaseException) -> str | None:
+    """Why a write failed, if the disk (or a file-size or quota limit) refused it: said anywhere in the
+    exception's chain (safetensors and torch wrap the OSError in their own errors)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return f"{exc.strerror}{f': {exc.filename}' if exc.filename else ''}"
+        if word := next((w for w in DISK_WORDS if w in str(exc)), None):
+            return word
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         args = parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -255,9 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as exc:
         print(f"npo: run stopped: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("npo: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        print(f"npo: {'terminated' if isinstance(exc, Terminated) else 'interrupted'} (a run continues with npo "
+              "train --resume RUN)", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    except Exception as exc:  # a full disk mid-run: one line; anything else is npo's bug and keeps its traceback
+        if (why := disk_failure(exc)) is None:
+            raise
+        print(f"npo: run stopped: a write failed ({why}); free space and continue with npo train --resume RUN",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from npo.checks import NON_NEGATIVE, POSITIVE, NonEmpty, OneOf, Range, check_type, doc
+from npo.checks import MAX_ITEMS, NON_NEGATIVE, POSITIVE, SEED, NonEmpty, OneOf, Range, check_type, doc
 from npo.configfile import apply_override, parse_override, read_mapping
 from npo.errors import UserError
 from npo.grpo_args import grpo_defaults_markdown, grpo_kwargs, grpo_overrides
@@ -67,7 +67,8 @@ class WarmupConfig:
     lr: float = doc("SFT AdamW learning rate. [ours]", default=2e-3, check=POSITIVE)
     lr_floor: float = doc("Cosine decay ends at lr_floor * lr (1.0 = constant after warm-up). [ours]",
                           default=1.0, check=Range(0, 1))
-    seed: int = doc("Seed of the warm start; shared by all RL seeds so they start from one base. [ours]", default=0)
+    seed: int = doc("Seed of the warm start; shared by all RL seeds so they start from one base. [ours]", default=0,
+                     check=SEED)
 
 
 @dataclass
@@ -111,11 +112,12 @@ class TaskConfig:
         "Task options: for arith {terms, digits, ops}; for rg:NAME passed to reasoning_gym.create_dataset.",
         default_factory=dict,
     )
-    train_size: int = doc("Training prompts (procedural tasks; files use all rows not in eval).",
-                          default=20000, check=POSITIVE)
-    eval_size: int = doc("Held-out prompts, never shared with the training split.", default=300, check=POSITIVE)
+    train_size: int = doc(f"Training prompts (procedural tasks; files use all rows not in eval); at most {MAX_ITEMS:,}.",
+                          default=20000, check=Range(1, MAX_ITEMS))
+    eval_size: int = doc(f"Held-out prompts, never shared with the training split; at most {MAX_ITEMS:,}.",
+                         default=300, check=Range(1, MAX_ITEMS))
     split_seed: int = doc("Seed that draws the train/eval split; fixed so every run sees the same split.",
-                          default=1234)
+                          default=1234, check=SEED)
     question_key: str = doc("Column of the question in jsonl/parquet rows.", default="question")
     answer_key: str = doc("Column of the reference answer in jsonl/parquet rows.", default="answer")
     image_key: str = doc("Column of an image prompt's image in jsonl/parquet rows: a path relative to the file, "
@@ -126,8 +128,8 @@ class TaskConfig:
     )
     verifier_timeout: float = doc(
         "Seconds one verification may take before it scores 0 (a hanging or raising verifier never "
-        "kills a run). [ours]",
-        default=5.0, check=POSITIVE,
+        "kills a run); at most a day. [ours]",
+        default=5.0, check=Range(0, 86400, lo_open=True),
     )
     max_failed_share: float = doc(
         "The run stops (one line, exit 1) when more than this share of one step's (or one evaluation's) "
@@ -169,13 +171,13 @@ class EvalConfig:
     max_new_tokens: int = doc("Longest answer generated at evaluation (0: train.grpo.max_completion_length).",
                               default=0, check=NON_NEGATIVE)
     batch_size: int = doc("Items per generate() call.", default=256, check=POSITIVE)
-    seed: int = doc("Seed of the sampled evaluation; the training RNG is not touched.", default=999)
+    seed: int = doc("Seed of the sampled evaluation; the training RNG is not touched.", default=999, check=SEED)
 
 
 @dataclass
 class RunConfig:
     seed: int = doc("Seed of the RL run: data order, sampling, initialisation of anything random.",
-                    default=0, check=NON_NEGATIVE)
+                    default=0, check=SEED)
     method: str = doc(f"Training method, one of {', '.join(METHODS)}; luffy, exgrpo and rlep are presets of the "
                       "npo section (README \"Baselines\").", default="grpo", check=OneOf(METHODS))
     model: ModelConfig = doc("Which policy to train.", default_factory=ModelConfig)

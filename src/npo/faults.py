@@ -4,7 +4,8 @@
 crash point POINT: `step` (an optimizer step ended), `checkpoint` (a checkpoint's files are written,
 its completion marker not yet), `lookahead` (a look-ahead ended, its guides not made), `measure`
 (AutoNPO loaded a candidate to measure it), `discard` (AutoNPO moved one discarded checkpoint),
-`commit` (a stage ended, its journal entry not written). Unset, which is always outside those
+`commit` (a stage ended, its journal entry not written), `evaluated` (an evaluation's line written;
+the first is the starting policy's, before any checkpoint). Unset, which is always outside those
 tests, a crash point does nothing.
 """
 

@@ -23,7 +23,7 @@ import re
 import sys
 from typing import Any
 
-from npo.checks import check_type
+from npo.checks import Range, check_annotated, check_type
 from npo.errors import UserError
 from npo.precision import Precision, engine_of, launcher_flags, precision
 
@@ -57,6 +57,30 @@ GRPO_DEFAULTS: dict[str, tuple[Any, str]] = {
 }
 
 
+# Ranges of the numeric GRPOConfig fields that TRL or transformers would take and then crash on, or run
+# meaninglessly with (a negative learning rate, top_p 0, a repetition penalty of 0 that divides by zero);
+# every other number is at least finite (npo.checks.check_type). Keys absent from this TRL are skipped.
+GRPO_RANGES = {
+    "learning_rate": Range(0), "weight_decay": Range(0), "max_grad_norm": Range(0), "adam_epsilon": Range(0, lo_open=True),
+    "adam_beta1": Range(0, 1, hi_open=True), "adam_beta2": Range(0, 1, hi_open=True), "warmup_steps": Range(0),
+    "temperature": Range(0, lo_open=True), "top_p": Range(0, 1, lo_open=True), "top_k": Range(0), "min_p": Range(0, 1),
+    "repetition_penalty": Range(0, lo_open=True), "beta": Range(0), "epsilon": Range(0), "epsilon_high": Range(0),
+    "delta": Range(1, lo_open=True), "top_entropy_quantile": Range(0, 1), "max_completion_length": Range(1),
+    "num_iterations": Range(1), "steps_per_generation": Range(1), "num_generations_eval": Range(1),
+    "vllm_gpu_memory_utilization": Range(0, 1, lo_open=True), "vllm_tensor_parallel_size": Range(1),
+}
+SCALE_REWARDS = (True, False, "group", "batch", "none")  # TRL's True is "group", False "none"
+# generation_kwargs keys that would override what npo and TRL set from their own fields (the completion
+# length npo's context check reads, the group size, the sampling distribution guides and V assume)
+GENERATION_OWNED = {
+    "max_new_tokens": "max_completion_length", "max_length": "max_completion_length",
+    "max_tokens": "max_completion_length", "min_new_tokens": "max_completion_length",
+    "min_tokens": "max_completion_length", "num_return_sequences": "num_generations", "n": "num_generations",
+    "num_beams": "num_generations", "do_sample": "temperature", "temperature": "temperature", "top_p": "top_p",
+    "top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repetition_penalty", "seed": "seed (npo's)",
+}
+
+
 def grpo_overrides(cfg) -> dict[str, Any]:
     """The user's GRPO pass-through (`cfg`: an npo.config.RunConfig) merged over npo's defaults, keys
     checked against GRPOConfig (each scalar field's type from its annotation)."""
@@ -71,10 +95,47 @@ def grpo_overrides(cfg) -> dict[str, Any]:
             raise UserError(f"{where}: not a field of trl.GRPOConfig")
         if key == "report_to" and isinstance(value, list):  # TRL takes a list of integrations too
             value = [check_type(v, str, f"{where}[{i}]") for i, v in enumerate(value)]
+        elif key == "scale_rewards":
+            if value not in SCALE_REWARDS or isinstance(value, (int, float)) and not isinstance(value, bool):
+                raise UserError(f"{where}: expected one of true, false, group, batch, none, got {value!r}")
+        elif key == "reward_weights" and value is not None:
+            if not isinstance(value, list) or not value:
+                raise UserError(f"{where}: expected a list of numbers, one per reward function")
+            value = [check_type(v, float, f"{where}[{i}]") for i, v in enumerate(value)]
+        elif key == "generation_kwargs" and value is not None:
+            value = _generation_kwargs(value, where)
         elif scalars[key] is not None and value is not None:
             value = check_type(value, scalars[key], where)
+        else:  # a mapping, a list or a union of types (chat_template_kwargs: dict | str): as annotated
+            value = check_annotated(value, _hints()[key], where)
         merged[key] = value
     return merged
+
+
+def _generation_kwargs(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping of generation settings, got {type(value).__name__}")
+    for key in value:
+        if key in GENERATION_OWNED:
+            raise UserError(f"{where}.{key}: overrides train.grpo.{GENERATION_OWNED[key]}, which npo and TRL set and "
+                            f"check; set that field instead")
+    return value
+
+
+def check_reward_weights(weights, functions: int) -> None:
+    """TRL's reward_weights: one per reward function (TRL checks it only once the trainer is built)."""
+    if weights is not None and len(weights) != functions:
+        raise UserError(f"train.grpo.reward_weights: {len(weights)} weights for {functions} reward function"
+                        f"{'s' if functions != 1 else ''}: give one per function")
+
+
+@functools.lru_cache(maxsize=1)
+def _hints() -> dict:
+    import typing
+
+    from trl import GRPOConfig
+
+    return typing.get_type_hints(GRPOConfig)
 
 
 @functools.lru_cache(maxsize=1)
@@ -202,14 +263,10 @@ def check_runnable(args) -> None:
     from transformers import Trainer
     from transformers.integrations import get_reporting_integration_callbacks
 
-    for key in ("max_completion_length", "num_iterations", "steps_per_generation"):
-        value = getattr(args, key)
-        if value is not None and value < 1:
-            raise UserError(f"train.grpo.{key}: must be >= 1, got {value}")
-    if args.temperature <= 0:
-        raise UserError(f"train.grpo.temperature: must be > 0 (GRPO samples its groups), got {args.temperature}")
-    if args.top_k is not None and args.top_k < 0:
-        raise UserError(f"train.grpo.top_k: must be >= 0 (0: no top-k filtering), got {args.top_k}")
+    for key, check in GRPO_RANGES.items():
+        value = getattr(args, key, None)
+        if value is not None and (msg := check.error(value)):
+            raise UserError(f"train.grpo.{key}: {msg}, got {value}")
     if args.loss_type not in (known := supported("loss_type")):
         raise UserError(f"train.grpo.loss_type: expected one of {', '.join(known)}, got {args.loss_type!r}")
     if args.importance_sampling_level not in ("token", "sequence"):

@@ -28,12 +28,14 @@ from npo.rundir import atomic_write_json
 
 FORMAT = 1  # the journal's own layout; a run written by another npo version is not resumed
 __version__ = _version("npo")
+SHAPE = {"seq": int, "done": dict, "events": list, "books": dict, "pending": (dict, type(None)),
+         "crashes": dict, "fingerprint": (dict, type(None))}
 
 
 class Journal:
     def __init__(self, path: Path, version: str = __version__, seq: int = 0, done: dict | None = None,
                  events: list | None = None, books: dict | None = None, pending: dict | None = None,
-                 crashes: dict | None = None):
+                 crashes: dict | None = None, fingerprint: dict | None = None):
         self.path, self.version, self.seq = Path(path), version, seq
         self.done: dict[str, Any] = done or {}  # stage key -> its result
         self.events: list[dict] = events or []  # every event of the committed stages, in order
@@ -42,6 +44,8 @@ class Journal:
         # what crashes cost: resumes, seconds lost (work after the last snapshot, each resumed start-up),
         # and when the last resume began (written when it begins: never rolled back, never lost)
         self.crashes: dict = crashes or {"resumes": 0, "lost_seconds": 0.0, "resumed_at": None}
+        # what the run started from (npo.resume.fingerprint): a resume over anything else is refused
+        self.fingerprint: dict | None = fingerprint
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -50,7 +54,8 @@ class Journal:
     def save(self) -> None:
         atomic_write_json(self.path, {"format": FORMAT, "npo_version": self.version, "seq": self.seq,
                                       "done": self.done, "events": self.events, "books": self.books,
-                                      "pending": self.pending, "crashes": self.crashes})
+                                      "pending": self.pending, "crashes": self.crashes,
+                                      "fingerprint": self.fingerprint})
 
     @classmethod
     def load(cls, path: Path) -> "Journal":
@@ -63,5 +68,11 @@ class Journal:
         if fmt != FORMAT or version != __version__:
             raise UserError(f"{path}: written by npo {version} (state format {fmt}); this is npo {__version__} "
                             f"(format {FORMAT}): resume it with the version that started it")
+        for key, kind in SHAPE.items():  # a hand-edited or damaged journal: one line, not a KeyError later
+            if not isinstance(data.get(key, ...), kind) or isinstance(data.get(key), bool):
+                name = (kind if isinstance(kind, type) else kind[0]).__name__
+                raise UserError(f"{path}: not a resumable run state ({key!r} missing or not a {name})")
+        if not {"resumes", "lost_seconds", "resumed_at"} <= set(data["crashes"]):
+            raise UserError(f"{path}: not a resumable run state ('crashes' incomplete)")
         return cls(path, version, data["seq"], data["done"], data["events"], data["books"], data["pending"],
-                   data["crashes"])
+                   data["crashes"], data.get("fingerprint"))

@@ -14,6 +14,7 @@ Each segment then continues from its latest complete checkpoint (`npo.segments.r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -31,23 +32,55 @@ from npo.rundir import (EVALS, METRICS, RunDir, checkpoint_folder, checkpoint_fo
                         complete_steps, move_steps, read_jsonl, write_jsonl)
 
 
-def run_status(out: Path, cfg: RunConfig) -> str:
-    """'new' (absent, empty, or started but never past its first write), 'finished' or 'resume'."""
+def run_status(out: Path, cfg: RunConfig, items: list | None = None) -> str:
+    """'new' (absent, empty, or started but never past its first write), 'finished' or 'resume'. The
+    config is compared as parsed (a comment edited into config.yaml is no change); a run to resume must
+    also be the run its journal started: the same resolved config and data (`items`, the run's train +
+    held-out items), else one line names what differs."""
     run = RunDir(out)
     if not out.exists() or (out.is_dir() and is_empty(out)):
         return "new"
     if not run.config.is_file():
         raise UserError(f"{out}: exists and is not a run folder (no config.yaml)")
-    planned, found = dump_yaml(resolved(cfg)), run.config.read_text()
+    planned = yaml.safe_load(dump_yaml(resolved(cfg)))
+    try:
+        found = yaml.safe_load(run.config.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise UserError(f"{run.config}: not readable as YAML (damaged?)") from None
     if planned != found:
-        field = _first_difference(yaml.safe_load(planned), yaml.safe_load(found))
-        raise UserError(f"{out}: holds a run of another config ({field} differs): choose another --out")
+        raise UserError(f"{out}: holds a run of another config ({_first_difference(planned, found)} differs): "
+                        "choose another --out")
     if _complete_json(run.summary):
         return "finished"
     if not run.state.is_file():
         return "new"  # killed before its journal was written: nothing was trained
-    Journal.load(run.state)  # a run of another npo version is refused here
+    journal = Journal.load(run.state)  # a run of another npo version is refused here
+    started = journal.fingerprint
+    if started is not None:
+        if started.get("config") != planned:
+            field = _first_difference(planned, started.get("config"))
+            raise UserError(f"{out}: config.yaml differs from the config the run started with ({field}; "
+                            f"{RunDir(out).relative(run.state)} keeps it): a resume continues the killed run as it "
+                            "was; undo the edit, or start a new run in another --out")
+        if items is not None and started.get("data") != data_fingerprint(items):
+            raise UserError(f"{out}: the data of task.spec {cfg.task.spec} differs from the data the run started "
+                            "with (its rows changed since): a resume continues the killed run as it was; restore "
+                            "them, or start a new run in another --out")
     return "resume"
+
+
+def fingerprint(cfg: RunConfig, items: list) -> dict:
+    """What a run starts from, kept in its journal: the resolved config as parsed, and its data."""
+    return {"config": yaml.safe_load(dump_yaml(resolved(cfg))), "data": data_fingerprint(items)}
+
+
+def data_fingerprint(items: list) -> str:
+    """A hash of the run's items in order (question, reference, image): a data file, a procedural task's
+    draws and a Python dataset alike."""
+    digest = hashlib.sha256()
+    for it in items:
+        digest.update(json.dumps([it.question, it.answer, it.image]).encode())
+    return digest.hexdigest()
 
 
 def _first_difference(a, b, prefix: str = "") -> str:

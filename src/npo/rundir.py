@@ -12,8 +12,8 @@ Layout (everything needed to understand and resume a run)::
     RUN/run_state.json       the run's journal: stages done, events, books, a pending file operation
                              (npo.journal; what `npo train --resume` continues from)
     RUN/checkpoints/         checkpoint-<step>/: weights, optimizer, scheduler, RNG, trainer state
-                             + npo_state.json, written last: the files' sizes (the folder is complete
-                             only when every file is there at its size), the run's books, the AutoNPO
+                             + npo_state.json, written last: the files' sizes and sampled digests (the
+                             folder is complete only when every file is there as marked), the run's books, the AutoNPO
                              controller's observations and the watch that stopped there
     RUN/lookahead/<i>-<kind>/  a discarded look-ahead: its metrics.jsonl, eval.jsonl, checkpoints
     RUN/guides/<i>-<kind>.json the guide bank of intervention i (with its generation stats)
@@ -26,6 +26,7 @@ torn last line a reader skips and a resume removes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -73,7 +74,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def append_jsonl(path: str | Path, record: dict) -> None:
     """Append one JSON line. A line is written with a single write call, so a crash can at worst
     leave a truncated last line, which `read_jsonl` skips."""
-    with open(path, "a") as f:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # never through a planted link
+    with os.fdopen(fd, "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
         f.flush()
 
@@ -153,30 +155,47 @@ def checkpoint_folders(folder: Path) -> dict[int, Path]:
             if p.is_dir() and p.name.startswith("checkpoint-") and p.name.split("-")[1].isdigit()}
 
 
-def file_sizes(folder: Path) -> dict[str, int]:
-    """Every file under a checkpoint folder (its marker aside) -> its size in bytes."""
+SAMPLE_BYTES = 1 << 16  # of each checkpoint file's start, middle and end, hashed into its marker
+
+
+def file_marks(folder: Path) -> dict[str, list]:
+    """Every file under a checkpoint folder (its marker aside) -> [size, digest of three samples]: the
+    digest costs the same for a 1 KB and a 16 GB file, and catches a file cut, extended, or overwritten
+    (with garbage of the same size, say) anywhere it samples; not a flipped bit between the samples."""
     folder = Path(folder)
-    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*"))
+    return {str(p.relative_to(folder)): [p.stat().st_size, sampled_digest(p)] for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name != CHECKPOINT_STATE}
 
 
+def sampled_digest(path: Path) -> str:
+    size, digest = path.stat().st_size, hashlib.sha256()
+    with open(path, "rb") as f:
+        for at in sorted({0, max(0, size // 2 - SAMPLE_BYTES // 2), max(0, size - SAMPLE_BYTES)}):
+            f.seek(at)
+            digest.update(f.read(SAMPLE_BYTES))
+    return digest.hexdigest()[:16]
+
+
 def mark_complete(folder: Path, state: dict) -> None:
-    """The last write of a checkpoint: its marker, with the size of every file it holds."""
-    atomic_write_json(Path(folder) / CHECKPOINT_STATE, {**state, "files": file_sizes(folder)})
+    """The last write of a checkpoint: its marker, with the size and sampled digest of every file it holds."""
+    atomic_write_json(Path(folder) / CHECKPOINT_STATE, {**state, "files": file_marks(folder)})
 
 
 def checkpoint_state(folder: Path) -> dict | None:
-    """A checkpoint's marker if the checkpoint is complete (every file listed there, at its size),
-    else None: a checkpoint cut short by a crash or truncated later is never loaded."""
+    """A checkpoint's marker if the checkpoint is complete (every file listed there, at its size and
+    digest), else None: a checkpoint cut short by a crash, or damaged later, is never loaded (a resume
+    falls back to the previous whole one); a damaged marker counts as none."""
     try:
         state = json.loads((Path(folder) / CHECKPOINT_STATE).read_text())
         files = state["files"]
-    except (OSError, ValueError, KeyError, TypeError):
+        for name, (size, digest) in files.items():
+            path = Path(folder) / name
+            if not path.is_file() or path.stat().st_size != size or sampled_digest(path) != digest:
+                return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    for name, size in files.items():
-        path = Path(folder) / name
-        if not path.is_file() or path.stat().st_size != size:
-            return None
+    if not isinstance(state.get("books", {}), dict):
+        return None
     return state
 
 

@@ -8,11 +8,13 @@ who. `check_out` refuses, before any work, an output path that cannot be created
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,20 +29,35 @@ def is_empty(folder: Path) -> bool:
 
 
 def check_out(out: Path, flag: str = "--out") -> None:
-    """`out` is a folder, or can be made one: its nearest existing ancestor is a writable folder."""
+    """`out` is a folder we can write in, or can be made one: tried, not guessed from permission bits
+    (root passes every `os.access`, and /proc refuses anyway); what the try makes is removed again."""
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"{flag} {out}: a symbolic link to nothing ({os.readlink(out)}); remove it or name a folder")
     if out.exists():
         if not out.is_dir():
             raise UserError(f"{flag} {out}: exists and is not a folder")
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise UserError(f"{flag} {out}: not writable")
+        try:
+            tempfile.TemporaryFile(dir=out).close()
+        except OSError as exc:
+            raise UserError(f"{flag} {out}: not writable ({exc.strerror})") from None
         return
-    parent = out.absolute().parent
-    while not parent.exists():
+    missing, parent = [], out.absolute()
+    while not parent.exists() and not parent.is_symlink():
+        missing.append(parent)
         parent = parent.parent
     if not parent.is_dir():
         raise UserError(f"{flag} {out}: cannot be created: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {out}: cannot be created: {parent} is not writable")
+    made = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            made.append(folder)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as exc:
+        raise UserError(f"{flag} {out}: cannot be created ({exc.strerror}{f': {exc.filename}' if exc.filename else ''})") from None
+    finally:
+        for folder in reversed(made):
+            folder.rmdir()
 
 
 class FolderLock:
@@ -52,8 +69,13 @@ class FolderLock:
     def acquire(self) -> "FolderLock":
         if self.fd is not None:
             return self
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # O_NOFOLLOW: a link planted as the lock (a shared runs folder) must not make npo overwrite its target
+            fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            what = "a symbolic link (npo does not follow it)" if exc.errno == errno.ELOOP else exc.strerror
+            raise UserError(f"{self.flag} {self.folder}: cannot take its lock {LOCK}: {what}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -18,7 +18,6 @@ events, so that a resumed run skips what it finished and redoes only the stage i
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -78,7 +77,7 @@ class Context:
     def books(self) -> dict:
         """A numbered snapshot of what no rollback undoes (`npo.journal`)."""
         made = asdict(self.controller.state.made) if self.controller is not None else None
-        return {"seq": self.journal.next_seq(), "ledger": asdict(self.ledger), "made": made,
+        return {"seq": self.journal.next_seq(), "ledger": asdict(self.ledger), "made": made, "started": True,
                 "verify": asdict(self.scorer.stats), "eval_seconds": self.evaluator.seconds, **self.clock.books()}
 
     def once(self, key: str, stage: Callable[[], Any]) -> Any:

@@ -125,7 +125,7 @@ def read_traces(path: str, spec: str) -> dict[str, list[str]]:
     if not p.is_file():
         raise UserError(f"npo.source {spec}:{path}: no such file")
     traces: dict[str, list[str]] = {}
-    for i, row in enumerate(read_rows(p, "jsonl"), 1):
+    for i, row in read_rows(p, "jsonl"):
         if not isinstance(row.get("question"), str) or not isinstance(row.get("completion"), str):
             raise UserError(f"{path}: row {i}: expected {{\"question\": str, \"completion\": str}}")
         key = Item(row["question"], "", image=row.get("image")).key

@@ -31,15 +31,15 @@ from npo.config import RunConfig, dump_yaml, resolved, to_dict
 from npo.errors import UserError
 from npo.engine import load_weights
 from npo.evaluate import eval_plan
-from npo.grpo_args import eval_max_new_tokens, grpo_overrides, run_precision
+from npo.grpo_args import check_reward_weights, eval_max_new_tokens, grpo_overrides, run_precision
 from npo.journal import Journal
 from npo.loop import train_npo
 from npo.models.check import check_model
 from npo.models.load import load_policy, lora_config, resolve_model_path
 from npo.prompting import prompt_style
 from npo.rewards import TaskScorer
-from npo.resume import clear, recover, run_status
-from npo.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl
+from npo.resume import clear, fingerprint, recover, run_status
+from npo.rundir import RunDir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from npo.runlock import FolderLock, check_out, is_empty
 from npo.reporting import RunReport, report_targets, report_values
 from npo.retention import checkpoint_counts, disk_bytes
@@ -81,7 +81,10 @@ def prepare(cfg: RunConfig, out: str | Path, resume: bool = False, split: tuple 
     task, train_items, eval_items = split or build_split(cfg)
     if split:
         check_split_sizes(cfg, train_items, eval_items)
+    if hasattr(task, "check_references"):  # data files: references the verifier could never match
+        task.check_references(cfg.task.verifier_timeout, seed=cfg.task.split_seed)
     lora_config(cfg.model.lora)  # its fields, refused before anything is written
+    check_reward_weights(grpo_overrides(cfg).get("reward_weights"), max(1, len(reward_funcs)))
     if model is None:
         check_model(cfg, train_items + eval_items, max(grpo_overrides(cfg)["max_completion_length"],
                                                        eval_max_new_tokens(cfg)))
@@ -94,7 +97,7 @@ def prepare(cfg: RunConfig, out: str | Path, resume: bool = False, split: tuple 
 
 def _check_folder(prep: Prepared) -> None:
     out = prep.out
-    prep.status = run_status(out, prep.cfg) if prep.resume else "new"
+    prep.status = run_status(out, prep.cfg, prep.train_items + prep.eval_items) if prep.resume else "new"
     if not prep.resume and out.exists() and not is_empty(out):
         raise UserError(f"--out {out}: already exists and is not empty (to continue a killed run: "
                         f"npo train --resume {out})")
@@ -157,7 +160,7 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
         trl = {**args.to_dict(), "report_to": report_values(grpo_overrides(cfg)["report_to"])}
         atomic_write_json(run.trl_args, trl)
         atomic_write_json(run.model_json, {"model_path": str(model_path), "prompt_style": style})
-        Journal(run.state).save()
+        Journal(run.state, fingerprint=fingerprint(cfg, prep.train_items + prep.eval_items)).save()
     processes.wait_for_everyone()
     journal = Journal.load(run.state)
     with processes.main_process_first():  # the main process repairs the folder; the others read it after
@@ -188,6 +191,10 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
         evaluator.seconds = books.get("eval_seconds", 0.0)
         for key, value in books.get("verify", {}).items():  # the verifier's running counts (metrics.jsonl)
             setattr(scorer.stats, key, value)
+        if not books.get("started"):  # killed before the snapshot after the step-0 evaluation: its counts are
+            if main:  # not in these books, so it runs again (its line goes) and is counted once
+                write_jsonl(run.evals, [e for e in read_jsonl(run.evals) if e["step"] != 0])
+            processes.wait_for_everyone()
         evaluator.last_step = max((e["step"] for e in read_jsonl(run.evals)), default=None)
         clock = Clock(base=books.get("wall_seconds", 0.0), warmup_seconds=books.get("warmup_seconds", warmup_seconds))
         if main:  # this process's start-up produced nothing the run did not have
@@ -195,10 +202,14 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
             journal.save()
     else:
         clock = Clock(since=t_start, warmup_seconds=warmup_seconds)
+    ctx = Context(cfg, run, trainer, scorer, style, prep.train_items, evaluator, progress, show_progress, journal,
+                  ledger, clock, controller, timings={"model_path": str(model_path)}, report=report)
     if evaluator.last_step is None:
         evaluator.evaluate(0)
-    return Context(cfg, run, trainer, scorer, style, prep.train_items, evaluator, progress, show_progress, journal,
-                   ledger, clock, controller, timings={"model_path": str(model_path)}, report=report)
+        journal.books = ctx.books()  # the starting policy's evaluation counted: a kill from here on resumes past it
+        if main:
+            journal.save()
+    return ctx
 
 
 def open_report(cfg: RunConfig, run: RunDir, trainer) -> RunReport | None:

@@ -82,6 +82,48 @@ def _check_weight_file(f: Path, field: str) -> None:
         raise UserError(f"{field}: {f}: {size} bytes where its header says {8 + n + end} (cut short?)")
 
 
+def check_generates(config, p: Path, vision: bool) -> None:
+    """The folder holds a model GRPO can train: one transformers loads as a causal LM (a VLM: as an
+    image-text-to-text model), not an encoder such as BERT, which cannot generate."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+
+    kinds = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES if vision else MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    if config.model_type not in kinds:
+        raise UserError(f"model.path: {p}: a {config.model_type!r} model is not a "
+                        f"{'vision-language' if vision else 'causal language'} model (transformers has no "
+                        f"{'AutoModelForImageTextToText' if vision else 'AutoModelForCausalLM'} class for it): GRPO "
+                        "trains a model that generates")
+
+
+SAMPLED_TENSORS = 8  # tensors whose first row is read and checked finite (a few KB of any model)
+
+
+def check_weight_values(p: Path, vocab: int | None) -> None:
+    """What config.json and the weights must agree on, read from the safetensors headers (no weights are
+    loaded): the embedding's rows are the config's vocab_size; and a sample of tensors (their first row)
+    is finite: a model saved after its training diverged is all NaN."""
+    from safetensors import safe_open
+
+    files = sorted(p.glob("*.safetensors"))
+    for f in files:
+        with safe_open(str(f), "pt") as weights:
+            names = sorted(weights.keys())
+            for name in names:
+                if vocab is not None and name.endswith(("embed_tokens.weight", "wte.weight", "word_embeddings.weight")):
+                    rows = weights.get_slice(name).get_shape()[0]
+                    if rows != vocab:
+                        raise UserError(f"model.path: {p}: config.json says vocab_size {vocab}, but {f.name} holds "
+                                        f"{name} with {rows} rows: the config does not describe these weights")
+            step = max(1, len(names) // max(1, SAMPLED_TENSORS // len(files)))
+            for name in names[::step]:
+                piece = weights.get_slice(name)
+                row = piece[:1] if piece.get_shape() else weights.get_tensor(name)
+                if row.is_floating_point() and not row.float().isfinite().all():
+                    raise UserError(f"model.path: {p}: {f.name}: {name} holds NaN or infinite values (weights saved "
+                                    "from a diverged run?)")
+
+
 def check_tokenizer(tokenizer, model_config, field: str = "model.path") -> None:
     """Every token id the tokenizer can produce has a row in the embedding."""
     vocab = getattr(model_config, "vocab_size", None)
@@ -138,10 +180,16 @@ def check_model(cfg, items, completion: int) -> None:
             tokenizer = load_processor(p) if vision else AutoTokenizer.from_pretrained(p)
         except Exception as exc:  # noqa: BLE001
             raise UserError(f"model.path: {p}: the tokenizer does not load ({_first_line(exc)})") from None
+        check_generates(config, p, vision)
         config = getattr(config, "text_config", config)
         check_tokenizer(text_tokenizer(tokenizer), config)
+        check_weight_values(p, getattr(config, "vocab_size", None))
         context, field = getattr(config, "max_position_embeddings", None), f"model.path {p}"
-    where, tokens = longest_prompt(tokenizer, items, prompt_style(tokenizer))
+    try:
+        where, tokens = longest_prompt(tokenizer, items, prompt_style(tokenizer))
+    except Exception as exc:  # noqa: BLE001 - a chat template is code (Jinja): it may fail any way
+        raise UserError(f"model.path: {cfg.model.path}: its chat template does not render a prompt "
+                        f"({_first_line(exc)})") from None
     check_context((f"{cfg.task.spec} {where}", tokens), completion, context, field)
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import typing
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
+from npo.checks import Range, check_annotated
 from npo.errors import UserError
 from npo.models.check import check_model_folder
 from npo.models.tiny import warmed_up_path
@@ -67,10 +69,19 @@ def lora_config(fields: dict):
         from peft import LoraConfig
     except ImportError:
         raise UserError("model.lora: LoRA needs peft (pip install 'npo[peft]')") from None
+    hints = typing.get_type_hints(LoraConfig)
+    for key, value in fields.items():  # peft takes r: .nan, and the first layer it builds crashes
+        if key in hints:
+            check_annotated(value, hints[key], f"model.lora.{key}")
+        if (check := LORA_RANGES.get(key)) and isinstance(value, (int, float)) and (msg := check.error(value)):
+            raise UserError(f"model.lora.{key}: {msg}, got {value}")
     try:
         return LoraConfig(**{"task_type": "CAUSAL_LM", **fields})
     except (TypeError, ValueError) as exc:
         raise UserError(f"model.lora: {str(exc).splitlines()[0]}") from None
+
+
+LORA_RANGES = {"r": Range(1), "lora_alpha": Range(0, lo_open=True), "lora_dropout": Range(0, 1, hi_open=True)}
 
 
 def lora_fields(peft_config) -> dict:

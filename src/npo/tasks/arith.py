@@ -12,6 +12,9 @@ from npo.errors import UserError
 from npo.tasks.base import Item, SampledTask, register
 
 
+MAX_TERMS = 50  # an expression of 50 terms is ~150 characters; Python's parser recurses per term
+
+
 class ArithTask(SampledTask):
     def __init__(self, terms: int = 2, digits: int = 2, ops: str = "+-"):
         self.terms, self.digits, self.ops = terms, digits, ops
@@ -34,8 +37,8 @@ def make_arith(arg: str, options: dict, **_) -> ArithTask:
         if key not in allowed:
             raise UserError(f"task.options.{key}: unknown option for arith (known: {', '.join(sorted(allowed))})")
     terms, digits, ops = options.get("terms", 2), options.get("digits", 2), options.get("ops", "+-")
-    if not isinstance(terms, int) or isinstance(terms, bool) or terms < 1:
-        raise UserError(f"task.options.terms: expected an integer >= 1, got {terms!r}")
+    if not isinstance(terms, int) or isinstance(terms, bool) or not 1 <= terms <= MAX_TERMS:
+        raise UserError(f"task.options.terms: expected an integer in 1..{MAX_TERMS}, got {terms!r}")
     if not isinstance(digits, int) or isinstance(digits, bool) or not 1 <= digits <= 9:
         raise UserError(f"task.options.digits: expected an integer in 1..9, got {digits!r}")
     if not isinstance(ops, str) or not ops or set(ops) - set("+-*"):

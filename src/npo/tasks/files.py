@@ -9,7 +9,12 @@ column or an empty answer is a UserError naming the file and row. Needs the `mat
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import math
+import random
+import signal
+import threading
 from pathlib import Path
 
 from npo.errors import UserError
@@ -17,8 +22,12 @@ from npo.images import image_reference
 from npo.tasks.base import Item, held_out_split, register
 from npo.tasks.verify import math_reference, math_verify_score
 
+REFERENCE_SAMPLE = 256  # references verified against themselves at start (all of a smaller file)
 
-def read_rows(path: Path, kind: str) -> list[dict]:
+
+def read_rows(path: Path, kind: str) -> list[tuple[int, dict]]:
+    """(row number, row) of every row: a jsonl row's number is its line (blank lines count, so that an
+    error names the line an editor shows)."""
     if not path.is_file():
         raise UserError(f"{path}: no such dataset file")
     if kind == "jsonl":
@@ -31,42 +40,73 @@ def read_rows(path: Path, kind: str) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+                row = json.loads(line, object_pairs_hook=_unique_keys)
+            except _DuplicateKey as exc:
+                raise UserError(f"{path}: row {i}: key {exc.args[0]!r} given twice (JSON keeps the last)") from None
+            except (json.JSONDecodeError, RecursionError):
                 raise UserError(f"{path}: row {i}: not valid JSON") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}: row {i}: expected a JSON object")
-            rows.append(row)
+            rows.append((i, row))
         return rows
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(path).to_pylist()
+        return list(enumerate(pq.read_table(path).to_pylist(), start=1))
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise UserError(f"{path}: not a readable parquet file ({type(exc).__name__})") from None
 
 
-def rows_to_items(rows: list[dict], path: Path, qkey: str, akey: str, ikey: str = "image") -> list[Item]:
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list) -> dict:
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def text_value(value, row: str, column: str, what: str) -> str:
+    """A question or answer cell (`row`: "FILE: row N") as text: a string, or a finite number written as
+    Python writes it. Any other value (an object, a list, bytes, NaN, true) would reach the model or the
+    verifier as its repr, which no completion can match."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        text = str(value)
+    else:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise UserError(f"{row}: column {column!r}: expected a string or a number, got {type(value).__name__} {shown}")
+    if not text.strip():
+        raise UserError(f"{row}: empty {what} in column {column!r}")
+    return text
+
+
+def rows_to_items(rows: list[tuple[int, dict]], path: Path, qkey: str, akey: str, ikey: str = "image") -> list[Item]:
     """Items of the rows, each checked; one question with two different answers is refused (which one
     would the verifier hold the policy to?). A row's image (column `ikey`) must open; a file is all
     image prompts or none."""
     items, first, with_image = [], {}, None
-    for i, row in enumerate(rows, start=1):
+    for i, row in rows:
         for key, field_name in ((qkey, "task.question_key"), (akey, "task.answer_key")):
             if key not in row:
                 raise UserError(f"{path}: row {i}: missing column {key!r} ({field_name})")
-        q, a = row[qkey], row[akey]
-        if q is None or not str(q).strip():
-            raise UserError(f"{path}: row {i}: empty question in column {qkey!r}")
-        if a is None or not str(a).strip():
-            raise UserError(f"{path}: row {i}: empty answer in column {akey!r}")
+        for key in row:
+            if not isinstance(key, str):
+                raise UserError(f"{path}: row {i}: column name {key!r} is not a string")
+        q = text_value(row[qkey], f"{path}: row {i}", qkey, "question")
+        a = text_value(row[akey], f"{path}: row {i}", akey, "answer")
         image = _row_image(row.get(ikey), path, i, ikey)
         if with_image is None:
             with_image = (i, image is not None)
         elif with_image[1] != (image is not None):
             raise UserError(f"{path}: rows {with_image[0]} and {i}: one has an image (column {ikey!r}) and the other "
                             "not; a file is all image prompts or all text prompts")
-        it = Item(question=str(q), answer=str(a), meta={"row": i}, image=image)
+        it = Item(question=q, answer=a, meta={"row": i}, image=image)
         if it.key in first and first[it.key][1].strip() != it.answer.strip():
             raise UserError(f"{path}: rows {first[it.key][0]} and {i}: the same question with different answers "
                             f"({first[it.key][1]!r}, {it.answer!r})")
@@ -94,6 +134,7 @@ def _row_image(value, path: Path, row: int, column: str) -> str | None:
 class FileTask:
     # math-verify finds the final answer in the whole completion itself.
     wants_full_text = True
+    worker_imports = ("math_verify",)  # imported by a verifier worker before its timed warm-up
 
     def __init__(self, path: Path, kind: str, items: list[Item]):
         self.path, self.items = path, items
@@ -108,12 +149,58 @@ class FileTask:
         train, eval_items = held_out_split(self.items, eval_size, seed)
         return train[:train_size], eval_items
 
+    def check_references(self, timeout: float, sample: int = REFERENCE_SAMPLE, seed: int = 0) -> None:
+        """Every reference (a seeded sample of `sample` rows in a larger file) must verify against itself,
+        written as the prompt asks for it (`\\boxed{...}`): math-verify scores 0, without an error, for a
+        reference it finds no value in, and every reward of such rows would be 0 with nothing said."""
+        rows = self.items if len(self.items) <= sample else random.Random(seed).sample(self.items, sample)
+        bad = [it for it in rows if not _verifies_itself(it.answer, timeout)]
+        if bad:
+            shown = ", ".join(str(it.meta["row"]) for it in bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise UserError(f"{self.path}: row{'s' if len(bad) > 1 else ''} {shown}: the reference answer cannot verify "
+                            f"(math-verify finds no value in {bad[0].answer!r} equal to itself within "
+                            f"task.verifier_timeout): no completion could score 1")
+
     def parse_reference(self, item: Item):
         """Parsed once per item by the verifier guard (sympy's parse of a reference can be slow)."""
         return math_reference(item.answer)
 
     def score(self, answer_text: str, item: Item, reference=None) -> float:
         return math_verify_score(answer_text, item.answer, reference)
+
+
+def _verifies_itself(gold: str, timeout: float) -> bool:
+    """Whether the reference `gold`, boxed as a completion would write it, scores 1 against itself; cut
+    at `timeout` seconds on the main thread (math-verify's own alarms are off: npo.tasks.verify)."""
+    answer = gold.split("####")[-1].strip() if "####" in gold else gold.strip()
+    try:
+        with alarm(timeout):
+            return math_verify_score(f"\\boxed{{{answer}}}", gold) == 1.0
+    except (Exception, _TimedOut):  # noqa: BLE001 - a reference that raises cannot verify either
+        return False
+
+
+class _TimedOut(BaseException):
+    pass
+
+
+@contextlib.contextmanager
+def alarm(seconds: float):
+    """Raise _TimedOut in the main thread after `seconds` (elsewhere: no limit, signals are the main thread's)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ring(*_):
+        raise _TimedOut
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _make(kind: str, arg: str, options: dict, question_key="question", answer_key="answer", image_key="image",

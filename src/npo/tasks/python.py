@@ -17,7 +17,9 @@ answers.
 
 from __future__ import annotations
 
+import importlib.machinery
 import pickle
+import sys
 from pathlib import Path
 
 from npo.errors import UserError
@@ -75,15 +77,18 @@ def dataset_items(dataset, where: str, question_key: str = "question", answer_ke
 
 
 def importable(fn) -> bool:
-    """Whether a worker process can import `fn` by name (pickle stores functions by reference)."""
+    """Whether a fresh worker process can import `fn` by name (pickle stores functions by reference): it
+    pickles here, and its module is found on the search path a spawned worker starts with, not only in
+    this process's `sys.modules` (a module loaded from a file path by importlib is found nowhere else)."""
     module = getattr(fn, "__module__", None)
     if module in (None, "__main__", "__mp_main__") or "<locals>" in getattr(fn, "__qualname__", "<locals>"):
         return False
     try:
         pickle.dumps(fn)
+        spec = importlib.machinery.PathFinder.find_spec(module.partition(".")[0], sys.path)
     except Exception:  # noqa: BLE001 - anything that does not pickle runs in-process
         return False
-    return True
+    return spec is not None or module.partition(".")[0] in sys.builtin_module_names
 
 
 class RewardTask:
@@ -107,5 +112,7 @@ class RewardTask:
         prompt = messages if messages else item.question
         completion = [{"role": "assistant", "content": answer_text}] if messages else answer_text
         columns = {k: [v] for k, v in item.meta.get("columns", {}).items()}
-        value = self.verifier(prompts=[prompt], completions=[completion], **columns)[0]
-        return 0.0 if value is None else float(value)  # TRL's None: the function does not apply
+        values = self.verifier(prompts=[prompt], completions=[completion], **columns)
+        if not isinstance(values, (list, tuple)) or len(values) != 1:
+            raise ValueError(f"the verifier returned {values!r} for one completion, not a list of one score")
+        return values[0]  # checked by the guard (npo.tasks.verify.verdict): None, NaN or text is its error

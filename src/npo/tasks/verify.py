@@ -17,8 +17,10 @@ math-verify uses `signal.alarm` for its own timeouts, which fails off the main t
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing as mp
+import signal
 from dataclasses import dataclass, fields
 
 from npo.errors import RunFailed
@@ -33,7 +35,7 @@ def math_reference(gold: str):
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout is disabled": ours is enforced
     gold = gold.split("####")[-1].strip() if "####" in gold else gold.strip()
-    if "$" not in gold and "\\" not in gold:
+    if "$" not in gold:  # math mode: bare, `2\\sqrt{2}` parses as 2 (the reference checks found it)
         gold = f"${gold}$"
     return parse(gold, parsing_timeout=None)
 
@@ -55,10 +57,18 @@ def _key(item: Item) -> tuple[str, str]:
     return item.question, item.answer
 
 
+def verdict(value) -> float:
+    """A verifier's score as a reward, or ValueError for what is not a score (None, a string, NaN, a
+    number outside [0, 1]): counted as the verifier's error, never as a wrong answer."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:  # NaN fails too
+        raise ValueError(f"the verifier returned {value!r}, not a score in [0, 1]")
+    return float(value)
+
+
 def _score(task, answer: str, item: Item, references: dict) -> float:
     if _key(item) in references:
-        return float(task.score(answer, item, reference=references[_key(item)]))
-    return float(task.score(answer, item))
+        return verdict(task.score(answer, item, reference=references[_key(item)]))
+    return verdict(task.score(answer, item))
 
 
 def _serve(conn, task, warm: Item | None) -> None:
@@ -71,7 +81,11 @@ def _serve(conn, task, warm: Item | None) -> None:
 
 
 def _answer(conn, task, warm: Item | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to report, once: the parent kills workers
     references = {}
+    for name in getattr(task, "worker_imports", ()):  # what the task's first call would import (math-verify: sympy)
+        importlib.import_module(name)
+    conn.send(("imported", None))  # under the start-up limit; what follows is a verification, under its own
     if warm is not None:
         try:
             if hasattr(task, "parse_reference"):
@@ -102,7 +116,8 @@ class Dead(Exception):
 class Worker:
     """One verifier process, started on construction (asynchronously: `wait_ready` blocks)."""
 
-    def __init__(self, task, warm: Item | None):
+    def __init__(self, task, warm: Item | None, timeout: float):
+        self.timeout = timeout  # of the warm-up verification, as of any other
         ctx = mp.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child, task, warm), daemon=True)
@@ -112,17 +127,24 @@ class Worker:
         self.references: set = set()  # items whose reference this process has parsed
 
     def wait_ready(self) -> None:
+        """Imports under the start-up limit (a loaded machine is no verdict), then the warm-up verification
+        under the verification's own limit."""
         if self.ready:
             return
-        try:
-            if self.conn.poll(STARTUP_LIMIT) and self.conn.recv()[0] == "ready":
-                self.ready = True
-                return
-        except (EOFError, OSError):
-            pass
-        self.kill()
-        why = f"exited with code {self.proc.exitcode}" if self.proc.exitcode else f"took over {STARTUP_LIMIT:.0f} s"
-        raise RunFailed(f"the verifier's worker process did not start: it {why}")
+        for stage, limit in (("imported", STARTUP_LIMIT), ("ready", self.timeout)):
+            try:
+                if self.conn.poll(limit) and self.conn.recv()[0] == stage:
+                    continue
+            except (EOFError, OSError):
+                pass
+            died = self.proc.exitcode  # None: alive (hanging); read before the kill sets it
+            self.kill()
+            if stage == "ready" and died is None:
+                raise RunFailed(f"the verifier's warm-up (a training item's reference scored against itself) took "
+                                f"over {limit:g} s, the limit of task.verifier_timeout: it hangs before scoring anything")
+            why = f"exited with code {died}" if died is not None else f"took over {limit:.0f} s"
+            raise RunFailed(f"the verifier's worker process did not start: it {why}")
+        self.ready = True
 
     def ask(self, msg: tuple, timeout: float):
         """The worker's reply, or None past `timeout` seconds; raises Dead if the process died."""
@@ -188,9 +210,9 @@ class GuardedScorer:
             return
         self._warm = warm if warm is not None else self._warm
         if self._worker is None:
-            self._worker = Worker(self.task, self._warm)
+            self._worker = Worker(self.task, self._warm, self.timeout)
         if self._spare is None:
-            self._spare = Worker(self.task, self._warm)
+            self._spare = Worker(self.task, self._warm, self.timeout)
         self._worker.wait_ready()
 
     def score(self, answer: str, item: Item, count: bool = True) -> float:
@@ -212,11 +234,9 @@ class GuardedScorer:
 
     def _inline(self, answer: str, item: Item) -> tuple[float, str]:
         try:
-            if not self.parses:
-                return float(self.task.score(answer, item)), "ok"
-            if _key(item) not in self._inline_references:
+            if self.parses and _key(item) not in self._inline_references:
                 self._inline_references[_key(item)] = self.task.parse_reference(item)
-            return float(self.task.score(answer, item, reference=self._inline_references[_key(item)])), "ok"
+            return _score(self.task, answer, item, self._inline_references), "ok"
         except Exception:  # noqa: BLE001
             return 0.0, "errors"
 
@@ -251,7 +271,7 @@ class GuardedScorer:
         try:
             self._worker.wait_ready()  # start-up is never part of a verification's limit
         except RunFailed:  # it died before it was ready (a spare the OOM killer took): one fresh start
-            self._worker = Worker(self.task, self._warm)
+            self._worker = Worker(self.task, self._warm, self.timeout)
             self._worker.wait_ready()
         return self._worker
 
@@ -264,8 +284,8 @@ class GuardedScorer:
         if spare is None or not spare.proc.is_alive():
             if spare is not None:
                 spare.kill()
-            spare = Worker(self.task, self._warm)
-        self._worker, self._spare = spare, Worker(self.task, self._warm)
+            spare = Worker(self.task, self._warm, self.timeout)
+        self._worker, self._spare = spare, Worker(self.task, self._warm, self.timeout)
 
     def close(self) -> None:
         for w in (self._worker, self._spare):
