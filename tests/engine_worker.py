@@ -178,6 +178,12 @@ def vllm_tp(out: Path) -> dict:
 
 
 def main(modes: str, out: str, extra: list[str]) -> None:
+    import deepspeed.ops
+
+    # DeepSpeed's CPU accelerator compiles its shared-memory all-reduce kernels (C++, 1-2 min on two cores)
+    # the first time a fresh machine starts a DeepSpeed process group; they only speed up CPU inference
+    # all-reduce, and every collective here goes through gloo without them (DeepSpeed's own fallback)
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     out = Path(out)
     result = {}
     jobs = {"replay": lambda: replay(out / "replay", extra), "run": lambda: run_and_bank(out / "npo"),
