@@ -126,6 +126,13 @@ def test_a_verifier_sees_rows_as_trl_would():
     ({"guide": npo.NearFuture(npo.Bootstrap(lookahead=5), tau=2.0)}, "npo.tau"),
     ({"model": object()}, "a model object needs its processing_class"),
     ({"guide": "npo"}, "guide: expected a Guide"),
+    ({"train_dataset": [{"prompt": [{"role": "user", "content": f"{i}+1="}]} for i in range(40)], "reward_funcs": len,
+      "eval_dataset": [{"prompt": "x="}], "args_": {"heldout_n": 1}},
+     "row 0: column 'prompt' holds chat messages, and the tokenizer of model tiny has no chat template"),
+    ({"train_dataset": [{"prompt": "1+1="}] * 40, "reward_funcs": len, "eval_dataset": [{"prompt": "x="}],
+      "args_": {"num_train_epochs": 2.0, "heldout_n": 1}}, "NPOConfig.num_train_epochs: npo trains max_steps"),
+    ({"train_dataset": [{"prompt": "1+1="}] * 40, "reward_funcs": len, "eval_dataset": [{"prompt": "x="}],
+      "args_": {"eval_strategy": "steps", "heldout_n": 1}}, "NPOConfig.eval_strategy: npo evaluates its held-out"),
     ({"train_dataset": [{"prompt": f"{i}+1="} for i in range(4)], "eval_dataset": [{"prompt": f"{i}+1="} for i in
       range(4)], "reward_funcs": len}, "train_dataset: every row's question is in eval_dataset"),
     ({"train_dataset": [{"prompt": f"{i}+1="} for i in range(40)], "reward_funcs": len, "eval_dataset": [
@@ -182,3 +189,48 @@ def test_held_out_rows_never_train(tmp_path, capsys):
     held = {it.question for it in trainer.prepared.eval_items}
     assert not train & held and len(train) == 29 and len(held) == 11
     assert "11 of 40 train_dataset rows ask a question of eval_dataset: left out of training" in capsys.readouterr().err
+
+
+def test_a_trl_users_script_runs_unchanged(tmp_path):
+    """examples/trl_quickstart.py at toy size, through the public API only: chat prompts with a system
+    message on a model folder with a chat template, two reward functions (one reading TRL's
+    trainer_state), a spy on the verifier, a callback counting events; then save_model, a reload, and
+    evaluate(). The verifier is called as TRL calls it: once per generation batch, with every completion."""
+    import runpy
+
+    from transformers import AutoModelForCausalLM, TrainerCallback
+
+    quickstart = runpy.run_path(str(ROOT / "examples" / "trl_quickstart.py"))
+    calls = []
+    verifier = quickstart["correct"]
+
+    def spy(completions, **kwargs):
+        calls.append((len(completions), sorted(kwargs)))
+        return verifier(completions, **kwargs)
+
+    quickstart["main"].__globals__["correct"] = spy  # the function the script hands to NPOTrainer
+    trainer, summary, metrics, events = quickstart["main"](str(tmp_path), steps=4, warmup_steps=20, rows=120)
+    assert summary["interventions"] == 1 and summary["final_steps"] == 4 and summary["stopped_at"] is None
+    training = [c for c in calls if "completion_ids" in c[1]]
+    assert training and all(n == 32 for n, _ in training)  # 8 prompts x 4 completions: one call per batch
+    assert {"answer", "prompts", "completion_ids", "trainer_state"} <= set(training[0][1])
+    assert len(calls) < 40  # not one call per completion (a run of this size verifies about 600)
+    assert events == {"on_train_begin": 1, "on_train_end": 1, "on_step_end": 4}  # the final trajectory's steps
+    assert trainer.state.global_step == 4 and [r["step"] for r in trainer.state.log_history if "train/loss" in r] == \
+        [1, 2, 3, 4]
+    assert metrics["eval_accuracy"] == summary["final_accuracy"] and metrics["eval_n"] == 20
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "final")
+    assert reloaded.config.vocab_size == trainer.model.config.vocab_size
+    with pytest.raises(Exception) as offline:  # TRL's push_to_hub, offline: the Hub's own error
+        trainer.push_to_hub()
+    assert not isinstance(offline.value, AttributeError), offline.value
+
+    class StopAtThree(TrainerCallback):  # early stopping: after the guided window (0-2), mid-segment
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = state.global_step >= 3
+            return control
+
+    stopped, summary, _, events = quickstart["main"](str(tmp_path / "stopped"), steps=6, warmup_steps=20, rows=120,
+                                                     callbacks=[StopAtThree()])
+    assert summary["stopped_at"] == 3 and summary["final_steps"] == 3 and events["on_train_end"] == 1
+    assert stopped.state.global_step == 3 and (tmp_path / "stopped" / "run" / "checkpoints" / "checkpoint-3").is_dir()

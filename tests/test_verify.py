@@ -191,3 +191,15 @@ def test_ctrl_c_is_the_runs_to_report_not_the_workers():
     assert g._worker.proc.is_alive() and g.score("1", Item("q", "1")) == 1.0
     assert g.stats == VerifyStats(calls=1)
     g.close()
+
+
+def test_a_batched_verifier_gets_one_call_and_falls_back_to_each_completion_when_it_raises():
+    from verifiers import BatchedFlaky
+
+    g = GuardedScorer(BatchedFlaky(), timeout=5.0, isolate=False)
+    items = [Item(f"q{i}", str(i)) for i in range(4)]
+    BatchedFlaky.batches.clear()
+    assert g.score_many(["0", "1", "x", "3"], items, trl={"prompts": ["a", "b", "c", "d"]}) == [1.0, 1.0, 0.0, 1.0]
+    assert BatchedFlaky.batches == [(4, ["prompts"])] and g.stats == VerifyStats(calls=4)
+    assert g.score_many(["raise", "1", "2", "3"], [items[0]] * 4) == [0.0, 0.0, 0.0, 0.0]  # each alone: 1 raised
+    assert g.stats == VerifyStats(calls=8, errors=1)

@@ -78,3 +78,20 @@ class HangsOnEverything(Flaky):
 def reward_ok(prompts, completions, **_):
     """A TRL-style reward function importable by name."""
     return [1.0 for _ in completions]
+
+
+class BatchedFlaky(Flaky):
+    """A batched verifier (TRL's reward-function shape) whose batch call raises on a 'raise' answer:
+    the guard then scores each completion alone."""
+
+    takes_trl_kwargs = True
+    batches: list = []
+
+    def score_batch(self, answers, items, **trl):
+        type(self).batches.append((len(answers), sorted(trl)))
+        if "raise" in answers:
+            raise RuntimeError("one bad completion fails the batch")
+        return [self.score(a, it) for a, it in zip(answers, items)]
+
+    def score(self, answer, item, **trl):
+        return super().score(answer, item)

@@ -49,7 +49,7 @@ LAYERS = (
                                    "npo.models.tiny_vl", "npo.models.smollm2", "npo.prompting", "npo.rewards",
                                    "npo.generation", "npo.share", "npo.evaluate", "npo.images", "npo.multimodal"}),
     ("the TRL seam", {"npo.trainer", "npo.trainer_setup", "npo.engine", "npo.vllm_sampling", "npo.callbacks",
-                      "npo.reporting"}),
+                      "npo.reporting", "npo.user_callbacks"}),
     ("sources and measurement", {"npo.sources", "npo.guides", "npo.probe"}),
     ("loops", {"npo.segments", "npo.loop", "npo.autoloop", "npo.resume", "npo.train"}),
     ("the Python API", {"npo.api"}),

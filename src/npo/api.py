@@ -27,19 +27,26 @@ How the fields correspond:
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
+from transformers import TrainerState
 from trl import GRPOConfig
 
 from npo.config import EvalConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig, build_config
+from npo.engine import generation_model, sharded
 from npo.errors import UserError
-from npo.grpo_args import GRPO_DEFAULTS, OWNED_GRPO_FIELDS, grpo_kwargs, grpo_overrides, processes
+from npo.evaluate import eval_plan
+from npo.grpo_args import (EVAL_INSTEAD, GRPO_DEFAULTS, OWNED_GRPO_FIELDS, TRL_EVAL_FIELDS, grpo_kwargs, grpo_overrides,
+                           processes)
 from npo.guides_api import GRPO, Guide, guide_of
 from npo.models.load import lora_fields
-from npo.rundir import default_out
+from npo.rundir import RunDir, default_out, read_jsonl
+from npo.share import Share
 from npo.tasks.base import disjoint_split, held_out_split
 from npo.tasks.python import RewardTask, dataset_items
 from npo.train import Prepared, prepare, train
@@ -113,16 +120,33 @@ class NPOConfig(GRPOConfig):
         super().__post_init__()
 
     def grpo_fields(self) -> dict:
-        """YAML train.grpo: every GRPOConfig value given that differs from TRL's default, and npo's defaults."""
+        """YAML train.grpo: every GRPOConfig value given that differs from TRL's default, and npo's defaults.
+        A field npo owns and does not map (`MAPPED`) is refused when set: it would be ignored otherwise."""
         out = {}
         for name, value in self.given.items():
-            if name in OWNED_GRPO_FIELDS or name == "per_device_train_batch_size":  # that: train.prompts_per_step
-                continue
             f = _TRL[name]
             trl_default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            if name in MAPPED:
+                continue
+            if name in OWNED_GRPO_FIELDS or name in TRL_EVAL_FIELDS:
+                if value != trl_default:
+                    raise UserError(f"NPOConfig.{name}: {UNMAPPED.get(name, EVAL_INSTEAD)}; leave it at TRL's default")
+                continue
             if name in GRPO_DEFAULTS or value != trl_default:
                 out[name] = value
         return out
+
+
+# GRPOConfig fields npo sets from its own (YAML) fields: what each means here
+MAPPED = {"output_dir": "the run folder", "max_steps": "train.steps", "save_steps": "train.checkpoint_every",
+          "save_total_limit": "train.keep_checkpoints", "seed": "seed",
+          "per_device_train_batch_size": "train.prompts_per_step x num_generations, with gradient_accumulation_steps"}
+UNMAPPED = {  # the others npo owns: why a value would not mean what TRL says
+    "num_train_epochs": "npo trains max_steps optimizer steps (its data order: npo.order); epochs follow from the data",
+    "data_seed": "npo's data order is drawn from seed", "save_strategy": "npo checkpoints every save_steps steps",
+    "logging_steps": "npo logs every optimizer step (metrics.jsonl)", "disable_tqdm": "npo shows its own progress bar",
+    "save_only_model": "npo keeps rollback and resume targets whole (npo.retention)",
+}
 
 
 def run_config(args: NPOConfig, model: ModelConfig, task: TaskConfig, guide: Guide, heldout: int) -> RunConfig:
@@ -225,6 +249,58 @@ class NPOTrainer:
 
     def train(self) -> dict:
         return train(self.prepared, show_progress=self.show_progress)
+
+    # ------------------------------------------------------------------ the Trainer surface TRL users call
+    # (after train(): the run's one engine, a GuidedGRPOTrainer, i.e. TRL's GRPOTrainer; README "Python API")
+
+    @property
+    def engine(self):
+        """The run's GRPOTrainer (built by `train()`, which loads the model after its GRPOConfig exists)."""
+        if self.prepared.engine is None:
+            raise UserError("NPOTrainer: the model is loaded by train() (under ZeRO-3 it loads sharded, after the "
+                            "run's GRPOConfig exists): call train() first")
+        return self.prepared.engine
+
+    model = property(lambda self: self.engine.model, doc="The policy as trained: the final trajectory's last step.")
+    processing_class = property(lambda self: self.engine.processing_class)
+    accelerator = property(lambda self: self.engine.accelerator)
+
+    @property
+    def state(self):
+        """TRL's TrainerState of the run's final trajectory: `global_step` its last step, `log_history` one
+        record per optimizer step of it (metrics.jsonl, look-aheads and discarded steps apart) and per
+        held-out evaluation (eval.jsonl, its keys prefixed `eval_`)."""
+        run = RunDir(self.prepared.out)
+        summary = json.loads(run.summary.read_text()) if run.summary.is_file() else {}
+        steps = read_jsonl(run.metrics)
+        history = sorted([*steps, *({"step": e["step"], **{f"eval_{k}": v for k, v in e.items() if k != "step"}}
+                                    for e in read_jsonl(run.evals))], key=lambda r: r["step"])
+        last = summary.get("stopped_at") or summary.get("final_steps") or max((r["step"] for r in steps), default=0)
+        return TrainerState(global_step=last, max_steps=self.config.train.steps, log_history=history)
+
+    def save_model(self, output_dir: str | None = None) -> None:
+        """A loadable Hugging Face folder of the policy (with LoRA: its adapters) and its tokenizer, as
+        TRL's `save_model` writes it."""
+        self.engine.save_model(output_dir)
+
+    def evaluate(self) -> dict:
+        """npo's held-out evaluation of the live policy (greedy accuracy, mean@K): TRL's `eval_` keys."""
+        engine = self.engine
+        plan = eval_plan(self.config, engine.processing_class, engine.scorer, engine.style, self.prepared.eval_items)
+        with generation_model(engine) as model:
+            greedy, sampled = plan.score(model, Share.of(engine.accelerator), synced_gpus=True if sharded(engine) else None)
+        if engine.accelerator.num_processes > 1:
+            parts = gather_object([(greedy, sampled)])
+            greedy, sampled = [x for g, _ in parts for x in g], [x for _, s in parts for x in s]
+        return {f"eval_{k}": v for k, v in plan.summarize(greedy, sampled).items()}
+
+    def push_to_hub(self, *args, **kwargs):
+        """TRL's (the Hub's own errors when offline)."""
+        return self.engine.push_to_hub(*args, **kwargs)
+
+    def add_callback(self, callback) -> None:
+        """A TRL callback for the run (before train(): it sees the whole run, as `callbacks=` does)."""
+        self.prepared.callbacks.append(callback)
 
 
 def _dataset_split(train_dataset, eval_dataset, reward_funcs, verifier, task_cfg: TaskConfig):

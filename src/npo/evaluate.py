@@ -48,13 +48,15 @@ class EvalPlan:
                 inputs = model_inputs(self.tokenizer, chunk, self.style, model.device, chat=self.chat)
                 firsts = [texts[0] for texts in generate_texts(model, self.tokenizer, inputs, self.max_new_tokens,
                                                                synced_gpus=synced_gpus)]
-                greedy += [self.scorer.reward(text, it) for it, text in zip(keep, firsts)]
+                greedy += self.scorer.rewards(firsts[:len(keep)], keep)  # one batch, as TRL scores
                 outs = [[] for _ in chunk]
                 if self.samples:
                     outs = generate_texts(model, self.tokenizer, inputs, self.max_new_tokens, self.samples,
                                           self.temperature, synced_gpus=synced_gpus)
-                    sampled += [sum(self.scorer.reward(t, it) for t in texts) / self.samples
-                                for it, texts in zip(keep, outs)]
+                    flat = self.scorer.rewards([t for texts in outs[:len(keep)] for t in texts],
+                                               [it for it in keep for _ in range(self.samples)])
+                    sampled += [sum(flat[j * self.samples:(j + 1) * self.samples]) / self.samples
+                                for j in range(len(keep))]
                 if records is not None:
                     records += [self.record(it, first, texts) for it, first, texts in zip(keep, firsts, outs)]
                 if progress is not None:

@@ -34,6 +34,12 @@ OWNED_GRPO_FIELDS = {
     "save_total_limit", "save_only_model",  # npo keeps rollback targets whole (npo.retention)
 }
 
+# TRL's own evaluation loop: npo evaluates its held-out split itself (a TRL eval without an eval_dataset
+# stops the trainer at its construction, after the run folder is written)
+TRL_EVAL_FIELDS = {"eval_strategy", "eval_steps", "do_eval", "load_best_model_at_end", "metric_for_best_model",
+                   "eval_on_start", "per_device_eval_batch_size"}
+EVAL_INSTEAD = "npo evaluates its held-out split itself: eval.every, eval.n, eval.samples (NPOConfig.heldout_*)"
+
 # npo's defaults for the pass-through, applied under the user's values: (value, why). Every one is
 # written into the run's config.yaml; trl_args.json holds every other GRPOConfig value, TRL's own.
 GRPO_DEFAULTS: dict[str, tuple[Any, str]] = {
@@ -93,6 +99,8 @@ def grpo_overrides(cfg) -> dict[str, Any]:
                             f"seed); remove it")
         if key not in scalars:
             raise UserError(f"{where}: not a field of trl.GRPOConfig")
+        if key in TRL_EVAL_FIELDS:
+            raise UserError(f"{where}: {EVAL_INSTEAD}; remove it")
         if key == "report_to" and isinstance(value, list):  # TRL takes a list of integrations too
             value = [check_type(v, str, f"{where}[{i}]") for i, v in enumerate(value)]
         elif key == "scale_rewards":

@@ -19,6 +19,7 @@ class TaskScorer:
         self.task, self.style, self.threshold = task, style, threshold
         self.guard = GuardedScorer(task, timeout)
         self.max_failed_share = max_failed_share
+        self.state_of = None  # () -> the trainer's TrainerState, for reward functions that read it (TRL's kwarg)
 
     @classmethod
     def for_run(cls, task, style: str, cfg, warm: Item | None = None) -> "TaskScorer":
@@ -33,9 +34,20 @@ class TaskScorer:
         return self.guard.stats
 
     def reward(self, completion, item: Item, count: bool = True) -> float:
-        """`count=False`: a verdict the run has counted already (TRL's reward function after the gate)."""
-        text = answer_for_scoring(completion_text(completion), self.style, self.task)
-        return 1.0 if self.guard.score(text, item, count) >= self.threshold else 0.0
+        return self.rewards([completion], [item], count)[0]
+
+    def rewards(self, completions: list, items: list[Item], count: bool = True, trl: dict | None = None) -> list[float]:
+        """Binary rewards of completions, verified in one batch where the task takes batches; `count=False`:
+        verdicts the run has counted already (TRL's reward function after the gate); `trl`: TRL's keyword
+        arguments of the batch (prompts, completion_ids), with the trainer's state (`state_of`) added."""
+        texts = [answer_for_scoring(completion_text(c), self.style, self.task) for c in completions]
+        trl = dict(trl or {})
+        if self.state_of is not None:
+            trl.setdefault("trainer_state", self.state_of())
+        return [1.0 if v >= self.threshold else 0.0 for v in self.guard.score_many(texts, items, count, trl)]
+
+    def __getstate__(self):  # the trainer's state stays in its process
+        return {**self.__dict__, "state_of": None}
 
     def snapshot(self) -> VerifyStats:
         return replace(self.stats)
@@ -64,7 +76,8 @@ VERIFIED = "verified"  # TRL's name of npo's reward function: reward/mean alread
 def make_reward_fn(scorer: TaskScorer, items: list[Item]):
     """A TRL reward function over dataset column `item_index` (row of `items`)."""
 
-    def verified(prompts, completions, item_index, **_):  # its __name__ is VERIFIED
-        return [scorer.reward(c, items[i], count=False) for c, i in zip(completions, item_index)]  # the gate counted it
+    def verified(prompts, completions, item_index, completion_ids=None, **_):  # its __name__ is VERIFIED
+        trl = {"prompts": prompts, **({"completion_ids": completion_ids} if completion_ids is not None else {})}
+        return scorer.rewards(completions, [items[i] for i in item_index], count=False, trl=trl)  # the gate counted them
 
     return verified

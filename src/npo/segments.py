@@ -25,6 +25,7 @@ from typing import Any, Callable
 from npo.accounting import Clock, Cost, Ledger
 from npo.autonpo import Controller
 from npo.callbacks import CheckpointMarker, Evaluator, MetricsWriter, Progress, StopAt
+from npo.user_callbacks import StopRequested
 from npo.config import RunConfig
 from npo.faults import crash_point
 from npo.guides import Guidance
@@ -162,12 +163,15 @@ def run_segment(ctx: Context, start: int, stop: int, *, out_dir: Path, guidance:
     if ctx.report is not None:
         ctx.report.segment(main)
     trainer.begin_segment(out_dir, callbacks, guidance=guidance, on_gate=getattr(watch, "on_gate", None))
+    trainer.user_callbacks.final = main
     try:
         trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
     finally:
         trainer.end_segment(callbacks)
     if not main:
         bar.close()
+    if (step := trainer.user_callbacks.stop_at) is not None:  # a user's callback stopped the run here
+        raise StopRequested(step)
     return Segment(trained=True, visited=dict(trainer.visited))
 
 

@@ -34,7 +34,7 @@ from npo.evaluate import eval_plan
 from npo.grpo_args import check_reward_weights, eval_max_new_tokens, grpo_overrides, run_precision
 from npo.journal import Journal
 from npo.loop import train_npo
-from npo.models.check import check_model
+from npo.models.check import check_chat, check_model
 from npo.models.load import load_policy, lora_config, resolve_model_path
 from npo.prompting import prompt_style
 from npo.rewards import TaskScorer
@@ -47,6 +47,7 @@ from npo.segments import Context, retain
 from npo.sources import check_source
 from npo.tasks import Task, build_split, check_split_sizes
 from npo.trainer_setup import build_trainer, trainer_args
+from npo.user_callbacks import StopRequested
 
 LOOPS = {"grpo": train_npo, "npo": train_npo, "autonpo": train_autonpo,
          "luffy": train_npo, "exgrpo": train_npo, "rlep": train_npo}  # the baselines: presets of NPO's loop
@@ -68,6 +69,7 @@ class Prepared:
     tokenizer: object = None
     reward_funcs: list = field(default_factory=list)
     callbacks: list = field(default_factory=list)
+    engine: object = None  # the run's GuidedGRPOTrainer, once `train` has built it (npo.api.NPOTrainer's surface)
 
 
 def prepare(cfg: RunConfig, out: str | Path, resume: bool = False, split: tuple | None = None,
@@ -88,6 +90,8 @@ def prepare(cfg: RunConfig, out: str | Path, resume: bool = False, split: tuple 
     if model is None:
         check_model(cfg, train_items + eval_items, max(grpo_overrides(cfg)["max_completion_length"],
                                                        eval_max_new_tokens(cfg)))
+    else:  # a loaded model from Python: its processing_class is what renders chat prompts
+        check_chat(train_items + eval_items, tokenizer, cfg.model.path)
     prep = Prepared(cfg, task, train_items, eval_items, Path(out), resume, model=model, tokenizer=tokenizer,
                     reward_funcs=list(reward_funcs), callbacks=list(callbacks))
     check_out(prep.out)
@@ -123,7 +127,12 @@ def train(prep: Prepared, show_progress: bool = True, label: str | None = None) 
     claim(prep)
     try:
         ctx = open_run(prep, show_progress, label)
-        LOOPS[ctx.cfg.method](ctx)
+        prep.engine = ctx.trainer
+        try:
+            LOOPS[ctx.cfg.method](ctx)
+        except StopRequested as stop:  # a user's callback ended the run: what it did so far is committed
+            ctx.commit(f"stopped-{stop.step}", {"step": stop.step})
+            return close_run(ctx, prep.out, stopped=stop.step)
         return close_run(ctx, prep.out)
     finally:
         if prep.lock is not None:
@@ -224,23 +233,28 @@ def open_report(cfg: RunConfig, run: RunDir, trainer) -> RunReport | None:
     return report
 
 
-def close_run(ctx: Context, out: Path) -> dict:
-    """The final evaluation (the live model is the final trajectory's last step) and summary.json."""
+def close_run(ctx: Context, out: Path, stopped: int | None = None) -> dict:
+    """The final evaluation (the live model is the final trajectory's last step, or the step a user's
+    callback `stopped` the run at) and summary.json."""
     cfg, evaluator = ctx.cfg, ctx.evaluator
+    last = cfg.train.steps if stopped is None else stopped
     if ctx.stage_events:  # an event outside a stage would never reach events.jsonl
         raise RuntimeError(f"events outside a committed stage: {ctx.stage_events}")
-    if evaluator.last_step != cfg.train.steps:
-        if not (ctx.trainer.engine_built and ctx.trainer.state.global_step == cfg.train.steps):
-            load_weights(ctx.trainer, ctx.run.checkpoint(cfg.train.steps))  # resumed after the last step
-        evaluator.evaluate(cfg.train.steps)
+    if evaluator.last_step != last:
+        if not (ctx.trainer.engine_built and ctx.trainer.state.global_step == last):
+            load_weights(ctx.trainer, ctx.run.checkpoint(last))  # resumed after the last step
+        evaluator.evaluate(last)
     ctx.progress.close()
     ctx.scorer.close()
     if ctx.report is not None:
         ctx.report.close()
     ctx.trainer.accelerator.wait_for_everyone()  # the main process has written every evaluation
     retain(ctx, finished=True)  # no rollback or resume can come: only the last checkpoint stays whole
-    summary = summarize(ctx.run, cfg, ctx.timings["model_path"], ctx.ledger.summary(cfg.train.steps), ctx.clock,
+    summary = summarize(ctx.run, cfg, ctx.timings["model_path"], ctx.ledger.summary(last), ctx.clock,
                         eval_seconds=evaluator.seconds, crashes=ctx.journal.crashes)
+    summary["stopped_at"] = stopped  # None: the run trained its train.steps
+    trainer = ctx.trainer
+    trainer.user_callbacks.end_run(trainer.args, trainer.state, trainer.control)  # once per run (npo.user_callbacks)
     if ctx.is_main:
         atomic_write_json(ctx.run.summary, summary)
     ctx.trainer.accelerator.wait_for_everyone()

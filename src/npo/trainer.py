@@ -244,7 +244,8 @@ class GuidedGRPOTrainer(GRPOTrainer):
         device, n, kept = self.accelerator.device, self.num_generations, self.kept
         items = [self.items[i] for i in self._batch_index]
         before = self.scorer.snapshot()
-        local = torch.tensor([self.scorer.reward(c, it) for c, it in zip(completions, items)], device=device)
+        trl = {"prompts": list(prompts), "completion_ids": [list(map(int, c)) for c in completion_ids]}
+        local = torch.tensor(self.scorer.rewards(completions, items, trl=trl), device=device)  # one batch, as TRL
         rewards = self.accelerator.gather(local)  # (B*n,) in global row order
         self._check_verifier(before)
         lengths = self.accelerator.gather(torch.tensor([len(c) for c in completion_ids], device=device))

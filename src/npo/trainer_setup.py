@@ -19,6 +19,7 @@ from npo.replay import ReplayBuffer
 from npo.reporting import trl_report_to
 from npo.rewards import make_reward_fn
 from npo.trainer import GuidedGRPOTrainer
+from npo.user_callbacks import RunCallbacks
 
 # DeepSpeed 0.19.8's ZeRO-3 calls torch's deprecated collective names at every step: FutureWarnings that ask
 # nothing of our users. Only those messages are filtered.
@@ -48,13 +49,16 @@ def build_trainer(cfg: RunConfig, args: GRPOConfig, model, tokenizer, scorer, st
     replay = ReplayBuffer.from_config(cfg.replay) if guided and cfg.npo.source == "replay" else None
     verified = make_reward_fn(scorer, train_items)
     rewards = [verified if f is None else f for f in reward_funcs] if reward_funcs else verified
+    user = RunCallbacks(callbacks)  # the user's TRL callbacks see one run, not its segments
     trainer = GuidedGRPOTrainer(model=model, reward_funcs=rewards, args=args, peft_config=lora_config(cfg.model.lora),
-                                train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks, scorer=scorer,
+                                train_dataset=dataset, processing_class=tokenizer, callbacks=[user], scorer=scorer,
                                 items=train_items, style=style, npo=cfg.npo if guided else None, replay=replay,
                                 replay_share=cfg.replay.share, kept=on_policy_n(cfg, args.num_generations),
                                 score_budget=cfg.model.score_memory_mb << 20, **npo_kwargs)
     for cb in (PrinterCallback, ProgressCallback):  # our own bar and files replace TRL's printing
         trainer.remove_callback(cb)
+    scorer.state_of = lambda: trainer.state  # TRL's trainer_state keyword, for a reward function that reads it
+    trainer.user_callbacks = user
     return trainer
 
 

@@ -82,6 +82,16 @@ def _check_weight_file(f: Path, field: str) -> None:
         raise UserError(f"{field}: {f}: {size} bytes where its header says {8 + n + end} (cut short?)")
 
 
+def check_chat(items, tokenizer, model: str) -> None:
+    """Chat-message prompts (a dataset's `prompt` column of TRL's conversational format) need a chat
+    template to become text; without one TRL stops mid-run on its first batch."""
+    row = next((it for it in items if it.meta.get("messages")), None)
+    if row is not None and not getattr(text_tokenizer(tokenizer), "chat_template", None):
+        raise UserError(f"train_dataset: row {row.meta.get('row')}: column 'prompt' holds chat messages, and the "
+                        f"tokenizer of model {model} has no chat template: give text prompts, or a model "
+                        "(processing_class) with a chat template")
+
+
 def check_generates(config, p: Path, vision: bool) -> None:
     """The folder holds a model GRPO can train: one transformers loads as a causal LM (a VLM: as an
     image-text-to-text model), not an encoder such as BERT, which cannot generate."""
@@ -185,6 +195,7 @@ def check_model(cfg, items, completion: int) -> None:
         check_tokenizer(text_tokenizer(tokenizer), config)
         check_weight_values(p, getattr(config, "vocab_size", None))
         context, field = getattr(config, "max_position_embeddings", None), f"model.path {p}"
+    check_chat(items, tokenizer, cfg.model.path)
     try:
         where, tokens = longest_prompt(tokenizer, items, prompt_style(tokenizer))
     except Exception as exc:  # noqa: BLE001 - a chat template is code (Jinja): it may fail any way
@@ -217,12 +228,21 @@ def longest_prompt(tokenizer, items, style: str) -> tuple[str, int]:
     texts = [it.question if style == "plain" else it.question + INSTRUCTION for it in items]
     overhead = 0
     if style == "chat":  # the template's own tokens around one user message, and the generation prompt
-        overhead = len(tokenizer.apply_chat_template([{"role": "user", "content": ""}], add_generation_prompt=True,
-                                                     tokenize=True))
+        overhead = len(chat_ids(tokenizer, [{"role": "user", "content": ""}]))
     lengths = [len(ids) + overhead for ids in tokenizer(texts, add_special_tokens=style == "plain")["input_ids"]]
+    for i, it in enumerate(items):  # chat messages given from Python (a system message, turns): rendered as TRL will
+        if style == "chat" and it.meta.get("messages"):
+            lengths[i] = len(chat_ids(tokenizer, it.meta["messages"]))
     i = max(range(len(items)), key=lengths.__getitem__)
     row = items[i].meta.get("row")
     return (f"row {row}" if row is not None else f"item {i}"), lengths[i]
+
+
+def chat_ids(tokenizer, messages: list) -> list[int]:
+    """The token ids of `messages` rendered with the generation prompt (transformers 5 returns a
+    BatchEncoding where 4.x returned the list: its len() would be 2, its keys)."""
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return out["input_ids"] if hasattr(out, "keys") else out
 
 
 def image_prompt_lengths(processor, items, style: str) -> list[int]:

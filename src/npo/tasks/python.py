@@ -4,9 +4,10 @@ reward function that verifies them, as TRL's `GRPOTrainer` takes them.
 A row's prompt is its `prompt` column (TRL's name: a string, or a list of chat messages used as they
 are) or its question column (`task.question_key`); its reference answer, when it has one, is the
 answer column (`task.answer_key`); every column of the row reaches the reward functions as a keyword
-argument, as in TRL. The verifier is called like a TRL reward function on one completion at a time:
-`fn(prompts=[prompt], completions=[completion], **{column: [value]})`, with the completion as TRL
-would pass it (a string, or one assistant message for a conversational prompt).
+argument, as in TRL. The verifier is called as TRL calls a reward function: once per batch with every
+completion, `fn(prompts=[...], completions=[...], completion_ids=[...], trainer_state=state,
+**{column: [...]})`, each completion as TRL would pass it (a string, or one assistant message for a
+conversational prompt); npo's evaluation and guides have no token ids to give (no `completion_ids`).
 
 A verifier importable by name (a module's function, such as `npo.rewards.math_verify_reward`) runs in
 the guarded worker process with `task.verifier_timeout`, like the built-in tasks; any other (a
@@ -95,6 +96,7 @@ class RewardTask:
     """Given items, verified by a TRL-style reward function."""
 
     wants_full_text = True  # a reward function reads the whole completion, as TRL gives it
+    takes_trl_kwargs = True  # the guard passes TRL's prompts, completion_ids and trainer_state through
 
     def __init__(self, verifier, train_items: list[Item], eval_items: list[Item]):
         self.verifier, self.train_items, self.eval_items = verifier, train_items, eval_items
@@ -107,12 +109,17 @@ class RewardTask:
     def splits(self, train_size: int, eval_size: int, seed: int):
         return self.train_items[:train_size], self.eval_items[:eval_size]
 
-    def score(self, answer_text: str, item: Item) -> float:
-        messages = item.meta.get("messages")
-        prompt = messages if messages else item.question
-        completion = [{"role": "assistant", "content": answer_text}] if messages else answer_text
-        columns = {k: [v] for k, v in item.meta.get("columns", {}).items()}
-        values = self.verifier(prompts=[prompt], completions=[completion], **columns)
-        if not isinstance(values, (list, tuple)) or len(values) != 1:
-            raise ValueError(f"the verifier returned {values!r} for one completion, not a list of one score")
-        return values[0]  # checked by the guard (npo.tasks.verify.verdict): None, NaN or text is its error
+    def score(self, answer_text: str, item: Item, **trl) -> float:
+        return self.score_batch([answer_text], [item], **trl)[0]
+
+    def score_batch(self, answers: list[str], items: list[Item], prompts: list | None = None, **trl) -> list:
+        """One call of the verifier, as TRL makes it: every completion at once, every dataset column a list
+        (a row without one gives None), and TRL's keyword arguments given (`trl`: `completion_ids`,
+        `trainer_state`, ...); the values are checked by the guard (npo.tasks.verify.verdict)."""
+        if prompts is None:
+            prompts = [it.meta.get("messages") or it.question for it in items]
+        completions = [[{"role": "assistant", "content": a}] if it.meta.get("messages") else a
+                       for a, it in zip(answers, items)]
+        names = dict.fromkeys(k for it in items for k in it.meta.get("columns", {}))
+        columns = {k: [it.meta.get("columns", {}).get(k) for it in items] for k in names}
+        return self.verifier(prompts=prompts, completions=completions, **{**columns, **trl})

@@ -65,15 +65,30 @@ def verdict(value) -> float:
     return float(value)
 
 
-def _score(task, answer: str, item: Item, references: dict) -> float:
+def _score(task, answer: str, item: Item, references: dict, trl: dict | None = None) -> float:
     if _key(item) in references:
         return verdict(task.score(answer, item, reference=references[_key(item)]))
-    return verdict(task.score(answer, item))
+    return verdict(task.score(answer, item, **trl) if trl else task.score(answer, item))
+
+
+def _score_batch(task, answers: list, items: list, trl: dict) -> list[tuple[float, str]]:
+    """One call of a batched verifier (TRL's way: every completion at once); each value checked."""
+    values = task.score_batch(answers, items, **trl)
+    if not isinstance(values, (list, tuple)) or len(values) != len(answers):
+        raise ValueError(f"the verifier returned {len(values) if isinstance(values, (list, tuple)) else values!r} "
+                         f"values for {len(answers)} completions")
+    out = []
+    for value in values:
+        try:
+            out.append((verdict(value), "ok"))
+        except ValueError:
+            out.append((0.0, "errors"))
+    return out
 
 
 def _serve(conn, task, warm: Item | None) -> None:
-    """The worker: warm up, say ready, then answer ("reference", item) and ("score", answer, item),
-    until the parent closes the pipe (or kills the process)."""
+    """The worker: warm up, say ready, then answer ("reference", item), ("score", answer, item, trl) and
+    ("batch", answers, items, trl), until the parent closes the pipe (or kills the process)."""
     try:
         _answer(conn, task, warm)
     except (EOFError, OSError):  # the parent went away, or replaced this worker before it was needed
@@ -103,8 +118,10 @@ def _answer(conn, task, warm: Item | None) -> None:
             if msg[0] == "reference":
                 references[_key(msg[1])] = task.parse_reference(msg[1])
                 conn.send(("ok", None))
+            elif msg[0] == "batch":
+                conn.send(("ok", _score_batch(task, *msg[1:])))
             else:
-                conn.send(("ok", _score(task, msg[1], msg[2], references)))
+                conn.send(("ok", _score(task, *msg[1:3], references, msg[3])))
         except Exception as exc:  # noqa: BLE001 - any verifier failure is a 0 reward, never a crash
             conn.send(("error", repr(exc)))
 
@@ -187,6 +204,11 @@ class VerifyStats:
                 f"{max_share:g}")
 
 
+def _rows(trl: dict, rows: list[int]) -> dict:
+    """TRL's keyword arguments for some rows: lists (one value per completion) cut to them, the rest as is."""
+    return {k: [v[i] for i in rows] if isinstance(v, list) else v for k, v in trl.items()}
+
+
 class GuardedScorer:
     """Scores (answer, item) pairs with `task.score`, guarded; results cached per pair."""
 
@@ -216,31 +238,65 @@ class GuardedScorer:
         self._worker.wait_ready()
 
     def score(self, answer: str, item: Item, count: bool = True) -> float:
-        """The verifier's score. Every call with `count` is counted in `stats`, a cached pair as it was
+        return self.score_many([answer], [item], count)[0]
+
+    def score_many(self, answers: list[str], items: list[Item], count: bool = True, trl: dict | None = None
+                   ) -> list[float]:
+        """The verifier's scores. Every call with `count` is counted in `stats`, a cached pair as it was
         when verified, so the counts depend only on what was scored (a resumed run, whose cache starts
-        empty, counts the same); `count=False` re-reads a verdict already counted."""
-        key = (answer, item.question, item.answer)
-        if key not in self._cache:
-            if len(self._cache) >= self._cache_size:
-                self._cache.clear()
-            self._cache[key] = self._isolated(answer, item) if self.isolate else self._inline(answer, item)
-        value, outcome = self._cache[key]
-        if not count:
-            return value
-        self.stats.calls += 1
-        if outcome != "ok":
-            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        empty, counts the same); `count=False` re-reads a verdict already counted. A task that scores
+        batches (`score_batch`: a TRL reward function) gets the pairs not yet cached in one call, under
+        one `timeout`, and each one alone only if that call times out or raises; `trl` is TRL's keyword
+        arguments for it (lists row by row, and `trainer_state`: npo.tasks.python.RewardTask)."""
+        trl = (trl or {}) if getattr(self.task, "takes_trl_kwargs", False) else {}
+        step = getattr(trl.get("trainer_state"), "global_step", None)  # a reward that changes with the step
+        keys = [(a, it.question, it.answer, step) for a, it in zip(answers, items)]
+        if len(self._cache) + len(keys) > self._cache_size:
+            self._cache.clear()
+        todo = [i for i, key in enumerate(keys) if key not in self._cache]
+        if todo and hasattr(self.task, "score_batch"):  # every row not verified yet, repeats too: as TRL calls it
+            got = self._batch([answers[i] for i in todo], [items[i] for i in todo], _rows(trl, todo))
+            for i, verdict_ in zip(todo, got or ()):
+                self._cache[keys[i]] = verdict_
+        for i in todo:
+            if keys[i] not in self._cache:
+                row = _rows(trl, [i])
+                self._cache[keys[i]] = (self._isolated(answers[i], items[i], row) if self.isolate
+                                        else self._inline(answers[i], items[i], row))
+        return [self._counted(self._cache[k], count) for k in keys]
+
+    def _counted(self, cached: tuple[float, str], count: bool) -> float:
+        value, outcome = cached
+        if count:
+            self.stats.calls += 1
+            if outcome != "ok":
+                setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         return value
 
-    def _inline(self, answer: str, item: Item) -> tuple[float, str]:
+    def _batch(self, answers: list, items: list, trl: dict) -> list | None:
+        """One batched call (None: it timed out, raised or its worker died: score each pair alone)."""
+        if not self.isolate:
+            try:
+                return _score_batch(self.task, answers, items, trl)
+            except Exception:  # noqa: BLE001 - each pair alone, below
+                return None
+        try:
+            reply = self._live().ask(("batch", answers, items, trl), self.timeout)
+        except Dead:
+            reply = None
+        if reply is None:
+            self._replace()
+        return reply[1] if reply is not None and reply[0] == "ok" else None
+
+    def _inline(self, answer: str, item: Item, trl: dict | None = None) -> tuple[float, str]:
         try:
             if self.parses and _key(item) not in self._inline_references:
                 self._inline_references[_key(item)] = self.task.parse_reference(item)
-            return _score(self.task, answer, item, self._inline_references), "ok"
+            return _score(self.task, answer, item, self._inline_references, trl), "ok"
         except Exception:  # noqa: BLE001
             return 0.0, "errors"
 
-    def _isolated(self, answer: str, item: Item) -> tuple[float, str]:
+    def _isolated(self, answer: str, item: Item, trl: dict | None = None) -> tuple[float, str]:
         key = _key(item)
         if key in self._bad_references:
             return 0.0, self._bad_references[key]
@@ -255,7 +311,7 @@ class GuardedScorer:
                             self._replace()
                         return 0.0, self._bad_references[key]
                     worker.references.add(key)
-                reply = worker.ask(("score", answer, item), self.timeout)
+                reply = worker.ask(("score", answer, item, trl), self.timeout)
             except Dead:
                 self._replace()
                 continue
