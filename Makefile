@@ -10,9 +10,7 @@ LOCK   := -c requirements/lock.txt
 
 .PHONY: demo test test-slow smollm2 clean clean-cache
 
-# --no-compile: no byte-compiling of every installed module (torch alone: 20 s -> 6 s); Python compiles
-# what is imported, once, on first import.
-PIP    := $(BIN)/pip install --quiet --no-compile
+PIP    := $(BIN)/pip install --quiet
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)

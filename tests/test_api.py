@@ -209,7 +209,19 @@ def test_a_trl_users_script_runs_unchanged(tmp_path):
         return verifier(completions, **kwargs)
 
     quickstart["main"].__globals__["correct"] = spy  # the function the script hands to NPOTrainer
-    trainer, summary, metrics, events = quickstart["main"](str(tmp_path), steps=4, warmup_steps=20, rows=120)
+
+    class Logs(TrainerCallback):
+        keys: list = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            self.keys.append(sorted(logs))
+
+    trainer, summary, metrics, events = quickstart["main"](str(tmp_path), steps=4, warmup_steps=20, rows=120,
+                                                           callbacks=[Logs()])
+    ahead = [k for k in Logs.keys if any(key.startswith("lookahead/") for key in k)]
+    assert ahead and all(key.startswith("lookahead/") for k in ahead for key in k)
+    assert len([k for k in ahead if "lookahead/loss" in k]) == 2  # the look-ahead's 2 steps, apart
+    assert len([k for k in Logs.keys if "loss" in k]) == 4  # the final trajectory's, as TRL logs them
     assert summary["interventions"] == 1 and summary["final_steps"] == 4 and summary["stopped_at"] is None
     training = [c for c in calls if "completion_ids" in c[1]]
     assert training and all(n == 32 for n, _ in training)  # 8 prompts x 4 completions: one call per batch

@@ -97,6 +97,7 @@ class RewardTask:
 
     wants_full_text = True  # a reward function reads the whole completion, as TRL gives it
     takes_trl_kwargs = True  # the guard passes TRL's prompts, completion_ids and trainer_state through
+    worker_imports = ("math_verify",)  # npo.math_verify_reward's (lazy) import, paid before the timed warm-up
 
     def __init__(self, verifier, train_items: list[Item], eval_items: list[Item]):
         self.verifier, self.train_items, self.eval_items = verifier, train_items, eval_items

@@ -17,6 +17,7 @@ math-verify uses `signal.alarm` for its own timeouts, which fails off the main t
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing as mp
@@ -26,6 +27,7 @@ from dataclasses import dataclass, fields
 from npo.errors import RunFailed
 from npo.tasks.base import Item
 
+BATCH_LIMITS = 10  # a batched call's limit, in verification limits (GuardedScorer.batch_timeout)
 STARTUP_LIMIT = 300.0  # seconds a worker may take to import and warm up (a loaded machine; never a verdict)
 
 
@@ -99,7 +101,8 @@ def _answer(conn, task, warm: Item | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's to report, once: the parent kills workers
     references = {}
     for name in getattr(task, "worker_imports", ()):  # what the task's first call would import (math-verify: sympy)
-        importlib.import_module(name)
+        with contextlib.suppress(ImportError):  # not installed: then its first call is not going to import it
+            importlib.import_module(name)
     conn.send(("imported", None))  # under the start-up limit; what follows is a verification, under its own
     if warm is not None:
         try:
@@ -246,7 +249,7 @@ class GuardedScorer:
         when verified, so the counts depend only on what was scored (a resumed run, whose cache starts
         empty, counts the same); `count=False` re-reads a verdict already counted. A task that scores
         batches (`score_batch`: a TRL reward function) gets the pairs not yet cached in one call, under
-        one `timeout`, and each one alone only if that call times out or raises; `trl` is TRL's keyword
+        `batch_timeout`, and each one alone only if that call times out or raises; `trl` is TRL's keyword
         arguments for it (lists row by row, and `trainer_state`: npo.tasks.python.RewardTask)."""
         trl = (trl or {}) if getattr(self.task, "takes_trl_kwargs", False) else {}
         step = getattr(trl.get("trainer_state"), "global_step", None)  # a reward that changes with the step
@@ -273,6 +276,11 @@ class GuardedScorer:
                 setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         return value
 
+    def batch_timeout(self, n: int) -> float:
+        """A batch's limit: what its completions alone would have, up to ten verifications' worth (a batch
+        that hangs costs at most that, then each completion is tried alone)."""
+        return self.timeout * min(n, BATCH_LIMITS)
+
     def _batch(self, answers: list, items: list, trl: dict) -> list | None:
         """One batched call (None: it timed out, raised or its worker died: score each pair alone)."""
         if not self.isolate:
@@ -281,7 +289,7 @@ class GuardedScorer:
             except Exception:  # noqa: BLE001 - each pair alone, below
                 return None
         try:
-            reply = self._live().ask(("batch", answers, items, trl), self.timeout)
+            reply = self._live().ask(("batch", answers, items, trl), self.batch_timeout(len(answers)))
         except Dead:
             reply = None
         if reply is None:
