@@ -1,4 +1,4 @@
-"""Honest accounting (NPO_METHOD.md section 5): what a run spent, discarded look-aheads included.
+"""Honest accounting (docs/METHOD.md section 5): what a run spent, discarded look-aheads included.
 
 One `Ledger` per run. The trainer books every on-policy completion token it generates (final
 trajectory and look-aheads alike); the loops book look-ahead steps, guide generation and AutoNPO's

@@ -1,4 +1,4 @@
-"""AutoNPO's controller (NPO_METHOD.md section 4) as a pure state machine: no model, no trainer.
+"""AutoNPO's controller (docs/METHOD.md section 4) as a pure state machine: no model, no trainer.
 
 Fed one `StepRecord` per optimizer step, it keeps exponential moving averages of the reward and the
 policy entropy, the running entropy peak, and the mistake pool (prompts whose group accuracy was

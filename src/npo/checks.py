@@ -62,7 +62,7 @@ class PositiveInts:
 
 
 class SourceSpec:
-    """A guide source (npo.sources.SOURCE_KINDS): a bare kind, or KIND:PATH for the kinds that read one."""
+    """A guide source (the kinds of npo.sources): a bare kind, or KIND:PATH for the kinds that read one."""
 
     BARE = ("near_future", "self", "replay")
     WITH_PATH = ("teacher", "teacher_model", "checkpoint", "pool")

@@ -253,7 +253,7 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def _check_injection(cfg: RunConfig, n: int) -> None:
-    """The injection rules against each other and the source (npo.rules says what each one does)."""
+    """The injection rules against each other and the source (README "NPO" says what each one does)."""
     p, kind = cfg.npo, cfg.npo.source.partition(":")[0]
     _require(kind != "near_future" or p.guide_mode == "ahead", "npo.guide_mode",
              "near-future guides are made ahead, from the live policy at the end of the look-ahead (use ahead)")

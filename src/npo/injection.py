@@ -1,4 +1,4 @@
-"""NPO's gate and guide injection as pure functions (NPO_METHOD.md section 3).
+"""NPO's gate and guide injection as pure functions (docs/METHOD.md section 3).
 
 Layout: a generation batch holds G groups of n consecutive rows (TRL's RepeatSampler), and process p
 of P holds the global rows [p*L, (p+1)*L), L = G*n/P, so a group may straddle two processes. The gate

@@ -1,4 +1,4 @@
-"""The two manual interventions of NPO (NPO_METHOD.md section 3) and the plateau rule.
+"""The two manual interventions of NPO (docs/METHOD.md section 3) and the plateau rule.
 
     npo:
       interventions:

@@ -1,6 +1,6 @@
 """The NPO loop (methods grpo and npo), top to bottom. Plain GRPO is the same loop with no interventions.
 
-One intervention (NPO_METHOD.md section 3), with Delta = lookahead and W = window:
+One intervention (docs/METHOD.md section 3), with Delta = lookahead and W = window:
     1. reach step t on the final trajectory (t = 0 for bootstrap; a fixed step, or the first
        plateau for `auto-plateau`), leaving a checkpoint at t;
     2. look ahead (near_future): train on, unguided, from t to t + Delta in a look-ahead folder; the

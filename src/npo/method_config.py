@@ -14,7 +14,7 @@ GUIDE_LOSSES = ("on_policy", "importance", "shaping", "shaped_importance")
 
 @dataclass
 class NPOSection:
-    """Near-Future Policy Optimization (method: npo). Symbols as in NPO_METHOD.md."""
+    """Near-Future Policy Optimization (method: npo). Symbols as in docs/METHOD.md."""
 
     interventions: list = doc(
         "The interventions, in order: {kind: bootstrap, lookahead: Delta} (scout 0 -> Delta, restart at "

@@ -1,4 +1,4 @@
-"""The learning signal S = Q / V of a guide source (NPO_METHOD.md section 2), as pure functions.
+"""The learning signal S = Q / V of a guide source (docs/METHOD.md section 2), as pure functions.
 
 Given the current policy pi_t and a source (a checkpoint pi_g, or fixed traces):
 - F: the prompts whose on-policy group accuracy p_hat is below tau (measured by pi_t).
