@@ -33,12 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate.utils import gather_object
 from transformers import TrainerState
 from trl import GRPOConfig
 
+from npo.callbacks import evaluation
 from npo.config import EvalConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig, build_config
-from npo.engine import generation_model, sharded
 from npo.errors import UserError
 from npo.evaluate import eval_plan
 from npo.grpo_args import (EVAL_INSTEAD, GRPO_DEFAULTS, OWNED_GRPO_FIELDS, TRL_EVAL_FIELDS, grpo_kwargs, grpo_overrides,
@@ -46,7 +45,6 @@ from npo.grpo_args import (EVAL_INSTEAD, GRPO_DEFAULTS, OWNED_GRPO_FIELDS, TRL_E
 from npo.guides_api import GRPO, Guide, guide_of
 from npo.models.load import lora_fields
 from npo.rundir import RunDir, default_out, read_jsonl
-from npo.share import Share
 from npo.tasks.base import disjoint_split, held_out_split
 from npo.tasks.python import RewardTask, dataset_items
 from npo.train import Prepared, prepare, train
@@ -287,12 +285,7 @@ class NPOTrainer:
         """npo's held-out evaluation of the live policy (greedy accuracy, mean@K): TRL's `eval_` keys."""
         engine = self.engine
         plan = eval_plan(self.config, engine.processing_class, engine.scorer, engine.style, self.prepared.eval_items)
-        with generation_model(engine) as model:
-            greedy, sampled = plan.score(model, Share.of(engine.accelerator), synced_gpus=True if sharded(engine) else None)
-        if engine.accelerator.num_processes > 1:
-            parts = gather_object([(greedy, sampled)])
-            greedy, sampled = [x for g, _ in parts for x in g], [x for _, s in parts for x in s]
-        return {f"eval_{k}": v for k, v in plan.summarize(greedy, sampled).items()}
+        return {f"eval_{k}": v for k, v in evaluation(engine, plan).items()}
 
     def push_to_hub(self, *args, **kwargs):
         """TRL's (the Hub's own errors when offline)."""

@@ -72,6 +72,20 @@ class MetricsWriter(TrainerCallback):
             append_jsonl(self.path, rec)
 
 
+def evaluation(engine, plan: EvalPlan, where: str | None = None) -> dict:
+    """`plan`'s summary of the engine's live policy, each process scoring its share (gathered); `where`:
+    stop the run (RunFailed) when this evaluation's verifications mostly failed."""
+    before = plan.scorer.snapshot()
+    with generation_model(engine) as model:
+        greedy, sampled = plan.score(model, Share.of(engine.accelerator), synced_gpus=True if sharded(engine) else None)
+    if where is not None:
+        plan.scorer.check(plan.scorer.stats.since(before), where)
+    if engine.accelerator.num_processes > 1:
+        parts = gather_object([(greedy, sampled)])
+        greedy, sampled = [x for g, _ in parts for x in g], [x for _, s in parts for x in s]
+    return plan.summarize(greedy, sampled)
+
+
 class Evaluator(TrainerCallback):
     """Evaluates the live model every `every` steps (and when called for step 0 and the final step),
     through the engine's generation context; with several processes each scores its share of the
@@ -84,14 +98,7 @@ class Evaluator(TrainerCallback):
 
     def evaluate(self, step: int) -> dict:
         t0, acc = time.perf_counter(), self.engine.accelerator
-        before = self.plan.scorer.snapshot()
-        with generation_model(self.engine) as model:
-            greedy, sampled = self.plan.score(model, Share.of(acc), synced_gpus=True if sharded(self.engine) else None)
-        self.plan.scorer.check(self.plan.scorer.stats.since(before), f"evaluation at step {step}")
-        if acc.num_processes > 1:
-            parts = gather_object([(greedy, sampled)])
-            greedy, sampled = [x for g, _ in parts for x in g], [x for _, s in parts for x in s]
-        result = {"step": step, **self.plan.summarize(greedy, sampled)}
+        result = {"step": step, **evaluation(self.engine, self.plan, f"evaluation at step {step}")}
         self.seconds += time.perf_counter() - t0
         if acc.is_main_process:
             append_jsonl(self.run.evals, result)

@@ -100,7 +100,7 @@ def check_type(value, tp, where: str):
         except ValueError:
             pass
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
-        raise UserError(f"{where}: expected {type_name(tp)}, got {_short(value)}")
+        raise UserError(f"{where}: expected {type_name(tp)}, got {short(value)}")
     if tp is float and not math.isfinite(value):
         raise UserError(f"{where}: expected a finite number, got {value!r}")
     if tp is int and abs(value) > MAX_INT:
@@ -108,7 +108,7 @@ def check_type(value, tp, where: str):
     return value
 
 
-def _short(value) -> str:
+def short(value) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -140,7 +140,7 @@ def check_annotated(value, hint, where: str):
             names.append(type_name(origin))
         else:
             return value
-    raise UserError(f"{where}: expected {' or '.join(dict.fromkeys(names))}, got {_short(value)}")
+    raise UserError(f"{where}: expected {' or '.join(dict.fromkeys(names))}, got {short(value)}")
 
 
 UNIONS = (typing.Union, types.UnionType)

@@ -89,15 +89,15 @@ GENERATION_OWNED = {
 
 def grpo_overrides(cfg) -> dict[str, Any]:
     """The user's GRPO pass-through (`cfg`: an npo.config.RunConfig) merged over npo's defaults, keys
-    checked against GRPOConfig (each scalar field's type from its annotation)."""
-    scalars = _scalar_types()
+    checked against GRPOConfig (each field's value against its annotation)."""
+    hints = _hints()
     merged = {key: value for key, (value, _) in GRPO_DEFAULTS.items()}
     for key, value in cfg.train.grpo.items():
         where = f"train.grpo.{key}"
         if key in OWNED_GRPO_FIELDS:
             raise UserError(f"{where}: set by npo (see train.steps, train.checkpoint_every, train.keep_checkpoints, "
                             f"seed); remove it")
-        if key not in scalars:
+        if key not in hints:
             raise UserError(f"{where}: not a field of trl.GRPOConfig")
         if key in TRL_EVAL_FIELDS:
             raise UserError(f"{where}: {EVAL_INSTEAD}; remove it")
@@ -112,10 +112,8 @@ def grpo_overrides(cfg) -> dict[str, Any]:
             value = [check_type(v, float, f"{where}[{i}]") for i, v in enumerate(value)]
         elif key == "generation_kwargs" and value is not None:
             value = _generation_kwargs(value, where)
-        elif scalars[key] is not None and value is not None:
-            value = check_type(value, scalars[key], where)
-        else:  # a mapping, a list or a union of types (chat_template_kwargs: dict | str): as annotated
-            value = check_annotated(value, _hints()[key], where)
+        else:  # a scalar, a mapping, a list or a union of types (chat_template_kwargs: dict | str)
+            value = check_annotated(value, hints[key], where)
         merged[key] = value
     return merged
 
@@ -144,21 +142,6 @@ def _hints() -> dict:
     from trl import GRPOConfig
 
     return typing.get_type_hints(GRPOConfig)
-
-
-@functools.lru_cache(maxsize=1)
-def _scalar_types() -> dict[str, type | None]:
-    """GRPOConfig field -> its scalar type (bool, int, float, str; `X | None` counts as X), None for the
-    others (mappings, lists, unions of several types)."""
-    import typing
-
-    from trl import GRPOConfig
-
-    hints, out = typing.get_type_hints(GRPOConfig), {}
-    for f in dataclasses.fields(GRPOConfig):
-        args = [a for a in (typing.get_args(hints[f.name]) or (hints[f.name],)) if a is not type(None)]
-        out[f.name] = args[0] if len(args) == 1 and args[0] in (bool, int, float, str) else None
-    return out
 
 
 def processes() -> int:

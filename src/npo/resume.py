@@ -42,7 +42,7 @@ def run_status(out: Path, cfg: RunConfig, items: list | None = None) -> str:
         return "new"
     if not run.config.is_file():
         raise UserError(f"{out}: exists and is not a run folder (no config.yaml)")
-    planned = yaml.safe_load(dump_yaml(resolved(cfg)))
+    planned = parsed(cfg)
     try:
         found = yaml.safe_load(run.config.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -71,7 +71,12 @@ def run_status(out: Path, cfg: RunConfig, items: list | None = None) -> str:
 
 def fingerprint(cfg: RunConfig, items: list) -> dict:
     """What a run starts from, kept in its journal: the resolved config as parsed, and its data."""
-    return {"config": yaml.safe_load(dump_yaml(resolved(cfg))), "data": data_fingerprint(items)}
+    return {"config": parsed(cfg), "data": data_fingerprint(items)}
+
+
+def parsed(cfg: RunConfig) -> dict:
+    """The resolved config as config.yaml holds it, read back: what two runs' configs are compared as."""
+    return yaml.safe_load(dump_yaml(resolved(cfg)))
 
 
 def data_fingerprint(items: list) -> str:

@@ -86,10 +86,10 @@ def prepare(cfg: RunConfig, out: str | Path, resume: bool = False, split: tuple 
     if hasattr(task, "check_references"):  # data files: references the verifier could never match
         task.check_references(cfg.task.verifier_timeout, seed=cfg.task.split_seed)
     lora_config(cfg.model.lora)  # its fields, refused before anything is written
-    check_reward_weights(grpo_overrides(cfg).get("reward_weights"), max(1, len(reward_funcs)))
+    grpo = grpo_overrides(cfg)
+    check_reward_weights(grpo.get("reward_weights"), max(1, len(reward_funcs)))
     if model is None:
-        check_model(cfg, train_items + eval_items, max(grpo_overrides(cfg)["max_completion_length"],
-                                                       eval_max_new_tokens(cfg)))
+        check_model(cfg, train_items + eval_items, max(grpo["max_completion_length"], eval_max_new_tokens(cfg)))
     else:  # a loaded model from Python: its processing_class is what renders chat prompts
         check_chat(train_items + eval_items, tokenizer, cfg.model.path)
     prep = Prepared(cfg, task, train_items, eval_items, Path(out), resume, model=model, tokenizer=tokenizer,

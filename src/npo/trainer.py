@@ -244,7 +244,7 @@ class GuidedGRPOTrainer(GRPOTrainer):
         device, n, kept = self.accelerator.device, self.num_generations, self.kept
         items = [self.items[i] for i in self._batch_index]
         before = self.scorer.snapshot()
-        trl = {"prompts": list(prompts), "completion_ids": [list(map(int, c)) for c in completion_ids]}
+        trl = {"prompts": prompts, "completion_ids": completion_ids}  # a reward function's, as TRL passes them
         local = torch.tensor(self.scorer.rewards(completions, items, trl=trl), device=device)  # one batch, as TRL
         rewards = self.accelerator.gather(local)  # (B*n,) in global row order
         self._check_verifier(before)

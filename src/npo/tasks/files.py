@@ -17,6 +17,7 @@ import signal
 import threading
 from pathlib import Path
 
+from npo.checks import short
 from npo.errors import UserError
 from npo.images import image_reference
 from npo.tasks.base import Item, held_out_split, register
@@ -79,8 +80,8 @@ def text_value(value, row: str, column: str, what: str) -> str:
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         text = str(value)
     else:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise UserError(f"{row}: column {column!r}: expected a string or a number, got {type(value).__name__} {shown}")
+        raise UserError(f"{row}: column {column!r}: expected a string or a number, got {type(value).__name__} "
+                        f"{short(value)}")
     if not text.strip():
         raise UserError(f"{row}: empty {what} in column {column!r}")
     return text
@@ -95,9 +96,6 @@ def rows_to_items(rows: list[tuple[int, dict]], path: Path, qkey: str, akey: str
         for key, field_name in ((qkey, "task.question_key"), (akey, "task.answer_key")):
             if key not in row:
                 raise UserError(f"{path}: row {i}: missing column {key!r} ({field_name})")
-        for key in row:
-            if not isinstance(key, str):
-                raise UserError(f"{path}: row {i}: column name {key!r} is not a string")
         q = text_value(row[qkey], f"{path}: row {i}", qkey, "question")
         a = text_value(row[akey], f"{path}: row {i}", akey, "answer")
         image = _row_image(row.get(ikey), path, i, ikey)
