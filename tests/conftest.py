@@ -28,6 +28,13 @@ def torchrun(processes: int, script: str, *args: str, timeout: int) -> subproces
         return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def what_failed(stderr: str) -> str:
+    """A failed launch's story: every process's own error lines (the first to fail is not the last to
+    write: torchrun's teardown and its peers' "connection closed" bury it), then the tail."""
+    errors = [line for line in stderr.splitlines() if "Error:" in line and "Traceback" not in line]
+    return "\n".join(errors[:20]) + "\n...\n" + stderr[-2000:]
+
+
 def free_port() -> int:
     """A port nothing listens on now, for a torchrun launch (a fixed one was once taken mid-session:
     EADDRINUSE at the rendezvous)."""

@@ -5,13 +5,17 @@ built or trained, so the corpus takes seconds."""
 
 import json
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 import yaml
 
 from npo.cli import main
 from npo.models.tiny import build_tokenizer
-from npo.runlock import FolderLock
+from npo.errors import UserError
+from npo.runlock import FolderLock, check_out
 
 from conftest import ROOT
 
@@ -408,6 +412,32 @@ def test_a_second_run_into_a_held_folder_is_refused_naming_the_holder(tmp_path, 
         assert os.listdir(out) == [".npo.lock"]
     finally:
         held.release()
+
+
+CHECK_NEW_FOLDERS = """
+import sys, time
+from pathlib import Path
+from npo.runlock import check_out
+base, start = Path(sys.argv[1]), float(sys.argv[2])
+while time.time() < start:
+    pass
+for i in range(200):
+    check_out(base / str(i) / "run", write_test=False)
+"""
+
+
+def test_a_launchs_other_processes_check_a_new_folder_without_writing(tmp_path):
+    """`prepare` under a launch: the main process tries the folder first; the others, all at once, only
+    look (two processes making and removing the same new folder failed each other: CI, "File exists")."""
+    start = str(time.time() + 1.5)  # both processes past their imports, then checking the same folders at once
+    procs = [subprocess.Popen([sys.executable, "-c", CHECK_NEW_FOLDERS, str(tmp_path), start],
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert os.listdir(tmp_path) == []  # nothing made
+    with pytest.raises(UserError, match="is a file, not a folder"):  # and still the checks that read
+        (tmp_path / "file").write_text("")
+        check_out(tmp_path / "file" / "run", write_test=False)
 
 
 def refused(argv, capsys) -> str:

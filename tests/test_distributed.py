@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 
-from conftest import torchrun
+from conftest import torchrun, what_failed
 
 EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 has p_hat 0.75)
     "0": [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
@@ -15,7 +15,7 @@ EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 ha
 
 def launch(processes: int, out: Path) -> dict:
     proc = torchrun(processes, "dist_gate_worker.py", str(out), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]  # what a failing process said
+    assert proc.returncode == 0, what_failed(proc.stderr)  # what a failing process said
     return json.loads(out.read_text())
 
 

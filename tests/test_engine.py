@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, built_once, torchrun
+from conftest import ROOT, built_once, torchrun, what_failed
 from engine_worker import bank_of_untrained_policy
 from npo.config import load_config
 from npo.rundir import read_jsonl
@@ -22,7 +22,7 @@ MEMORY_MB = 50  # the issue's bound on host-memory growth over 3 rollbacks
 def launch(processes: int, out: Path, *args: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     proc = torchrun(processes, "engine_worker.py", *args[:1], str(out), *args[1:], timeout=400)  # a hang fails here
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, what_failed(proc.stderr)
     return json.loads((out / "result.json").read_text())
 
 

@@ -28,16 +28,19 @@ def is_empty(folder: Path) -> bool:
     return not any(p.name != LOCK for p in folder.iterdir())
 
 
-def check_out(out: Path, flag: str = "--out") -> None:
+def check_out(out: Path, flag: str = "--out", write_test: bool = True) -> None:
     """`out` is a folder we can write in, or can be made one: tried, not guessed from permission bits
-    (root passes every `os.access`, and /proc refuses anyway); what the try makes is removed again."""
+    (root passes every `os.access`, and /proc refuses anyway); what the try makes is removed again.
+    Without `write_test` (a launch's other processes, after the main one tried) nothing is made: two
+    processes making and removing the same folder at once fail each other ("File exists")."""
     if out.is_symlink() and not out.exists():
         raise UserError(f"{flag} {out}: a symbolic link to nothing ({os.readlink(out)}); remove it or name a folder")
     if out.exists():
         if not out.is_dir():
             raise UserError(f"{flag} {out}: exists and is not a folder")
         try:
-            tempfile.TemporaryFile(dir=out).close()
+            if write_test:
+                tempfile.TemporaryFile(dir=out).close()
         except OSError as exc:
             raise UserError(f"{flag} {out}: not writable ({exc.strerror})") from None
         return
@@ -47,6 +50,8 @@ def check_out(out: Path, flag: str = "--out") -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise UserError(f"{flag} {out}: cannot be created: {parent} is a file, not a folder")
+    if not write_test:
+        return
     made = []
     try:
         for folder in reversed(missing):

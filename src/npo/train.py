@@ -94,8 +94,10 @@ def prepare(cfg: RunConfig, out: str | Path, resume: bool = False, split: tuple 
         check_chat(train_items + eval_items, tokenizer, cfg.model.path)
     prep = Prepared(cfg, task, train_items, eval_items, Path(out), resume, model=model, tokenizer=tokenizer,
                     reward_funcs=list(reward_funcs), callbacks=list(callbacks))
-    check_out(prep.out)
-    _check_folder(prep)
+    processes = PartialState()
+    with processes.main_process_first():  # the main process's write test is undone before the others look
+        check_out(prep.out, write_test=processes.is_main_process)
+        _check_folder(prep)
     return prep
 
 
