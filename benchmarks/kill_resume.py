@@ -36,14 +36,14 @@ import sys
 import time
 from pathlib import Path
 
-from npo.demo import PRESETS
-from npo.rundir import CHECKPOINT_STATE, checkpoint_folders, checkpoint_state, complete_steps, read_jsonl
+from npo.cli.demo import PRESETS
+from npo.rundir.layout import CHECKPOINT_STATE, checkpoint_folders, checkpoint_state, complete_steps, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from golden import normalized  # noqa: E402  (the timing-free view the resume tests compare)
 
-NPO = [sys.executable, "-m", "npo.cli"]
+NPO = [sys.executable, "-m", "npo.cli.main"]
 
 
 def start(argv: list[str]) -> subprocess.Popen:
@@ -165,8 +165,8 @@ def main() -> None:
     p.add_argument("--early", action="store_true", help="one kill per chain, in start-up or the first checkpoint interval")
     p.add_argument("--quick", action="store_true", help="the demo's toy sizes (npo demo --quick)")
     a = p.parse_args()
-    from npo.config import load_config
-    from npo.demo import QUICK
+    from npo.config.run import load_config
+    from npo.cli.demo import QUICK
 
     sizes = QUICK if a.quick else []
     cfg = load_config(ROOT / "configs" / "demo.yaml", sizes)

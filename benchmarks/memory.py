@@ -39,7 +39,7 @@ def run(src: Path, method: str, engine: str, steps: int, out: Path) -> dict:
         ds.write_text(json.dumps(DS))
         sets += [f"train.grpo.deepspeed={ds}", "train.grpo.optim=adamw_torch"]
         env.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29591")
-    cmd = ["/usr/bin/time", "-f", "%M %e", sys.executable, "-m", "npo.cli", "train", str(config), "--out", str(out),
+    cmd = ["/usr/bin/time", "-f", "%M %e", sys.executable, "-m", "npo.cli.main", "train", str(config), "--out", str(out),
            "--quiet", *[x for s in sets for x in ("--set", s)]]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode:

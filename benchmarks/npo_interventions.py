@@ -17,7 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from npo.compare import run_methods
+from npo.cli.compare import run_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ROOT / "configs"

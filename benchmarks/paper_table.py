@@ -22,9 +22,9 @@ import json
 import sys
 from pathlib import Path
 
-from npo.cli import main as npo
-from npo.rundir import RunDir, read_jsonl
-from npo.signal_cli import table
+from npo.cli.main import main as npo
+from npo.rundir.layout import RunDir, read_jsonl
+from npo.cli.signal import table
 
 METHODS = ["grpo", "self", "npo", "autonpo", "luffy", "exgrpo", "rlep"]
 SOURCES = ("Where each method's guides come from here: NPO and AutoNPO, the run's own checkpoint Delta steps "

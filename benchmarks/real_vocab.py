@@ -11,7 +11,7 @@ peak resident memory is the kernel's (`wait4`'s ru_maxrss). The NPO bootstrap lo
 writes the bank for the window's 4 prompts x k = 4 through the live policy (the path whose memory
 grew as rows x length x vocabulary before issue 26), rolls back and retrains; LUFFY injects the
 reference answer into every group and scores it (guide_loss shaping: npo's own forward over the guide
-rows). `--blocks`: `npo.generation.Policy` on a model with hidden size 16 and the same vocabulary,
+rows). `--blocks`: `npo.models.generation.Policy` on a model with hidden size 16 and the same vocabulary,
 scoring 16 completions of 256 tokens and sampling 4 prompts x 4 x 128 tokens, with the peak of the
 process's private memory above what it held before each (a 64 MiB budget where the code has one).
 `--src`: run another checkout's code (its `src/`), e.g. a worktree of the commit before.
@@ -50,7 +50,7 @@ def blocks(folder: Path, score_tokens: int = 256, sample_tokens: int = 128) -> N
 
     torch.set_num_threads(1)
 
-    from npo.generation import Policy
+    from npo.models.generation import Policy
     from npo.models.load import load_policy
     from npo.tasks.base import Item
 
@@ -87,7 +87,7 @@ def main() -> None:
     if a.here:
         return blocks(a.here, *a.tokens)
     sys.path.insert(0, str(ROOT / "src"))
-    from npo.config import TinyModelConfig
+    from npo.config.run import TinyModelConfig
     from npo.models.tiny import real_vocab_folder
 
     if a.blocks:  # the model built by this checkout, measured with the code of --src (or this one)
@@ -121,7 +121,7 @@ def measured(method: str, folder: Path, out: Path, steps: int, src: str | None) 
     """`run`, with the child's peak resident memory from the kernel."""
     sets = COMMON + METHODS[method] + [f"model.path={folder}", f"train.steps={steps}"]
     env = {**os.environ, **({"PYTHONPATH": src} if src else {})}
-    argv = [sys.executable, "-m", "npo.cli", "train", str(ROOT / "configs" / "tiny-grpo.yaml"),
+    argv = [sys.executable, "-m", "npo.cli.main", "train", str(ROOT / "configs" / "tiny-grpo.yaml"),
             *[x for s in sets for x in ("--set", s)], "--out", str(out), "--quiet"]
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, text=True)

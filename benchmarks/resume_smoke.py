@@ -33,7 +33,7 @@ def main() -> None:
     import torch
     from safetensors.torch import load_file
 
-    from npo.cli import main as npo
+    from npo.cli.main import main as npo
 
     out, sets = Path(a.out), a.set if a.set is not None else AUTONPO_SHORT
     reference, chain = out / "reference", out / "killed"

@@ -15,8 +15,8 @@ import json
 import random
 from pathlib import Path
 
-from npo.config import load_config
-from npo.generation import Policy, prompt_seeds
+from npo.config.run import load_config
+from npo.models.generation import Policy, prompt_seeds
 from npo.models.load import load_policy
 from npo.tasks import build_split
 

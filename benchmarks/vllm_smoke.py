@@ -74,9 +74,9 @@ def main() -> int:
 
         patch = pytest.MonkeyPatch()
         fake_vllm.install(patch)
-    from npo.config import load_config
-    from npo.loop import train_npo
-    from npo.train import close_run, open_run, prepare
+    from npo.config.run import load_config
+    from npo.loops.npo import train_npo
+    from npo.loops.run import close_run, open_run, prepare
 
     delta = max(2, a.steps // 3)
     cfg = load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", [
@@ -111,8 +111,8 @@ def main() -> int:
         return out
 
     vg.sync_weights, vg.generate = checked_sync, timed_generate
-    from npo.guides import Guidance
-    from npo.rundir import read_jsonl
+    from npo.guides.bank import Guidance
+    from npo.rundir.layout import read_jsonl
 
     original_prefill = Guidance.prefill
 

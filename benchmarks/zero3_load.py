@@ -10,12 +10,12 @@ precision as the recipe says, bf16) with this file as the worker, once per measu
 
 - start, before: the policy loaded as npo did until issue 25, in fp32, before the run's GRPOConfig
   exists (so HF's loader does not know about ZeRO-3 and builds the whole model on every process);
-- start, after: the run's GRPOConfig first (`npo.trainer_setup.trainer_args`), then the policy in the
-  dtype `npo.precision` gives (bf16 under DeepSpeed), so that `zero.Init` partitions it as it is built;
+- start, after: the run's GRPOConfig first (`npo.trl_seam.setup.trainer_args`), then the policy in the
+  dtype `npo.config.precision` gives (bf16 under DeepSpeed), so that `zero.Init` partitions it as it is built;
 - in place, before: a run trained one step (a checkpoint at 1, with the recipe's 16-bit weights), then
   its checkpoint loaded model-only through DeepSpeed (`load_checkpoint(load_module_only=True)`: under
   ZeRO-3 every process rebuilds the fp32 weights from every process's optimizer shards);
-- in place, after: the same checkpoint through `npo.engine.load_weights` (its 16-bit weights, a
+- in place, after: the same checkpoint through `npo.trl_seam.engine.load_weights` (its 16-bit weights, a
   submodule at a time, read by process 0 only);
 
 and reports, per process, the peak of its private (anonymous) resident memory during the load, above
@@ -46,10 +46,10 @@ MEASURES = ("start/before", "start/after", "in-place/before", "in-place/after")
 def worker(measure: str, out: Path, folder: Path) -> dict:
     from memory_probe import PeakMemory, private_memory
 
-    from npo.config import load_config
-    from npo.grpo_args import run_precision
+    from npo.config.run import load_config
+    from npo.config.trl_args import run_precision
     from npo.models.load import load_policy
-    from npo.trainer_setup import trainer_args
+    from npo.trl_seam.setup import trainer_args
 
     cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml", BIG + RUN + [f"model.path={folder}"])
     if measure.startswith("in-place"):
@@ -77,9 +77,9 @@ def in_place(cfg, measure: str, out: Path) -> dict:
 
     from memory_probe import PeakMemory, private_memory
 
-    from npo.engine import load_weights
-    from npo.segments import run_segment
-    from npo.train import open_run, prepare
+    from npo.trl_seam.engine import load_weights
+    from npo.loops.segment import run_segment
+    from npo.loops.run import open_run, prepare
 
     ctx = open_run(prepare(cfg, out / "run"), show_progress=False)
     run_segment(ctx, 0, 1, out_dir=ctx.run.checkpoints)
@@ -129,7 +129,7 @@ def main() -> None:
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
         return
-    from npo.config import load_config
+    from npo.config.run import load_config
     from npo.models.load import load_policy, resolve_model_path
     from npo.tasks import build_split
 

@@ -55,7 +55,7 @@ def sums(n: int) -> Dataset:
 
 def chat_model(folder: Path, warmup_steps: int) -> str:
     """The embedded tiny model as a local folder with a Qwen-style (ChatML) chat template."""
-    from npo.config import load_config
+    from npo.config.run import load_config
     from npo.models.load import load_policy, resolve_model_path
     from npo.tasks import build_split
 

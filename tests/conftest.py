@@ -57,7 +57,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def tiny_cfg():
     """The config of configs/tiny-grpo.yaml: the embedded default on arith."""
-    from npo.config import load_config
+    from npo.config.run import load_config
 
     return load_config(ROOT / "configs" / "tiny-grpo.yaml")
 
@@ -101,7 +101,7 @@ def demo_quick(tmp_path_factory, tiny_model_path):
         import io
 
         from killing import npo
-        from npo.cli import main
+        from npo.cli.main import main
 
         printed = io.StringIO()
         assert npo(["demo", "--quick", "--out", str(folder / "demo"), "--quiet"], kill_at="step:150") == -9
@@ -120,8 +120,8 @@ def autonpo_short(tmp_path_factory, tiny_model_path):
 
     def build(folder):
         from golden import AUTONPO_SHORT
-        from npo.config import load_config
-        from npo.train import prepare, train
+        from npo.config.run import load_config
+        from npo.loops.run import prepare, train
 
         train(prepare(load_config(ROOT / "configs" / "tiny-autonpo.yaml", AUTONPO_SHORT), folder / "run"),
               show_progress=False)

@@ -28,12 +28,12 @@ import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
 import conftest  # noqa: E402,F401  (the tests' cache and offline settings)
-from npo.config import load_config  # noqa: E402
-from npo.guides import GuideBank, Guidance  # noqa: E402
-from npo.rundir import atomic_write_text, read_jsonl  # noqa: E402
-from npo.segments import run_segment  # noqa: E402
-from npo.sources import PolicySource, guide_sampling  # noqa: E402
-from npo.train import open_run, prepare, train  # noqa: E402
+from npo.config.run import load_config  # noqa: E402
+from npo.guides.bank import GuideBank, Guidance  # noqa: E402
+from npo.rundir.layout import atomic_write_text, read_jsonl  # noqa: E402
+from npo.loops.segment import run_segment  # noqa: E402
+from npo.guides.sources import PolicySource, guide_sampling  # noqa: E402
+from npo.loops.run import open_run, prepare, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["train.prompts_per_step=4", "eval.every=0", "eval.n=20", "eval.samples=0"]
@@ -99,12 +99,12 @@ def replay(out: Path, extra: list[str]) -> dict:
 
 
 def loads_in_place(ctx, checkpoint: Path) -> bool:
-    """`npo.engine.load_weights` under ZeRO-3 (from the checkpoint's 16-bit weights): the partitioned
+    """`npo.trl_seam.engine.load_weights` under ZeRO-3 (from the checkpoint's 16-bit weights): the partitioned
     model, gathered, then holds exactly the checkpoint's tensors."""
     import deepspeed
     from safetensors.torch import load_file
 
-    from npo.engine import load_weights
+    from npo.trl_seam.engine import load_weights
 
     load_weights(ctx.trainer, checkpoint)
     saved, module = load_file(checkpoint / "model.safetensors"), ctx.trainer.model_wrapped.module
@@ -134,7 +134,7 @@ def bank_of_untrained_policy(ctx) -> dict:
 
 
 def zero3_config(out: Path) -> str:
-    """A DeepSpeed ZeRO-3 config with the recipe's 16-bit weights in every checkpoint (npo.engine.load_weights)."""
+    """A DeepSpeed ZeRO-3 config with the recipe's 16-bit weights in every checkpoint (npo.trl_seam.engine.load_weights)."""
     ds = out / "ds3.json"
     atomic_write_text(ds, json.dumps({**DS, "zero_optimization": {"stage": 3,
                                                                    "stage3_gather_16bit_weights_on_model_save": True}}))

@@ -69,9 +69,9 @@ def torch_threads() -> int:
 def record() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import conftest  # noqa: F401  (the tests' cache and offline settings)
-    from npo.cli import main
-    from npo.config import load_config
-    from npo.train import prepare, train
+    from npo.cli.main import main
+    from npo.config.run import load_config
+    from npo.loops.run import prepare, train
 
     with tempfile.TemporaryDirectory() as tmp:
         demo = Path(tmp) / "demo"

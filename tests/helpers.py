@@ -1,12 +1,12 @@
 """Shared test helpers: a trainer on the embedded default without a run."""
 
-from npo.config import load_config
-from npo.guides import GuideBank
+from npo.config.run import load_config
+from npo.guides.bank import GuideBank
 from npo.models.load import load_policy, resolve_model_path
-from npo.rewards import TaskScorer
-from npo.sources import Guide, GuideSource
+from npo.tasks.rewards import TaskScorer
+from npo.guides.sources import Guide, GuideSource
 from npo.tasks import build_split
-from npo.trainer_setup import build_trainer, trainer_args
+from npo.trl_seam.setup import build_trainer, trainer_args
 
 from conftest import ROOT
 

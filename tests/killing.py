@@ -1,6 +1,6 @@
 """Kill a run with SIGKILL at a chosen moment, then resume it: the resume tests' tool.
 
-Each run is a real process, killed for real (`npo.faults`: `NPO_KILL_AT=POINT[:N]`), forked from a
+Each run is a real process, killed for real (`npo.rundir.faults`: `NPO_KILL_AT=POINT[:N]`), forked from a
 forkserver that imported npo, torch and TRL once, so a kill costs the run's work, not ~6 s of
 imports. `kill_chain` starts a run, kills it at the first point, resumes and kills it at the next,
 and so on, then resumes it to the end in this process.
@@ -20,7 +20,7 @@ def _forkserver():
     global _context
     if _context is None:
         _context = mp.get_context("forkserver")
-        _context.set_forkserver_preload(["npo.train", "npo.cli", "npo.compare", "npo.demo"])
+        _context.set_forkserver_preload(["npo.loops.run", "npo.cli.main", "npo.cli.compare", "npo.cli.demo"])
     return _context
 
 
@@ -39,7 +39,7 @@ def _main(argv: list[str], kill_at: str | None, stderr: str | None = None, file_
     if stderr:  # the process's and its children's (verifier workers') file descriptor 2
         fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(fd, 2)
-    from npo.cli import main
+    from npo.cli.main import main
 
     sys.exit(main(argv))
 
@@ -70,6 +70,6 @@ def kill_chain(first: list[str], out, points: list[str]) -> None:
 
 
 def resume(out) -> int:
-    from npo.cli import main
+    from npo.cli.main import main
 
     return main(["train", "--resume", str(out), "--quiet"])

@@ -9,7 +9,7 @@ import math
 from conftest import ROOT
 from golden import normalized
 from killing import kill_chain, resume
-from npo.cli import main
+from npo.cli.main import main
 
 CONFIG = str(ROOT / "configs" / "tiny-npo-bootstrap.yaml")
 SETS = ["train.steps=3", "train.checkpoint_every=1", "train.prompts_per_step=8", "eval.every=2", "eval.n=20",

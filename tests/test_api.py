@@ -17,11 +17,11 @@ import npo
 from conftest import ROOT
 from golden import normalized
 from npo.api import api_arguments, run_config
-from npo.config import load_config, resolved
+from npo.config.run import load_config, resolved
 from npo.errors import UserError
-from npo.grpo_args import grpo_kwargs
-from npo.presets import METHOD_PRESETS
-from npo.rundir import read_jsonl
+from npo.config.trl_args import grpo_kwargs
+from npo.config.presets import METHOD_PRESETS
+from npo.rundir.layout import read_jsonl
 
 SMALL = ["method=npo", "train.steps=4", "train.checkpoint_every=2", "npo.interventions=[{kind: bootstrap, lookahead: 2}]",
          "eval.every=2", "eval.n=20", "npo.k=2"]
@@ -58,7 +58,7 @@ def test_a_run_written_in_python_equals_npo_train_of_its_config(tmp_path):
     """The CLI run is a process of its own, as a user's: it also prints nothing but its result (no
     third-party warning: TRL's deprecated call, a tied model's "missing lm_head.weight", DeepSpeed's
     accelerator guess)."""
-    cli = subprocess.run([sys.executable, "-m", "npo.cli", "train", str(ROOT / "configs" / "tiny-grpo.yaml"),
+    cli = subprocess.run([sys.executable, "-m", "npo.cli.main", "train", str(ROOT / "configs" / "tiny-grpo.yaml"),
                           *[x for s in SMALL for x in ("--set", s)], "--out", str(tmp_path / "cli"), "--quiet"],
                          capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"})
     assert cli.returncode == 0 and cli.stderr == "", cli.stderr
@@ -172,7 +172,7 @@ def test_a_lora_npo_run_trains_rolls_back_and_injects(tmp_path):
     guided = load_file(out / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors")
     assert any(not torch.equal(guided[k], a2[k]) for k in a2)  # the guides sent the window elsewhere
     assert summary["interventions"] == 1 and sum(m.get("npo/guide_rows", 0) for m in window) > 0
-    code = subprocess.run([sys.executable, "-m", "npo.cli", "eval", str(out), "--quiet", "--samples", "0"],
+    code = subprocess.run([sys.executable, "-m", "npo.cli.main", "eval", str(out), "--quiet", "--samples", "0"],
                           capture_output=True, text=True)
     assert code.returncode == 0 and code.stderr == "", code.stderr  # no warning of peft or transformers either
     assert json.loads(code.stdout)["accuracy"] == summary["final_accuracy"]

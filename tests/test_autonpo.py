@@ -1,8 +1,8 @@
 """AutoNPO's controller on synthetic streams: triggers exactly when the rules say, never inside a
 cooldown, honours the caps, chooses argmax S, declines when S is too small."""
 
-from npo.autonpo import Controller, StepRecord
-from npo.config import AutoNPOConfig
+from npo.algo.controller import Controller, StepRecord
+from npo.config.run import AutoNPOConfig
 
 RULES = AutoNPOConfig(ema=0.0, warmup_steps=10, r_low=0.2, stagnation_window=5, stagnation_eps=0.01,
                   entropy_fraction=0.5, cooldown=8, max_interventions=2, max_extra_fraction=0.5,

@@ -4,10 +4,10 @@ controller's state saved with each checkpoint and restored on rollback."""
 
 from conftest import ROOT
 from golden import AUTONPO_SHORT
-from npo.autonpo import Controller, ControllerState, Made, Seen, StepRecord
-from npo.config import load_config
-from npo.rundir import checkpoint_state, read_jsonl
-from npo.train import prepare, train
+from npo.algo.controller import Controller, ControllerState, Made, Seen, StepRecord
+from npo.config.run import load_config
+from npo.rundir.layout import checkpoint_state, read_jsonl
+from npo.loops.run import prepare, train
 
 
 def test_autonpo_intervenes_and_records_it(autonpo_short):

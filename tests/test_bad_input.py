@@ -12,10 +12,10 @@ import time
 import pytest
 import yaml
 
-from npo.cli import main
+from npo.cli.main import main
 from npo.models.tiny import build_tokenizer
 from npo.errors import UserError
-from npo.runlock import FolderLock, check_out
+from npo.rundir.lock import FolderLock, check_out
 
 from conftest import ROOT
 
@@ -417,7 +417,7 @@ def test_a_second_run_into_a_held_folder_is_refused_naming_the_holder(tmp_path, 
 CHECK_NEW_FOLDERS = """
 import sys, time
 from pathlib import Path
-from npo.runlock import check_out
+from npo.rundir.lock import check_out
 base, start = Path(sys.argv[1]), float(sys.argv[2])
 while time.time() < start:
     pass
@@ -470,7 +470,7 @@ def test_run_folder_files_are_never_written_through_a_link(tmp_path, capsys):
 
 
 def test_appends_to_a_run_log_never_follow_a_link(tmp_path):
-    from npo.rundir import append_jsonl
+    from npo.rundir.layout import append_jsonl
 
     victim = tmp_path / "yours.txt"
     victim.write_text("keep me\n")
@@ -481,7 +481,7 @@ def test_appends_to_a_run_log_never_follow_a_link(tmp_path):
 
 
 def test_a_yaml_merge_key_merges(tmp_path):
-    from npo.config import load_config
+    from npo.config.run import load_config
 
     path = tmp_path / "merge.yaml"
     path.write_text("base: &base {steps: 7, prompts_per_step: 8}\ntrain:\n  <<: *base\n  steps: 9\n")
@@ -497,7 +497,7 @@ def test_a_full_disk_is_named_wherever_it_surfaces():
     torch in their own errors: `npo` says it in one line (exit 1), anything else keeps its traceback."""
     import errno
 
-    from npo.cli import disk_failure
+    from npo.cli.main import disk_failure
 
     assert disk_failure(OSError(errno.ENOSPC, "No space left on device", "ckpt/model.safetensors")) == \
         "No space left on device: ckpt/model.safetensors"
@@ -514,9 +514,9 @@ def test_a_full_disk_is_named_wherever_it_surfaces():
 
 
 def test_a_damaged_journal_or_marker_is_one_line(tmp_path, capsys):
-    from npo.rundir import checkpoint_state
+    from npo.rundir.layout import checkpoint_state
 
-    from npo.config import dump_yaml, load_config, resolved
+    from npo.config.run import dump_yaml, load_config, resolved
 
     run = tmp_path / "run"
     run.mkdir()

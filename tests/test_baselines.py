@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from conftest import ROOT
-from npo.cli import main
-from npo.config import load_config
-from npo.rundir import read_jsonl
+from npo.cli.main import main
+from npo.config.run import load_config
+from npo.rundir.layout import read_jsonl
 from npo.tasks import build_split
-from npo.train import prepare, train
-from npo.trainer import GuidedGRPOTrainer
+from npo.loops.run import prepare, train
+from npo.trl_seam.trainer import GuidedGRPOTrainer
 
 SMALL = ["train.steps=4", "train.prompts_per_step=4", "train.checkpoint_every=2", "eval.every=0", "eval.n=20",
          "eval.samples=0"]

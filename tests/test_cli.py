@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from npo.cli import main
+from npo.cli.main import main
 
 from conftest import ROOT
 
@@ -13,7 +13,7 @@ TINY = str(ROOT / "configs" / "tiny-grpo.yaml")
 
 
 def test_real_process_exit_code_and_no_traceback(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "npo.cli", "train", TINY, "--set", "train.steps=x",
+    proc = subprocess.run([sys.executable, "-m", "npo.cli.main", "train", TINY, "--set", "train.steps=x",
                            "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -33,7 +33,7 @@ def test_the_wheel_ships_the_demo_config(tmp_path):
     """`npo demo` from an installed wheel finds its regime: the shipped configs are package data."""
     import zipfile
 
-    from npo.presets import DEFAULT_CONFIG
+    from npo.config.presets import DEFAULT_CONFIG
 
     assert DEFAULT_CONFIG.is_file() and DEFAULT_CONFIG.parent == ROOT / "src" / "npo" / "configs"
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",

@@ -5,8 +5,8 @@ import json
 import yaml
 
 from conftest import ROOT
-from npo.cli import main
-from npo.rundir import read_jsonl
+from npo.cli.main import main
+from npo.rundir.layout import read_jsonl
 
 
 def short_config(tmp_path, name, source, **npo):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from npo.config import RunConfig, field_docs, load_config, parse_override
+from npo.config.run import RunConfig, field_docs, load_config, parse_override
 from npo.errors import UserError
 
 

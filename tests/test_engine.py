@@ -12,9 +12,9 @@ import pytest
 
 from conftest import ROOT, built_once, torchrun, what_failed
 from engine_worker import bank_of_untrained_policy
-from npo.config import load_config
-from npo.rundir import read_jsonl
-from npo.train import open_run, prepare
+from npo.config.run import load_config
+from npo.rundir.layout import read_jsonl
+from npo.loops.run import open_run, prepare
 
 MEMORY_MB = 50  # the issue's bound on host-memory growth over 3 rollbacks
 
@@ -68,7 +68,7 @@ def test_deepspeed_zero3_on_two_processes(two_processes):
     one hangs the run, and the launch's timeout fails the test):
     - in-place rollbacks replay bit for bit, in bf16 (model.dtype): the checkpoints' weights are bf16,
       half of fp32's bytes (DeepSpeed keeps the fp32 masters in its optimizer state), and a model-only
-      load of a checkpoint (`npo.engine.load_weights`, from those weights) leaves exactly its tensors;
+      load of a checkpoint (`npo.trl_seam.engine.load_weights`, from those weights) leaves exactly its tensors;
     - an NPO bootstrap with one group per process reaches a step where only one process holds guide
       rows (guide_loss importance: npo's own forward over them), evaluating one item on two processes;
     - an AutoNPO run decides (pi_T sampled and scored through the engine, the candidate loaded in place

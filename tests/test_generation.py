@@ -1,8 +1,8 @@
-"""Seeded sampling as greedy decoding over an exponential race (npo.generation.ExponentialRace)."""
+"""Seeded sampling as greedy decoding over an exponential race (npo.models.generation.ExponentialRace)."""
 
 import torch
 
-from npo.generation import ExponentialRace
+from npo.models.generation import ExponentialRace
 
 
 def test_the_race_samples_softmax_at_the_temperature():
@@ -25,7 +25,7 @@ def test_a_rows_draws_depend_on_its_seed_only():
 
 
 def test_the_race_keeps_trls_truncation_and_the_chosen_tokens_log_probs():
-    from npo.generation import Sampling
+    from npo.models.generation import Sampling
 
     logits = torch.tensor([[3.0, 2.0, 1.0, 0.0, -1.0]]).expand(4000, -1)
     race = ExponentialRace(list(range(4000)), 1.0, Sampling(top_k=2))
@@ -38,7 +38,7 @@ def test_the_race_keeps_trls_truncation_and_the_chosen_tokens_log_probs():
 def test_prompts_take_trls_chat_template_kwargs():
     """Guides and evaluation build prompts as TRL builds them, chat_template_kwargs included (Qwen3's
     enable_thinking, say)."""
-    from npo.generation import prompt_ids
+    from npo.models.generation import prompt_ids
     from npo.models.tiny import build_tokenizer
     from npo.tasks.base import Item
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
 
-from npo.injection import (GuideRow, gate, guide_token_weights, importance_weights, inject, local_rows,
+from npo.algo.injection import (GuideRow, gate, guide_token_weights, importance_weights, inject, local_rows,
                            replacement_rows, shaping_weights, weighted_advantages)
 
 R = lambda *xs: torch.tensor(xs, dtype=torch.float)  # noqa: E731

@@ -2,9 +2,9 @@
 
 import pytest
 
-from npo.config import load_config
+from npo.config.run import load_config
 from npo.errors import UserError
-from npo.interventions import AUTO, parse_interventions, plateaued
+from npo.algo.interventions import AUTO, parse_interventions, plateaued
 
 NPO = ["method=npo", "train.steps=100"]
 

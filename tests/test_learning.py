@@ -9,8 +9,8 @@ The test runs the worst of those seeds (1) and asks for +3 points of mean@4 and 
 
 import pytest
 
-from npo.config import load_config
-from npo.train import prepare, train
+from npo.config.run import load_config
+from npo.loops.run import prepare, train
 
 from conftest import ROOT
 

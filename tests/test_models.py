@@ -5,7 +5,7 @@ import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from npo.config import TaskConfig, TinyModelConfig, WarmupConfig
+from npo.config.run import TaskConfig, TinyModelConfig, WarmupConfig
 from npo.models import tiny
 from npo.tasks import build_task
 
@@ -80,7 +80,7 @@ def test_warm_start_is_cached(tmp_path, monkeypatch):
 def test_the_tiny_tokenizer_maps_text_outside_its_vocabulary_and_says_so(tmp_path, capsys):
     """Accents dropped, other non-ASCII as '?', newlines kept (never <pad>), and one warning line
     before a run on such a file."""
-    from npo.config import load_config
+    from npo.config.run import load_config
     from npo.models.check import check_model
     from npo.models.tiny import PAD_ID, build_tokenizer
     from npo.tasks import build_split

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from helpers import NeverAsked, answer_bank, tiny_trainer
-from npo.generation import Policy, completion_lengths, prompt_seeds
-from npo.guides import GuideBank, Guidance
+from npo.models.generation import Policy, completion_lengths, prompt_seeds
+from npo.guides.bank import GuideBank, Guidance
 from npo.models.load import load_policy
-from npo.rewards import TaskScorer
-from npo.sources import Guide, PolicySource, SelfSource, propose
+from npo.tasks.rewards import TaskScorer
+from npo.guides.sources import Guide, PolicySource, SelfSource, propose
 from npo.tasks import build_split
 
 NPO = ["method=npo", "npo.interventions=[{kind: bootstrap, lookahead: 2}]"]

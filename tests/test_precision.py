@@ -1,6 +1,6 @@
 """What model.dtype and the batch fields mean, as pure functions against hand-written tables: the
-dtype the policy loads in and TRL's mixed-precision flags (`npo.precision`), and the TRL batch shape
-of `train.prompts_per_step` (`npo.grpo_args.micro_batches`); then both as a run records them in
+dtype the policy loads in and TRL's mixed-precision flags (`npo.config.precision`), and the TRL batch shape
+of `train.prompts_per_step` (`npo.config.trl_args.micro_batches`); then both as a run records them in
 trl_args.json."""
 
 import json
@@ -8,8 +8,8 @@ import json
 import pytest
 
 from npo.errors import UserError
-from npo.grpo_args import micro_batches
-from npo.precision import Precision, engine_of, launcher_flags, precision
+from npo.config.trl_args import micro_batches
+from npo.config.precision import Precision, engine_of, launcher_flags, precision
 
 P32, BF16_MASTER, BF16_LOADED = Precision("fp32", False, False), Precision("fp32", True, False), Precision("bf16", True, False)
 
@@ -92,10 +92,10 @@ def test_each_npo_default_gives_way_to_the_users_value(tmp_path):
     """Every field of GRPO_DEFAULTS set to another value explicitly reaches the run's GRPOConfig (read
     back from trl_args.json); gradient checkpointing and the batch fields too."""
     from conftest import ROOT
-    from npo.config import load_config
-    from npo.grpo_args import GRPO_DEFAULTS
-    from npo.segments import run_segment
-    from npo.train import open_run, prepare
+    from npo.config.run import load_config
+    from npo.config.trl_args import GRPO_DEFAULTS
+    from npo.loops.segment import run_segment
+    from npo.loops.run import open_run, prepare
 
     others = {"num_generations": 4, "learning_rate": 5e-5, "temperature": 0.9, "max_completion_length": 7, "beta": 0.01,
               "loss_type": "dr_grpo", "report_to": "tensorboard", "gradient_checkpointing": True,

@@ -1,7 +1,7 @@
 """The README's generated tables come from the code; this keeps the two from drifting."""
 
-from npo.config import fields_markdown
-from npo.grpo_args import grpo_defaults_markdown
+from npo.config.run import fields_markdown
+from npo.config.trl_args import grpo_defaults_markdown
 
 from conftest import ROOT
 
@@ -12,11 +12,11 @@ def block(name: str) -> str:
 
 
 def test_readme_fields_table_is_current():
-    assert block("fields") == fields_markdown(), "regenerate: python -m npo.config, paste between the fields markers"
+    assert block("fields") == fields_markdown(), "regenerate: python -m npo.config.run, paste between the fields markers"
 
 
 def test_readme_grpo_defaults_table_is_current():
-    assert block("grpo") == grpo_defaults_markdown(), "regenerate: python -m npo.config, paste between the grpo markers"
+    assert block("grpo") == grpo_defaults_markdown(), "regenerate: python -m npo.config.run, paste between the grpo markers"
 
 
 def test_readme_opens_with_the_two_commands():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from npo.report import write_report
+from npo.cli.report import write_report
 
 
 def fake_run(folder, accs, tokens_per_step=100, total_steps=None, events=()):

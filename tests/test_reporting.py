@@ -1,12 +1,12 @@
-"""TensorBoard for an NPO run (npo.reporting), read back from its event files: one log for the whole
+"""TensorBoard for an NPO run (npo.trl_seam.tracking), read back from its event files: one log for the whole
 run in RUN/tensorboard, the look-ahead in its own namespace, held-out accuracy, the config attached."""
 
 import pytest
 
 from conftest import ROOT
-from npo.config import load_config
-from npo.rundir import read_jsonl
-from npo.train import prepare, train
+from npo.config.run import load_config
+from npo.rundir.layout import read_jsonl
+from npo.loops.run import prepare, train
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

@@ -13,11 +13,11 @@ import pytest
 from conftest import ROOT
 from golden import normalized
 from killing import kill_chain, npo, resume, start
-from npo.cli import main
-from npo.config import load_config
+from npo.cli.main import main
+from npo.config.run import load_config
 from npo.errors import UserError
-from npo.rundir import checkpoint_folders, checkpoint_state, read_jsonl
-from npo.train import prepare, train
+from npo.rundir.layout import checkpoint_folders, checkpoint_state, read_jsonl
+from npo.loops.run import prepare, train
 
 BOOKS = ("final_steps", "total_steps", "lookahead_steps", "generated_tokens", "generated_tokens_by_kind",
          "guide_samples", "interventions", "final_accuracy", "final_mean_at_k")
@@ -138,7 +138,7 @@ def test_a_resume_continues_only_the_run_that_was_killed(tmp_path, autonpo_short
     """The journal keeps what the run started from (the resolved config, parsed, and its data): a learning
     rate edited into config.yaml after the kill, or changed data, is refused naming what differs, with
     nothing written; a comment edited in is no change."""
-    from npo.resume import run_status
+    from npo.rundir.resume import run_status
     from npo.tasks import build_split
 
     reference, _ = autonpo_short

@@ -9,17 +9,17 @@ from safetensors.torch import load_file
 from trl.trainer.utils import RepeatSampler
 
 from conftest import ROOT
-from npo.config import load_config
-from npo.generation import Policy
-from npo.guides import GuideBank, Guidance
+from npo.config.run import load_config
+from npo.models.generation import Policy
+from npo.guides.bank import GuideBank, Guidance
 from npo.models.load import load_policy
-from npo.order import DataOrder
-from npo.rewards import TaskScorer
-from npo.sources import PolicySource, guide_sampling
+from npo.algo.order import DataOrder
+from npo.tasks.rewards import TaskScorer
+from npo.guides.sources import PolicySource, guide_sampling
 from npo.tasks import build_split
-from npo.rundir import read_jsonl
-from npo.segments import run_segment
-from npo.train import open_run, prepare, train
+from npo.rundir.layout import read_jsonl
+from npo.loops.segment import run_segment
+from npo.loops.run import open_run, prepare, train
 
 # keys that legitimately differ between passes: wall time, and run-cumulative token and verification counts
 NOT_REPLAYED = {"train/step_time", "signal/generated_tokens", "verify/calls"}
@@ -55,7 +55,7 @@ def test_in_place_rollbacks_across_epochs_replay_exactly(tmp_path):
     data order, metrics and final weights bit for bit, and the data order is `prompts_at`."""
     ctx = context(tmp_path, *EPOCHS)
     run, trainer = ctx.run, ctx.trainer
-    ctx.keep_whole.update({6, 9, 12})  # the rollback targets below (npo.retention strips the others)
+    ctx.keep_whole.update({6, 9, 12})  # the rollback targets below (npo.rundir.retention strips the others)
     first = run_segment(ctx, 0, 14, out_dir=run.checkpoints)
     metrics = read_jsonl(run.metrics)
     assert [r["step"] for r in metrics] == list(range(1, 15))

@@ -1,5 +1,5 @@
 """The baselines' mechanisms as pure functions, on constructed data with hand-computed answers:
-the injection rules (npo.injection), the replay buffer (npo.replay), the presets (npo.presets), the
+the injection rules (npo.algo.injection), the replay buffer (npo.algo.replay), the presets (npo.config.presets), the
 sources' spec check, and the scratchpad task."""
 
 import math
@@ -8,11 +8,11 @@ import random
 import pytest
 import torch
 
-from npo.config import load_config
+from npo.config.run import load_config
 from npo.errors import UserError
-from npo.injection import guide_token_weights, guided_groups, shaped_importance_weights, shaping_weights, slot_rows
-from npo.presets import PRESETS, apply_preset
-from npo.replay import Entry, ReplayBuffer, collection_plan, replayed_groups, solve_rate
+from npo.algo.injection import guide_token_weights, guided_groups, shaped_importance_weights, shaping_weights, slot_rows
+from npo.config.presets import PRESETS, apply_preset
+from npo.algo.replay import Entry, ReplayBuffer, collection_plan, replayed_groups, solve_rate
 from npo.tasks import build_task
 
 # ----------------------------------------------------------------------------- which groups, which rows

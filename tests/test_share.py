@@ -1,7 +1,7 @@
-"""A collective job's shares (npo.share.Share): equal lengths on every process (padded with stand-ins),
+"""A collective job's shares (npo.models.share.Share): equal lengths on every process (padded with stand-ins),
 the results back in the list's order, stand-ins dropped."""
 
-from npo.share import Share
+from npo.models.share import Share
 
 
 def test_every_process_takes_the_same_number_of_rows():

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from npo.signal import Trajectory, estimate, failed_set, q_hat
+from npo.algo.estimators import Trajectory, estimate, failed_set, q_hat
 
 L2 = math.log(2.0)
 
@@ -77,7 +77,7 @@ def test_decision_v_uses_all_samples_and_v_correct_only_the_correct_ones():
 
 
 def test_q_gain_is_paired_and_its_ci_excludes_zero_only_for_a_real_gain():
-    from npo.signal import q_gain
+    from npo.algo.estimators import q_gain
 
     ref = [True, False, False, True] * 25  # Q(0) = 0.5 on 100 prompts of F
     better = [True, True, False, True] * 25  # solves every prompt the reference solves, and 25 more

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from conftest import ROOT
-from npo.cli import main
-from npo.config import load_config
-from npo.generation import Policy
+from npo.cli.main import main
+from npo.config.run import load_config
+from npo.models.generation import Policy
 from npo.tasks import build_split
-from npo.train import prepare, train
+from npo.loops.run import prepare, train
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_token_logps_with_left_padding_match_unpadded(tiny_model_path):
 
 
 def test_signal_is_deterministic_for_a_seed(run_dir):
-    from npo.signal_cli import run_signal
+    from npo.cli.signal import run_signal
 
     def rows(seed):
         r = run_signal(run_dir, 5, [5], k=2, prompts=24, seed=seed, boot=20, backward=True, force=True)

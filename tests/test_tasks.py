@@ -5,7 +5,7 @@ import json
 import pytest
 
 from npo.errors import UserError
-from npo.prompting import extract_answer
+from npo.tasks.prompting import extract_answer
 from npo.tasks import build_task
 
 
@@ -130,7 +130,7 @@ def test_parquet_cells_that_are_not_text_are_refused_naming_row_and_column(tmp_p
 def test_a_reward_function_that_gave_nan_or_none_logs_null():
     """TRL logs a reward function's mean as NaN when it returned None or NaN for a whole batch: the
     metrics line keeps null there (JSON has no NaN) instead of crashing the step."""
-    from npo.callbacks import metrics_record
+    from npo.trl_seam.callbacks import metrics_record
 
     rec = metrics_record(3, {"rewards/mine/mean": float("nan"), "rewards/other/mean": None, "npo/gated_groups": 2,
                              "signal/entropy": float("inf")})

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import torch
 
-from npo.cli import main
-from npo.config import load_config
-from npo.rundir import checkpoint_state, read_jsonl
-from npo.train import prepare, train
+from npo.cli.main import main
+from npo.config.run import load_config
+from npo.rundir.layout import checkpoint_state, read_jsonl
+from npo.loops.run import prepare, train
 
 from conftest import ROOT
 
@@ -48,7 +48,7 @@ def test_run_directory(tmp_path, tiny_model_path):
     assert summary["initial_accuracy"] == evals[0]["accuracy"]
     assert summary["final_accuracy"] == evals[-1]["accuracy"]
     assert summary["best_accuracy"] == max(e["accuracy"] for e in evals)
-    # a finished run keeps its last checkpoint whole and the weights of the others (npo.retention)
+    # a finished run keeps its last checkpoint whole and the weights of the others (npo.rundir.retention)
     for step, whole in ((3, False), (6, True)):
         ck = out / "checkpoints" / f"checkpoint-{step}"
         assert (ck / "model.safetensors").exists() and (ck / "trainer_state.json").exists(), step

@@ -1,8 +1,8 @@
-"""Pins the private TRL, transformers and accelerate methods `npo.trainer.GuidedGRPOTrainer` and
-`npo.engine` override or rely on.
+"""Pins the private TRL, transformers and accelerate methods `npo.trl_seam.trainer.GuidedGRPOTrainer` and
+`npo.trl_seam.engine` override or rely on.
 
 If this fails after an upgrade, re-read the new source and re-check the seam described at the top of
-`npo/trainer.py` before updating the pins: `_generate` / `_generate_and_score_completions` (the gate
+`npo/trl_seam/trainer.py` before updating the pins: `_generate` / `_generate_and_score_completions` (the gate
 and the flag), `_compute_loss` ((B, T) advantages for guide_loss importance/shaping), the sampler
 (npo's is TRL's seeded per epoch), HF's `train` / `_prepare_for_training` / loaders (the in-place
 re-entry), accelerate's `free_memory` (it destroys the DeepSpeed engine), TRL's vLLM sync and its
@@ -36,10 +36,10 @@ PINNED_SOURCES = {
     "_generate_single_turn": "e0f02e4fc094cefdb306c6f04da26a2547c8b8225161a90e87a6803b21989b8e",
     "_save_checkpoint": "ec91bde1236491119dc68afed1d02f087b62b17f910521f8e4ba1360cc0b0e20",
 }
-# one trainer per run, re-entered in place (npo.trainer.GuidedGRPOTrainer.train / _prepare_for_training);
+# one trainer per run, re-entered in place (npo.trl_seam.trainer.GuidedGRPOTrainer.train / _prepare_for_training);
 # the transformers hashes are of 5.17.0 (the release vLLM 0.31 accepts), re-recorded after reading its diff to
 # 5.24.0: FSDP2 reshard before the optimizer, distributed loading by transformers, PEFT multi-adapter
-# loading, a CPU map_location fix (npo.trainer_setup.plain_cpu_device does its work), the checkpointing rename
+# loading, a CPU map_location fix (npo.trl_seam.setup.plain_cpu_device does its work), the checkpointing rename
 PINNED_OTHERS = {
     "transformers Trainer._prepare_for_training": (Trainer._prepare_for_training,
                                                    "0a4d89b3fdfdd070be7eee6b5cf84909fdb26d1b5668621b485d4f16cdfb357e"),
@@ -71,7 +71,7 @@ PINNED_OTHERS = {
                                     "2d2ac2be5b1309c4cc5e084e238f63d82d65c4d7ecc7cdb8e94ebb2c3a5eee76"),
     "trl VLLMGeneration._place_features": (VLLMGeneration._place_features,
                                            "5150ee5f57eb83d03bdb6a119ae9209d955a7f6f3754d9c1d8ad6c9ad74b36d3"),
-    # npo.generation.head_logps gathers a ZeRO-3 head once; npo.models.load.outside_zero3 clears the weak
+    # npo.models.generation.head_logps gathers a ZeRO-3 head once; npo.models.load.outside_zero3 clears the weak
     # reference HF's loader reads
     "trl maybe_gather_lm_head_ctx": (maybe_gather_lm_head_ctx,
                                      "d4d59d01150623ce15106e71fcf519a2aef7ae5a7b55a4faebb762fb3352231a"),
@@ -130,7 +130,7 @@ def test_engine_sources_unchanged():
 
 
 def test_the_device_is_a_cached_property():
-    """`npo.trainer_setup.plain_cpu_device` replaces the cached value of `TrainingArguments._setup_devices`."""
+    """`npo.trl_seam.setup.plain_cpu_device` replaces the cached value of `TrainingArguments._setup_devices`."""
     import functools
 
     from transformers import TrainingArguments
@@ -140,7 +140,7 @@ def test_the_device_is_a_cached_property():
 
 
 def test_the_vllm_engine_state_npo_reads_is_there():
-    """`npo.vllm_sampling` reads TRL's sleep flag and TP group (set in `_init_vllm`)."""
+    """`npo.trl_seam.vllm` reads TRL's sleep flag and TP group (set in `_init_vllm`)."""
     src = inspect.getsource(VLLMGeneration._init_vllm) + inspect.getsource(VLLMGeneration.generate)
     assert "self._llm_weights_sleeping = self.enable_sleep_mode" in src and "self.tp_group, _ =" in src
     assert "_hf_deepspeed_config_weak_ref()" in inspect.getsource(is_deepspeed_zero3_enabled)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from npo.errors import RunFailed
-from npo.rewards import TaskScorer
+from npo.tasks.rewards import TaskScorer
 from npo.tasks import Item, build_task
 from npo.tasks.verify import GuardedScorer, VerifyStats
 from conftest import ROOT
@@ -97,7 +97,7 @@ def test_failed_share_stops_only_past_the_limit():
 
 
 def test_a_run_whose_verifications_all_fail_stops_in_one_line(tmp_path, capsys):
-    from npo.cli import main
+    from npo.cli.main import main
 
     out = tmp_path / "run"
     code = main(["train", str(ROOT / "configs" / "tiny-grpo.yaml"), "--out", str(out), "--quiet",
@@ -113,7 +113,7 @@ def test_a_run_whose_verifications_all_fail_stops_in_one_line(tmp_path, capsys):
 def test_a_run_goes_on_when_its_verifier_workers_are_killed(tmp_path, capsys):
     import json
 
-    from npo.cli import main
+    from npo.cli.main import main
 
     data = tmp_path / "sums.jsonl"
     data.write_text("".join(f'{{"question": "{i}+{j}=", "answer": "{i + j}"}}\n' for i in range(12) for j in range(5)))

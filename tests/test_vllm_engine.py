@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 
 import fake_vllm
 from conftest import ROOT
-from npo.config import load_config
-from npo.generation import prompt_seeds
-from npo.loop import train_npo
-from npo.train import close_run, open_run, prepare
+from npo.config.run import load_config
+from npo.models.generation import prompt_seeds
+from npo.loops.npo import train_npo
+from npo.loops.run import close_run, open_run, prepare
 
 SETS = ["train.steps=4", "train.checkpoint_every=2", "train.prompts_per_step=4", "eval.every=0", "eval.n=20",
         "eval.samples=0", "npo.interventions=[{kind: bootstrap, lookahead: 2, window: 2}]", "npo.k=2",
@@ -98,7 +98,7 @@ def test_guide_rows_have_an_importance_ratio_of_exactly_one(vllm_run):
 def test_after_an_in_place_swap_at_the_same_step_the_next_generation_resyncs(vllm_run):
     """AutoNPO scores candidates by loading their weights in place, without moving the step: TRL's own
     'synced at this step' tag must not let the engine keep the previous weights."""
-    from npo.engine import load_weights
+    from npo.trl_seam.engine import load_weights
 
     out, ctx, llm, _, _, _ = vllm_run
     trainer = ctx.trainer
@@ -174,7 +174,7 @@ def test_server_mode_sends_image_prompts_with_their_images(tiny_model_path):
     from PIL import Image
 
     from npo.models.load import load_policy
-    from npo.vllm_sampling import _server
+    from npo.trl_seam.vllm import _server
 
     _, tok = load_policy(tiny_model_path)
     with pytest.MonkeyPatch.context() as mp:

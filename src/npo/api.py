@@ -4,7 +4,7 @@ takes what `GRPOTrainer` takes; `trainer.train()` runs the whole method (look-ah
 guided windows, evaluations) and returns the run's summary.
 
 The API and the YAML config are one description of a run: `run_config` turns the API's arguments
-into the `npo.config.RunConfig` the loops read, validated field by field as a YAML file is, and
+into the `npo.config.run.RunConfig` the loops read, validated field by field as a YAML file is, and
 `api_arguments` turns a RunConfig back into the API's arguments. `npo train CONFIG` is
 `NPOTrainer(**api_arguments(load_config(CONFIG), out)).train()`.
 
@@ -15,13 +15,13 @@ How the fields correspond:
 | seed, train.steps, train.checkpoint_every | `args.seed`, `args.max_steps`, `args.save_steps` |
 | train.keep_checkpoints | `args.save_total_limit` |
 | train.prompts_per_step | `args.per_device_train_batch_size` x processes x `args.gradient_accumulation_steps` / `args.num_generations` (TRL counts completions) |
-| train.grpo.* | the GRPOConfig fields of `args` (npo's defaults where `npo.grpo_args.GRPO_DEFAULTS` says) |
+| train.grpo.* | the GRPOConfig fields of `args` (npo's defaults where `npo.config.trl_args.GRPO_DEFAULTS` says) |
 | eval.* | `args.heldout_*` (npo's held-out evaluation; TRL's own eval loop is not used) |
 | task.reward_threshold, verifier_timeout, max_failed_share | the same names on `args` |
-| task.* | `task=` (a spec or `npo.config.TaskConfig`), or `train_dataset` / `eval_dataset` / `reward_funcs` |
-| model.* | `model=` (a path, 'tiny', a `npo.config.ModelConfig`, or a model object with `processing_class`) |
+| task.* | `task=` (a spec or `npo.config.run.TaskConfig`), or `train_dataset` / `eval_dataset` / `reward_funcs` |
+| model.* | `model=` (a path, 'tiny', a `npo.config.run.ModelConfig`, or a model object with `processing_class`) |
 | model.lora | `peft_config=` (a `peft.LoraConfig`) |
-| method, npo.*, replay.*, autonpo.* | `guide=` (`npo.guides_api`: NearFuture, SelfGuide, AutoNPO, LUFFY, ...) |
+| method, npo.*, replay.*, autonpo.* | `guide=` (`npo.config.methods`: NearFuture, SelfGuide, AutoNPO, LUFFY, ...) |
 """
 
 from __future__ import annotations
@@ -36,18 +36,18 @@ import torch
 from transformers import TrainerState
 from trl import GRPOConfig
 
-from npo.callbacks import evaluation
-from npo.config import EvalConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig, build_config
+from npo.trl_seam.callbacks import evaluation
+from npo.config.run import EvalConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig, build_config
 from npo.errors import UserError
-from npo.evaluate import eval_plan
-from npo.grpo_args import (EVAL_INSTEAD, GRPO_DEFAULTS, OWNED_GRPO_FIELDS, TRL_EVAL_FIELDS, grpo_kwargs, grpo_overrides,
+from npo.models.evaluate import eval_plan
+from npo.config.trl_args import (EVAL_INSTEAD, GRPO_DEFAULTS, OWNED_GRPO_FIELDS, TRL_EVAL_FIELDS, grpo_kwargs, grpo_overrides,
                            processes)
-from npo.guides_api import GRPO, Guide, guide_of
+from npo.config.methods import GRPO, Guide, guide_of
 from npo.models.load import lora_fields
-from npo.rundir import RunDir, default_out, read_jsonl
+from npo.rundir.layout import RunDir, default_out, read_jsonl
 from npo.tasks.base import disjoint_split, held_out_split
 from npo.tasks.python import RewardTask, dataset_items
-from npo.train import Prepared, prepare, train
+from npo.loops.run import Prepared, prepare, train
 
 _TRL = {f.name: f for f in dataclasses.fields(GRPOConfig)}
 _EVAL = {"every", "n", "samples", "temperature", "max_new_tokens", "batch_size", "seed"}  # eval.X -> heldout_X
@@ -112,7 +112,7 @@ class NPOConfig(GRPOConfig):
         # The GRPOConfig values as given, before TRL's __post_init__ rewrites some (report_to, bf16, ...):
         # the run's train.grpo is built from these.
         self.given = {name: getattr(self, name) for name in _TRL}
-        if not torch.cuda.is_available():  # as npo.grpo_args does for a YAML run
+        if not torch.cuda.is_available():  # as npo.config.trl_args does for a YAML run
             self.use_cpu = True
             self.bf16 = False if self.bf16 is None else self.bf16
         super().__post_init__()
@@ -140,10 +140,10 @@ MAPPED = {"output_dir": "the run folder", "max_steps": "train.steps", "save_step
           "save_total_limit": "train.keep_checkpoints", "seed": "seed",
           "per_device_train_batch_size": "train.prompts_per_step x num_generations, with gradient_accumulation_steps"}
 UNMAPPED = {  # the others npo owns: why a value would not mean what TRL says
-    "num_train_epochs": "npo trains max_steps optimizer steps (its data order: npo.order); epochs follow from the data",
+    "num_train_epochs": "npo trains max_steps optimizer steps (its data order: npo.algo.order); epochs follow from the data",
     "data_seed": "npo's data order is drawn from seed", "save_strategy": "npo checkpoints every save_steps steps",
     "logging_steps": "npo logs every optimizer step (metrics.jsonl)", "disable_tqdm": "npo shows its own progress bar",
-    "save_only_model": "npo keeps rollback and resume targets whole (npo.retention)",
+    "save_only_model": "npo keeps rollback and resume targets whole (npo.rundir.retention)",
 }
 
 
@@ -191,7 +191,7 @@ def api_arguments(cfg: RunConfig, out: str | Path) -> dict:
 class NPOTrainer:
     """One npo run from Python. `trainer.train()` trains and returns the summary (summary.json).
 
-    model: a local model folder, 'tiny' / 'tiny-vl' (the embedded defaults), a `npo.config.ModelConfig`,
+    model: a local model folder, 'tiny' / 'tiny-vl' (the embedded defaults), a `npo.config.run.ModelConfig`,
         or a loaded `transformers` model (then `processing_class` is its tokenizer or processor). Under
         ZeRO-3 give a folder: npo loads it after the run's GRPOConfig exists, partitioned (`zero.Init`);
         a model loaded before is whole on every process.

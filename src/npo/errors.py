@@ -1,4 +1,4 @@
-"""User-facing errors: one line, exit code 2, no traceback (see `npo.cli.main`)."""
+"""User-facing errors: one line, exit code 2, no traceback (see `npo.cli.main.main`)."""
 
 
 class UserError(Exception):

@@ -16,9 +16,9 @@ from pathlib import Path
 from npo.errors import UserError
 from npo.models.tiny import build_tokenizer, unmapped
 from npo.models.tiny_vl import QWEN_VL, build_processor, load_processor
-from npo.generation import conversations, text_tokenizer
-from npo.images import open_image
-from npo.prompting import INSTRUCTION, prompt_style
+from npo.models.generation import conversations, text_tokenizer
+from npo.tasks.images import open_image
+from npo.tasks.prompting import INSTRUCTION, prompt_style
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 

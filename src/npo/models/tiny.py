@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from npo.config import TaskConfig, TinyModelConfig, WarmupConfig
+from npo.config.run import TaskConfig, TinyModelConfig, WarmupConfig
 
 SPECIALS = ["<pad>", "<bos>", "<eos>"]
 CHARS = ["\n"] + [chr(c) for c in range(32, 127)]  # newline + printable ASCII

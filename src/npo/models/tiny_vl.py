@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from npo.generation import conversations
+from npo.models.generation import conversations
 from npo.models.tiny import BOS_ID, EOS_ID, PAD_ID, Recipe, build_tokenizer
-from npo.prompting import PLAIN_MARK
+from npo.tasks.prompting import PLAIN_MARK
 
 VISION_TOKENS = ["<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>"]
 # The image, then the text of each message; no roles and no generation prompt (the completion follows).

@@ -25,13 +25,13 @@ def build_task(spec: str, options: dict | None = None, **file_options) -> Task:
 
 
 def run_task(cfg) -> Task:
-    """The task of a run's config (`cfg`: an npo.config.RunConfig)."""
+    """The task of a run's config (`cfg`: an npo.config.run.RunConfig)."""
     t = cfg.task
     return build_task(t.spec, t.options, question_key=t.question_key, answer_key=t.answer_key, image_key=t.image_key)
 
 
 def build_split(cfg, evaluation: bool = False) -> tuple[Task, list[Item], list[Item]]:
-    """The run's task (`cfg`: an npo.config.RunConfig) and its disjoint (train, held-out) items,
+    """The run's task (`cfg`: an npo.config.run.RunConfig) and its disjoint (train, held-out) items,
     checked against eval.n. `evaluation` (npo eval): a data file smaller than task.eval_size is held
     out whole, and no training split is needed."""
     task = run_task(cfg)

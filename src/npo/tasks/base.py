@@ -15,12 +15,12 @@ from typing import Callable, Protocol
 @dataclass(frozen=True)
 class Item:
     """One prompt of a task. `question` is the raw question; the prompt a model sees is built from
-    it by `npo.prompting` (plain text for the tiny model, the chat template for instruct models)."""
+    it by `npo.tasks.prompting` (plain text for the tiny model, the chat template for instruct models)."""
 
     question: str
     answer: str
     meta: dict = field(default_factory=dict, compare=False, hash=False)
-    image: str | None = None  # an image prompt's image, by reference (npo.images): never the pixels
+    image: str | None = None  # an image prompt's image, by reference (npo.tasks.images): never the pixels
 
     @property
     def key(self) -> str:

@@ -17,9 +17,9 @@ import signal
 import threading
 from pathlib import Path
 
-from npo.checks import short
+from npo.config.checks import short
 from npo.errors import UserError
-from npo.images import image_reference
+from npo.tasks.images import image_reference
 from npo.tasks.base import Item, held_out_split, register
 from npo.tasks.verify import math_reference, math_verify_score
 

@@ -9,7 +9,7 @@ completion, `fn(prompts=[...], completions=[...], completion_ids=[...], trainer_
 **{column: [...]})`, each completion as TRL would pass it (a string, or one assistant message for a
 conversational prompt); npo's evaluation and guides have no token ids to give (no `completion_ids`).
 
-A verifier importable by name (a module's function, such as `npo.rewards.math_verify_reward`) runs in
+A verifier importable by name (a module's function, such as `npo.tasks.rewards.math_verify_reward`) runs in
 the guarded worker process with `task.verifier_timeout`, like the built-in tasks; any other (a
 closure, a function of the script being run) is called in this process, without a time limit. One
 that raises scores 0 and is counted; `task.max_failed_share` stops a run whose verifier fails on most
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from npo.errors import UserError
-from npo.images import image_reference
+from npo.tasks.images import image_reference
 from npo.tasks.base import Item
 
 TRL_OWN = ("prompt", "completion", "completion_ids")  # columns TRL passes by name, never as keywords

@@ -16,7 +16,7 @@ import random
 from functools import lru_cache
 
 from npo.errors import UserError
-from npo.images import drawer
+from npo.tasks.images import drawer
 from npo.tasks.arith import ArithTask, make_arith
 from npo.tasks.base import Item, SampledTask, register
 

@@ -1,0 +1,1 @@
+"""The `npo` command (main) and its subcommands' jobs: eval, signal, pool, compare, demo, report."""

@@ -1,0 +1,148 @@
+"""The guide bank and an intervention's guidance.
+
+- `GuideBank`: per-prompt store of verified-correct trajectories, up to M (`npo.slots`) per prompt
+  (`npo.guides.sources.Guide`: token ids,
+  text, source and step, per-token log-probs under the source), saved atomically in the run folder
+  with what making it cost; a bank made ahead and saved is reloaded, never remade, by a resume.
+- `Guidance`: one intervention's guide source, its bank, and the window [start, end) of optimizer
+  steps in which the trainer injects from it (the whole run for `inject_when: always`). It asks the
+  source for the prompts it lacks, ahead of time (`prefill`, then the bank is closed) or as gated
+  prompts come (`fill`), and counts what that cost. Every process asks for the same prompts (the trainer gathers them first) and each prompt is
+  sampled under its own seed, so every process holds the same bank whatever the process count.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from npo.models.generation import Policy, prompt_seeds
+from npo.algo.injection import GuideRow
+from npo.rundir.layout import atomic_write_json
+from npo.models.share import Share
+from npo.guides.sources import Guide, GuideSource, propose
+
+
+@dataclass
+class GuideBank:
+    """item index -> its guides (up to M); `tried` remembers prompts the source was asked for."""
+
+    guides: dict[int, list[Guide]] = field(default_factory=dict)
+    tried: set[int] = field(default_factory=set)
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.guides or index in self.tried
+
+    def add(self, index: int, guides: list[Guide]) -> None:
+        self.tried.add(index)
+        if guides:
+            self.guides[index] = list(guides)
+        else:  # a fresh failure supersedes older guides (the `self` source asks again each time)
+            self.guides.pop(index, None)
+
+    def get(self, index: int) -> list[Guide]:
+        return self.guides.get(index, [])
+
+    def to_json(self) -> dict:
+        return {"guides": {str(i): [asdict(g) for g in gs] for i, gs in sorted(self.guides.items())},
+                "tried": sorted(self.tried)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "GuideBank":
+        return cls({int(i): [Guide(**g) for g in gs] for i, gs in data["guides"].items()}, set(data["tried"]))
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_json())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "GuideBank":
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+
+@dataclass
+class GuideStats:
+    requested: int = 0  # prompts the source was asked for
+    found: int = 0  # ... of which it produced a verified-correct trajectory
+    injected: int = 0  # group rows overwritten with a guide (a guide can be injected at several steps)
+    samples: int = 0  # completions the source generated
+    tokens: int = 0  # completion tokens the source generated
+    seconds: float = 0.0
+
+
+class Guidance:
+    """One intervention's guide: a source, the verifier, its bank, and the window [start, end)."""
+
+    def __init__(self, source: GuideSource, scorer, bank: GuideBank, start: int, end: int, *, seed: int,
+                 bank_path: Path | None = None, slots: int = 1, share: Share = Share()):
+        self.source, self.scorer, self.bank, self.start, self.end = source, scorer, bank, start, end
+        self.seed, self.bank_path, self.slots = seed, bank_path, slots
+        self.share = share  # the processes, which split the verification of what the source proposes
+        self.closed = False  # a bank made ahead is complete: its source (a past policy) is never asked again
+        self.stats = GuideStats()
+
+    def active(self, step: int) -> bool:
+        return self.start <= step < self.end
+
+    def fill(self, indices: list[int], items: list, step: int, live: Policy | None = None) -> int:
+        """Ask the source for every prompt not in the bank (a source that does not cache, `self`, is
+        asked every time: the current policy changes each step). Returns how many prompts were asked.
+        Collective when the source samples the live policy: every process passes the same prompts."""
+        todo = [(i, it) for i, it in zip(indices, items) if not (self.source.caches and i in self.bank)]
+        todo = list(dict(todo).items())  # one request per prompt
+        if not todo or self.closed:
+            return 0
+        t0 = time.perf_counter()
+        seeds = prompt_seeds(self.seed * 1_000_003 + step, [i for i, _ in todo])
+        made = propose(self.source, [it for _, it in todo], seeds, self.scorer, live, m=self.slots, share=self.share)
+        for (i, _), g in zip(todo, made.guides):
+            self.bank.add(i, g)
+        self.stats.requested += len(todo)
+        self.stats.found += sum(bool(g) for g in made.guides)
+        self.stats.samples += made.samples
+        self.stats.tokens += made.tokens
+        self.stats.seconds += time.perf_counter() - t0
+        return len(todo)
+
+    def prefill(self, indices: list[int], items: list, step: int, books=None) -> None:
+        """Ahead-of-time guides for prompts known before the window, then the bank is closed: its
+        source is the policy at the end of a look-ahead, which the rollback is about to replace.
+        `books` (the main process): saves the bank with `books()`, the run's books once it was made
+        (`npo.rundir.journal`: its verifications count)."""
+        self.fill(indices, items, step)
+        self.closed = True
+        if books is not None:
+            self.save(books())
+
+    def lookup(self, indices: list[int]) -> list[list[GuideRow]]:
+        return [[g.row() for g in self.bank.get(i)] for i in indices]
+
+    def snapshot(self) -> dict:
+        """What a checkpoint inside the window keeps of it: its stats, and the bank of a source that
+        samples each prompt once (the `checkpoint:` and `teacher_model:` kinds asked on demand), which
+        a resume cannot remake under the seeds of the steps that first asked."""
+        keep = self.source.caches and self.source.generates and not self.closed
+        return {"stats": asdict(self.stats), "bank": self.bank.to_json() if keep else None}
+
+    def restore(self, snapshot: dict) -> None:
+        self.stats = GuideStats(**snapshot["stats"])
+        if snapshot.get("bank") is not None:
+            self.bank = GuideBank.from_json(snapshot["bank"])
+
+    def save(self, books: dict | None = None) -> None:
+        """The bank, what making it cost, whether it is complete (made ahead), atomically."""
+        if self.bank_path is not None:
+            atomic_write_json(self.bank_path, {**self.bank.to_json(), "stats": asdict(self.stats),
+                                               "closed": self.closed, "books": books})
+
+    def load_saved(self) -> bool:
+        """Take the bank a killed run saved complete (made ahead), with its stats: it is never made
+        twice. Returns whether there was one."""
+        if self.bank_path is None or not Path(self.bank_path).is_file():
+            return False
+        data = json.loads(Path(self.bank_path).read_text())
+        if not data.get("closed"):
+            return False  # an on-demand bank (`self`): asked afresh at every step anyway
+        self.bank, self.stats, self.closed = GuideBank.from_json(data), GuideStats(**data["stats"]), True
+        return True
