@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 LOCK   := -c requirements/lock.txt
 
-.PHONY: demo test test-slow smollm2 clean clean-cache
+.PHONY: demo test test-fast test-slow lint smollm2 clean clean-cache
 
 PIP    := $(BIN)/pip install --quiet
 
@@ -33,6 +33,10 @@ TEST_ENV := OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu NPO_CACHE=$(CURDIR)/.npo-cache
 test: $(STAMP)
 	NPO_CACHE=$(CURDIR)/.npo-cache $(BIN)/npo warmup configs/tiny-grpo.yaml > /dev/null  # same bytes at any thread count
 	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2 --dist load
+
+# The tier a developer runs in a minute: pure modules, config checks, the seam's pins, the docs' pointers.
+test-fast: $(STAMP)
+	$(TEST_ENV) $(BIN)/python -m pytest -q -m fast -p no:xdist
 
 # Opt-in slow tests (SmolLM2 import, longer learning checks).
 test-slow: $(STAMP) smollm2

@@ -165,8 +165,8 @@ def main() -> None:
     p.add_argument("--early", action="store_true", help="one kill per chain, in start-up or the first checkpoint interval")
     p.add_argument("--quick", action="store_true", help="the demo's toy sizes (npo demo --quick)")
     a = p.parse_args()
-    from npo.config.run import load_config
     from npo.cli.demo import QUICK
+    from npo.config.run import load_config
 
     sizes = QUICK if a.quick else []
     cfg = load_config(ROOT / "configs" / "demo.yaml", sizes)

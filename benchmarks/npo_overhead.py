@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from helpers import NeverAsked, answer_bank, tiny_trainer  # noqa: E402
-from npo.guides.bank import Guidance  # noqa: E402
 
+from npo.guides.bank import Guidance  # noqa: E402
 
 PARTS = ("_inject", "_score_guides", "_book_guides", "_log_guides")
 

@@ -5,7 +5,7 @@ with paired seeds, then S = Q / V of each method's guide source on one failed se
     .venv/bin/python benchmarks/paper_table.py --config configs/scratch.yaml --seeds 3 --out runs/paper-scratch
 
 1. `npo compare grpo self npo autonpo luffy exgrpo rlep --config CONFIG --seeds N --out OUT`: the seven
-   methods (README "Baselines"); RLEP's pool comes from a GRPO run of seed 1000 (OUT/pool).
+   methods (docs/baselines.md); RLEP's pool comes from a GRPO run of seed 1000 (OUT/pool).
 2. `npo signal OUT/runs/grpo-s0 --step T --deltas D1,D2 --source ...`: on the failed set F of GRPO
    seed 0 at step T, Q, V and S of each method's source: `self` (Delta = 0), the near future
    (Delta = D: NPO's and AutoNPO's), `teacher:reference` (LUFFY's perfect teacher), `replay` (ExGRPO's
@@ -23,15 +23,15 @@ import sys
 from pathlib import Path
 
 from npo.cli.main import main as npo
-from npo.rundir.layout import RunDir, read_jsonl
 from npo.cli.signal import table
+from npo.rundir.layout import RunDir, read_jsonl
 
 METHODS = ["grpo", "self", "npo", "autonpo", "luffy", "exgrpo", "rlep"]
 SOURCES = ("Where each method's guides come from here: NPO and AutoNPO, the run's own checkpoint Delta steps "
            "ahead; `self`, the current policy (Delta = 0, same k); LUFFY, the task's reference answers "
            "(`teacher:reference`: a perfect teacher, in one fixed style); ExGRPO, the run's own replay buffer; "
            "RLEP, the verified successes of a finished GRPO run of another seed (1000), 4 samples per "
-           "training prompt (`pool/`), whose cost is not booked to RLEP. README \"Baselines\" lists every "
+           "training prompt (`pool/`), whose cost is not booked to RLEP. docs/baselines.md lists every "
            "departure from each paper's settings.")
 
 

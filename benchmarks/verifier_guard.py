@@ -99,7 +99,8 @@ def main() -> None:
     result = {
         "machine": f"{os.cpu_count()} CPU cores", "pairs": len(work), "right": sum(inline_values),
         "worker_startup_s": round(startup, 2), "inline": ms(inline_s), "isolated": ms(isolated_s),
-        "isolated_equals_inline": values == inline_values, "hang_cut_s": round(cut, 3), "after_hang_s": round(next_s, 3), "after_hang_score": after,
+        "isolated_equals_inline": values == inline_values, "hang_cut_s": round(cut, 3),
+        "after_hang_s": round(next_s, 3), "after_hang_score": after,
         "loaded": {"busy_processes": os.cpu_count(), "worker_startup_s": round(loaded_startup, 2), **ms(loaded_s),
                    "equals_inline": loaded_values == inline_values, "limit_s": 1.0},
     }

@@ -77,9 +77,9 @@ def in_place(cfg, measure: str, out: Path) -> dict:
 
     from memory_probe import PeakMemory, private_memory
 
-    from npo.trl_seam.engine import load_weights
-    from npo.loops.segment import run_segment
     from npo.loops.run import open_run, prepare
+    from npo.loops.segment import run_segment
+    from npo.trl_seam.engine import load_weights
 
     ctx = open_run(prepare(cfg, out / "run"), show_progress=False)
     run_segment(ctx, 0, 1, out_dir=ctx.run.checkpoints)

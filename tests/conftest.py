@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 # Warm starts are cached across test sessions in the repo (built once on a fresh clone).
@@ -14,6 +15,8 @@ os.environ.setdefault("NPO_CACHE", str(ROOT / ".npo-cache"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch: float sums depend on the thread count
+torch.set_num_threads(1)  # the suite trains single-threaded wherever it runs: tests/data/golden.json was recorded so
 
 
 def torchrun(processes: int, script: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
@@ -45,7 +48,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# `make test-fast`: the pure modules, the config checks, the seam's pins and the docs' pointers; no run
+# is trained (under a minute). Everything else is in `make test` only.
+FAST = {"test_autonpo", "test_cli", "test_config", "test_generation", "test_injection", "test_interventions",
+        "test_layers", "test_pins", "test_precision", "test_readme", "test_report", "test_retention", "test_rules",
+        "test_share", "test_signal", "test_tasks", "test_trl_seam"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.stem in FAST:
+            item.add_marker(pytest.mark.fast)
     if os.environ.get("NPO_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow/opt-in: run with NPO_SLOW=1 (make test-slow)")
@@ -100,8 +113,9 @@ def demo_quick(tmp_path_factory, tiny_model_path):
         import contextlib
         import io
 
-        from killing import npo
         from npo.cli.main import main
+
+        from killing import npo
 
         printed = io.StringIO()
         assert npo(["demo", "--quick", "--out", str(folder / "demo"), "--quiet"], kill_at="step:150") == -9
@@ -119,9 +133,10 @@ def autonpo_short(tmp_path_factory, tiny_model_path):
     a bootstrap trigger at 10, Delta* 5, the window 5-10 guided. Returns (run folder, summary)."""
 
     def build(folder):
-        from golden import AUTONPO_SHORT
         from npo.config.run import load_config
         from npo.loops.run import prepare, train
+
+        from golden import AUTONPO_SHORT
 
         train(prepare(load_config(ROOT / "configs" / "tiny-autonpo.yaml", AUTONPO_SHORT), folder / "run"),
               show_progress=False)

@@ -19,12 +19,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 from accelerate.utils import gather_object  # noqa: E402
+from helpers import tiny_trainer  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 
-from engine_worker import end_processes  # noqa: E402
-from helpers import tiny_trainer  # noqa: E402
-from npo.guides.bank import GuideBank, Guidance  # noqa: E402
+from npo.guides.bank import Guidance, GuideBank  # noqa: E402
 from npo.guides.sources import Guide, SelfSource, TraceSource  # noqa: E402
+
+from engine_worker import end_processes  # noqa: E402
 
 RIGHT = [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]
 original_generate = GRPOTrainer._generate

@@ -27,13 +27,14 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 
-import conftest  # noqa: E402,F401  (the tests' cache and offline settings)
 from npo.config.run import load_config  # noqa: E402
-from npo.guides.bank import GuideBank, Guidance  # noqa: E402
-from npo.rundir.layout import atomic_write_text, read_jsonl  # noqa: E402
-from npo.loops.segment import run_segment  # noqa: E402
+from npo.guides.bank import Guidance, GuideBank  # noqa: E402
 from npo.guides.sources import PolicySource, guide_sampling  # noqa: E402
 from npo.loops.run import open_run, prepare, train  # noqa: E402
+from npo.loops.segment import run_segment  # noqa: E402
+from npo.rundir.layout import atomic_write_text, read_jsonl  # noqa: E402
+
+import conftest  # noqa: E402,F401  (the tests' cache and offline settings)
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["train.prompts_per_step=4", "eval.every=0", "eval.n=20", "eval.samples=0"]

@@ -7,8 +7,9 @@ of `configs/tiny-autonpo.yaml` at test size (AUTONPO_SHORT), recorded by
     OMP_NUM_THREADS=1 .venv/bin/python tests/golden.py      # rewrites tests/data/golden.json
 
 with the warm start's hash and torch's thread count (`make test` runs one thread per process): CPU
-numerics differ between processor families and between thread counts, so where either differs the
-comparison says so and skips instead of comparing trajectories that never could match. Re-record only for a change that means to alter training, and say so in its commit.
+numerics differ between processor families and between thread counts. tests/conftest.py trains every
+test single-threaded; on a processor whose warm start differs, the comparison fails and says so.
+Re-record only for a change that means to alter training, and say so in its commit.
 """
 
 from __future__ import annotations
@@ -68,10 +69,11 @@ def torch_threads() -> int:
 
 def record() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
-    import conftest  # noqa: F401  (the tests' cache and offline settings)
     from npo.cli.main import main
     from npo.config.run import load_config
     from npo.loops.run import prepare, train
+
+    import conftest  # noqa: F401  (the tests' cache and offline settings)
 
     with tempfile.TemporaryDirectory() as tmp:
         demo = Path(tmp) / "demo"

@@ -2,10 +2,10 @@
 
 from npo.config.run import load_config
 from npo.guides.bank import GuideBank
-from npo.models.load import load_policy, resolve_model_path
-from npo.tasks.rewards import TaskScorer
 from npo.guides.sources import Guide, GuideSource
+from npo.models.load import load_policy, resolve_model_path
 from npo.tasks import build_split
+from npo.tasks.rewards import TaskScorer
 from npo.trl_seam.setup import build_trainer, trainer_args
 
 from conftest import ROOT

@@ -6,10 +6,11 @@ accumulated run killed inside its guided window resumes exactly."""
 import json
 import math
 
+from npo.cli.main import main
+
 from conftest import ROOT
 from golden import normalized
 from killing import kill_chain, resume
-from npo.cli.main import main
 
 CONFIG = str(ROOT / "configs" / "tiny-npo-bootstrap.yaml")
 SETS = ["train.steps=3", "train.checkpoint_every=1", "train.prompts_per_step=8", "eval.every=2", "eval.n=20",

@@ -14,14 +14,15 @@ import torch
 import yaml
 
 import npo
+from npo.api import api_arguments, run_config
+from npo.config.presets import METHOD_PRESETS
+from npo.config.run import load_config, resolved
+from npo.config.trl_args import grpo_kwargs
+from npo.errors import UserError
+from npo.rundir.layout import read_jsonl
+
 from conftest import ROOT
 from golden import normalized
-from npo.api import api_arguments, run_config
-from npo.config.run import load_config, resolved
-from npo.errors import UserError
-from npo.config.trl_args import grpo_kwargs
-from npo.config.presets import METHOD_PRESETS
-from npo.rundir.layout import read_jsonl
 
 SMALL = ["method=npo", "train.steps=4", "train.checkpoint_every=2", "npo.interventions=[{kind: bootstrap, lookahead: 2}]",
          "eval.every=2", "eval.n=20", "npo.k=2"]

@@ -2,12 +2,13 @@
 (the discarded steps leave the final trajectory), guided retraining, the accounting, and the
 controller's state saved with each checkpoint and restored on rollback."""
 
-from conftest import ROOT
-from golden import AUTONPO_SHORT
 from npo.algo.controller import Controller, ControllerState, Made, Seen, StepRecord
 from npo.config.run import load_config
-from npo.rundir.layout import checkpoint_state, read_jsonl
 from npo.loops.run import prepare, train
+from npo.rundir.layout import checkpoint_state, read_jsonl
+
+from conftest import ROOT
+from golden import AUTONPO_SHORT
 
 
 def test_autonpo_intervenes_and_records_it(autonpo_short):

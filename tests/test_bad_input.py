@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from npo.cli.main import main
-from npo.models.tiny import build_tokenizer
 from npo.errors import UserError
+from npo.models.tiny import build_tokenizer
 from npo.rundir.lock import FolderLock, check_out
 
 from conftest import ROOT
@@ -514,9 +514,8 @@ def test_a_full_disk_is_named_wherever_it_surfaces():
 
 
 def test_a_damaged_journal_or_marker_is_one_line(tmp_path, capsys):
-    from npo.rundir.layout import checkpoint_state
-
     from npo.config.run import dump_yaml, load_config, resolved
+    from npo.rundir.layout import checkpoint_state
 
     run = tmp_path / "run"
     run.mkdir()

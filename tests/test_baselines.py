@@ -7,13 +7,14 @@ import json
 import pytest
 import torch
 
-from conftest import ROOT
 from npo.cli.main import main
 from npo.config.run import load_config
+from npo.loops.run import prepare, train
 from npo.rundir.layout import read_jsonl
 from npo.tasks import build_split
-from npo.loops.run import prepare, train
 from npo.trl_seam.trainer import GuidedGRPOTrainer
+
+from conftest import ROOT
 
 SMALL = ["train.steps=4", "train.prompts_per_step=4", "train.checkpoint_every=2", "eval.every=0", "eval.n=20",
          "eval.samples=0"]
@@ -151,8 +152,9 @@ def test_exgrpo_killed_mid_run_resumes_exactly(presets, tmp_path):
     """The replay buffer and the latch travel with each checkpoint: killed at step 5 (after the
     checkpoint at 4, with the buffer full and the latch on) and resumed, the run equals the one
     left alone (its files, weights and books)."""
-    from killing import kill_chain, resume
     from test_resume import assert_same_run
+
+    from killing import kill_chain, resume
 
     reference = presets[0]["exgrpo"][0]
     out = tmp_path / "run"

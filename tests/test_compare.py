@@ -4,9 +4,10 @@ import json
 
 import yaml
 
-from conftest import ROOT
 from npo.cli.main import main
 from npo.rundir.layout import read_jsonl
+
+from conftest import ROOT
 
 
 def short_config(tmp_path, name, source, **npo):

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from npo.config.run import load_config
 from npo.cli.demo import DEFAULT_CONFIG, method_overrides, targets, targets_markdown
 from npo.cli.report import write_report
+from npo.config.run import load_config
 
 
 @pytest.mark.parametrize("quick", [False, True])

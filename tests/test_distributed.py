@@ -4,7 +4,6 @@ group's rewards, and the decisions equal a single-process run's (tests/dist_gate
 import json
 from pathlib import Path
 
-
 from conftest import torchrun, what_failed
 
 EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 has p_hat 0.75)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from npo.config.run import load_config
+from npo.loops.run import open_run, prepare
+from npo.rundir.layout import read_jsonl
+
 from conftest import ROOT, built_once, torchrun, what_failed
 from engine_worker import bank_of_untrained_policy
-from npo.config.run import load_config
-from npo.rundir.layout import read_jsonl
-from npo.loops.run import open_run, prepare
 
 MEMORY_MB = 50  # the bound on host-memory growth over 3 rollbacks
 
@@ -109,5 +110,5 @@ def test_launch_recipes_load():
         cfg = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
         assert cfg.distributed_type.value == kind, name
         assert (cfg.deepspeed_config or {}).get("zero_stage") == stage, name
-    with pytest.raises(Exception):
+    with pytest.raises(FileNotFoundError):
         load_config_from_file(str(ROOT / "configs" / "accelerate" / "nope.yaml"))

@@ -2,9 +2,9 @@
 
 import pytest
 
+from npo.algo.interventions import AUTO, parse_interventions, plateaued
 from npo.config.run import load_config
 from npo.errors import UserError
-from npo.algo.interventions import AUTO, parse_interventions, plateaued
 
 NPO = ["method=npo", "train.steps=100"]
 

@@ -1,13 +1,15 @@
 """The package's layers, its folders in the order of the map in `npo/__init__.py` (bottom first): a module
-imports only from its own folder or one listed before it, no two modules import each other (directly or round a circle), and package modules are
-imported at the top of a module, never inside a function, except in `npo.cli.main` (its commands import
-their modules when they run, so `npo --help` answers without the ~6 s import of torch and TRL)."""
+imports only from its own folder or one listed before it, no two modules import each other (directly or
+round a circle), and package modules are imported at the top of a module, never inside a function, except
+in `npo.cli.main` (its commands import their modules when they run, so `npo --help` answers without the
+~6 s import of torch and TRL)."""
 
 import ast
 import re
 from pathlib import Path
 
 import npo
+
 from conftest import ROOT
 
 SRC = ROOT / "src"

@@ -6,7 +6,6 @@ log-probs must equal a reference forward with `position_ids = cumsum(mask) - 1`.
 """
 
 import torch
-
 from helpers import generation_batch, tiny_trainer
 
 

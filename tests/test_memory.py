@@ -11,12 +11,13 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
 from npo.config.run import TinyModelConfig
 from npo.models.generation import Policy
 from npo.models.load import load_policy
 from npo.models.tiny import QWEN_VOCAB, real_vocab_folder
 from npo.tasks.base import Item
+
+from conftest import ROOT
 
 MB = 1 << 20
 

@@ -2,14 +2,14 @@
 
 import pytest
 import torch
-
 from helpers import NeverAsked, answer_bank, tiny_trainer
-from npo.models.generation import Policy, completion_lengths, prompt_seeds
-from npo.guides.bank import GuideBank, Guidance
-from npo.models.load import load_policy
-from npo.tasks.rewards import TaskScorer
+
+from npo.guides.bank import Guidance, GuideBank
 from npo.guides.sources import Guide, PolicySource, SelfSource, propose
+from npo.models.generation import Policy, completion_lengths, prompt_seeds
+from npo.models.load import load_policy
 from npo.tasks import build_split
+from npo.tasks.rewards import TaskScorer
 
 NPO = ["method=npo", "npo.interventions=[{kind: bootstrap, lookahead: 2}]"]
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from npo.errors import UserError
-from npo.config.trl_args import micro_batches
 from npo.config.precision import Precision, engine_of, launcher_flags, precision
+from npo.config.trl_args import micro_batches
+from npo.errors import UserError
 
 P32, BF16_MASTER, BF16_LOADED = Precision("fp32", False, False), Precision("fp32", True, False), Precision("bf16", True, False)
 
@@ -91,11 +91,12 @@ def test_micro_batches_that_cannot_hold_name_the_field(prompts, n, world, micro,
 def test_each_npo_default_gives_way_to_the_users_value(tmp_path):
     """Every field of GRPO_DEFAULTS set to another value explicitly reaches the run's GRPOConfig (read
     back from trl_args.json); gradient checkpointing and the batch fields too."""
-    from conftest import ROOT
     from npo.config.run import load_config
     from npo.config.trl_args import GRPO_DEFAULTS
-    from npo.loops.segment import run_segment
     from npo.loops.run import open_run, prepare
+    from npo.loops.segment import run_segment
+
+    from conftest import ROOT
 
     others = {"num_generations": 4, "learning_rate": 5e-5, "temperature": 0.9, "max_completion_length": 7, "beta": 0.01,
               "loss_type": "dr_grpo", "report_to": "tensorboard", "gradient_checkpointing": True,

@@ -62,4 +62,5 @@ def test_known_runs_give_a_known_table_and_speedups(tmp_path):
     assert set(saved["methods"]) == {"grpo", "npo", "stuck"}
     for m in saved["methods"].values():
         assert {"final_accuracy", "best_accuracy", "steps_to_target", "final_steps", "total_steps",
-                "generated_tokens", "wall_seconds", "interventions"} <= set(m["seeds"][0]) <= set(m["mean"]) | {"tokens_to_target", "interventions_made"}
+                "generated_tokens", "wall_seconds", "interventions"} <= set(m["seeds"][0]) \
+        <= set(m["mean"]) | {"tokens_to_target", "interventions_made"}

@@ -3,10 +3,11 @@ run in RUN/tensorboard, the look-ahead in its own namespace, held-out accuracy, 
 
 import pytest
 
-from conftest import ROOT
 from npo.config.run import load_config
-from npo.rundir.layout import read_jsonl
 from npo.loops.run import prepare, train
+from npo.rundir.layout import read_jsonl
+
+from conftest import ROOT
 
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 

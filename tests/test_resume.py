@@ -10,14 +10,15 @@ import shutil
 
 import pytest
 
-from conftest import ROOT
-from golden import normalized
-from killing import kill_chain, npo, resume, start
 from npo.cli.main import main
 from npo.config.run import load_config
 from npo.errors import UserError
-from npo.rundir.layout import checkpoint_folders, checkpoint_state, read_jsonl
 from npo.loops.run import prepare, train
+from npo.rundir.layout import checkpoint_folders, checkpoint_state, read_jsonl
+
+from conftest import ROOT
+from golden import normalized
+from killing import kill_chain, npo, resume, start
 
 BOOKS = ("final_steps", "total_steps", "lookahead_steps", "generated_tokens", "generated_tokens_by_kind",
          "guide_samples", "interventions", "final_accuracy", "final_mean_at_k")

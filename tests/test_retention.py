@@ -1,7 +1,7 @@
 """Which checkpoints stay whole (npo.rundir.retention): the plan by hand, and stripping a checkpoint folder."""
 
-from npo.rundir.retention import FULL, REMOVE, WEIGHTS, checkpoint_counts, retention, strip
 from npo.rundir.layout import RunDir, checkpoint_state, mark_complete
+from npo.rundir.retention import FULL, REMOVE, WEIGHTS, checkpoint_counts, retention, strip
 
 MAIN, LOOK = "checkpoints", "lookahead/0-bootstrap"
 STEPS = {MAIN: [0, 5, 10, 15, 20], LOOK: [5, 10]}

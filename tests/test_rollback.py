@@ -8,18 +8,19 @@ import torch
 from safetensors.torch import load_file
 from trl.trainer.utils import RepeatSampler
 
-from conftest import ROOT
-from npo.config.run import load_config
-from npo.models.generation import Policy
-from npo.guides.bank import GuideBank, Guidance
-from npo.models.load import load_policy
 from npo.algo.order import DataOrder
-from npo.tasks.rewards import TaskScorer
+from npo.config.run import load_config
+from npo.guides.bank import Guidance, GuideBank
 from npo.guides.sources import PolicySource, guide_sampling
-from npo.tasks import build_split
-from npo.rundir.layout import read_jsonl
-from npo.loops.segment import run_segment
 from npo.loops.run import open_run, prepare, train
+from npo.loops.segment import run_segment
+from npo.models.generation import Policy
+from npo.models.load import load_policy
+from npo.rundir.layout import read_jsonl
+from npo.tasks import build_split
+from npo.tasks.rewards import TaskScorer
+
+from conftest import ROOT
 
 # keys that legitimately differ between passes: wall time, and run-cumulative token and verification counts
 NOT_REPLAYED = {"train/step_time", "signal/generated_tokens", "verify/calls"}

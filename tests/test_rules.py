@@ -8,11 +8,11 @@ import random
 import pytest
 import torch
 
+from npo.algo.injection import guide_token_weights, guided_groups, shaped_importance_weights, shaping_weights, slot_rows
+from npo.algo.replay import Entry, ReplayBuffer, collection_plan, replayed_groups, solve_rate
+from npo.config.presets import PRESETS, apply_preset
 from npo.config.run import load_config
 from npo.errors import UserError
-from npo.algo.injection import guide_token_weights, guided_groups, shaped_importance_weights, shaping_weights, slot_rows
-from npo.config.presets import PRESETS, apply_preset
-from npo.algo.replay import Entry, ReplayBuffer, collection_plan, replayed_groups, solve_rate
 from npo.tasks import build_task
 
 # ----------------------------------------------------------------------------- which groups, which rows

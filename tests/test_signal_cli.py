@@ -5,12 +5,13 @@ import json
 import pytest
 import torch
 
-from conftest import ROOT
 from npo.cli.main import main
 from npo.config.run import load_config
+from npo.loops.run import prepare, train
 from npo.models.generation import Policy
 from npo.tasks import build_split
-from npo.loops.run import prepare, train
+
+from conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,6 @@ def test_signal_bad_input(run_dir, capsys, argv, expect):
 
 def test_token_logps_with_left_padding_match_unpadded(tiny_model_path):
     from npo.models.load import load_policy
-
     from npo.tasks.base import Item
 
     model, tok = load_policy(tiny_model_path)

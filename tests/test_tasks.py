@@ -5,8 +5,8 @@ import json
 import pytest
 
 from npo.errors import UserError
-from npo.tasks.prompting import extract_answer
 from npo.tasks import build_task
+from npo.tasks.prompting import extract_answer
 
 
 @pytest.mark.parametrize("spec,options", [

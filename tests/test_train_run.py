@@ -7,8 +7,8 @@ import torch
 
 from npo.cli.main import main
 from npo.config.run import load_config
-from npo.rundir.layout import checkpoint_state, read_jsonl
 from npo.loops.run import prepare, train
+from npo.rundir.layout import checkpoint_state, read_jsonl
 
 from conftest import ROOT
 

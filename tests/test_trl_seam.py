@@ -148,6 +148,6 @@ def test_the_vllm_engine_state_npo_reads_is_there():
 
 def test_a_batch_has_one_group_size():
     """Why `fill: add` (RLEP's G + M) is TRL's group of n = G + M rows whose last M are generated and then
-    overwritten (README "Injection rules"): TRL views each batch's rewards as groups of one size."""
+    overwritten (docs/baselines.md "Injection rules"): TRL views each batch's rewards as groups of one size."""
     src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert "rewards.view(-1, num_generations)" in src and "num_generations = self.num_generations" in src

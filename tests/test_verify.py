@@ -8,13 +8,14 @@ import threading
 import time
 
 import pytest
+from verifiers import Flaky, HangingReference, HangsOnEverything, Misreporting, burn
 
 from npo.errors import RunFailed
-from npo.tasks.rewards import TaskScorer
 from npo.tasks import Item, build_task
+from npo.tasks.rewards import TaskScorer
 from npo.tasks.verify import GuardedScorer, VerifyStats
+
 from conftest import ROOT
-from verifiers import Flaky, HangingReference, HangsOnEverything, Misreporting, burn
 
 
 def test_a_raising_verifier_scores_zero_inline():
@@ -167,6 +168,7 @@ def test_a_verifier_a_worker_cannot_import_runs_in_process(tmp_path):
     import sys
 
     import verifiers
+
     from npo.tasks.python import importable
 
     (tmp_path / "by_path_reward.py").write_text("def reward(prompts, completions, **_):\n    return [1.0]\n")

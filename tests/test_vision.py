@@ -9,21 +9,22 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT
 from npo.config.run import TinyModelConfig, TinyVisionConfig, load_config
-from npo.models.generation import Policy, prompt_ids
-from npo.tasks.images import open_image
+from npo.loops.run import open_run, prepare, train
+from npo.loops.segment import run_segment
 from npo.models import tiny_vl
 from npo.models.check import image_prompt_lengths
+from npo.models.generation import Policy, prompt_ids
 from npo.models.load import load_policy
-from npo.trl_seam.multimodal import row_fields
-from npo.tasks.prompting import INSTRUCTION, prompt_style
 from npo.rundir.layout import read_jsonl
-from npo.loops.segment import run_segment
 from npo.tasks import build_split, build_task
 from npo.tasks.base import Item
-from npo.loops.run import open_run, prepare, train
+from npo.tasks.images import open_image
+from npo.tasks.prompting import INSTRUCTION, prompt_style
+from npo.trl_seam.multimodal import row_fields
 from npo.trl_seam.trainer import GuidedGRPOTrainer
+
+from conftest import ROOT
 
 # tiny-vl at test size: a short warm start, 4 prompts x 4 samples per step
 SMALL = ["model.warmup.steps=30", "model.warmup.batch_size=32", "task.train_size=400", "task.eval_size=40",

@@ -5,16 +5,17 @@ from the live policy at step 2, the in-place rollback to 0, two guided steps."""
 
 import json
 
+import fake_vllm
 import pytest
 import torch
 from safetensors.torch import load_file
 
-import fake_vllm
-from conftest import ROOT
 from npo.config.run import load_config
-from npo.models.generation import prompt_seeds
 from npo.loops.npo import train_npo
 from npo.loops.run import close_run, open_run, prepare
+from npo.models.generation import prompt_seeds
+
+from conftest import ROOT
 
 SETS = ["train.steps=4", "train.checkpoint_every=2", "train.prompts_per_step=4", "eval.every=0", "eval.n=20",
         "eval.samples=0", "npo.interventions=[{kind: bootstrap, lookahead: 2, window: 2}]", "npo.k=2",

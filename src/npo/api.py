@@ -36,18 +36,25 @@ import torch
 from transformers import TrainerState
 from trl import GRPOConfig
 
-from npo.trl_seam.callbacks import evaluation
-from npo.config.run import EvalConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig, build_config
-from npo.errors import UserError
-from npo.models.evaluate import eval_plan
-from npo.config.trl_args import (EVAL_INSTEAD, GRPO_DEFAULTS, OWNED_GRPO_FIELDS, TRL_EVAL_FIELDS, grpo_kwargs, grpo_overrides,
-                           processes)
 from npo.config.methods import GRPO, Guide, guide_of
+from npo.config.run import EvalConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig, build_config
+from npo.config.trl_args import (
+    EVAL_INSTEAD,
+    GRPO_DEFAULTS,
+    OWNED_GRPO_FIELDS,
+    TRL_EVAL_FIELDS,
+    grpo_kwargs,
+    grpo_overrides,
+    processes,
+)
+from npo.errors import UserError
+from npo.loops.run import Prepared, prepare, train
+from npo.models.evaluate import eval_plan
 from npo.models.load import lora_fields
 from npo.rundir.layout import RunDir, default_out, read_jsonl
 from npo.tasks.base import disjoint_split, held_out_split
 from npo.tasks.python import RewardTask, dataset_items
-from npo.loops.run import Prepared, prepare, train
+from npo.trl_seam.callbacks import evaluation
 
 _TRL = {f.name: f for f in dataclasses.fields(GRPOConfig)}
 _EVAL = {"every", "n", "samples", "temperature", "max_new_tokens", "batch_size", "seed"}  # eval.X -> heldout_X
@@ -249,7 +256,7 @@ class NPOTrainer:
         return train(self.prepared, show_progress=self.show_progress)
 
     # ------------------------------------------------------------------ the Trainer surface TRL users call
-    # (after train(): the run's one engine, a GuidedGRPOTrainer, i.e. TRL's GRPOTrainer; README "Python API")
+    # (after train(): the run's one engine, a GuidedGRPOTrainer, i.e. TRL's GRPOTrainer; docs/python-api.md)
 
     @property
     def engine(self):

@@ -19,12 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from npo.algo.groups import below_gate, p_hat
-
-
-def gate(rewards: torch.Tensor, n: int, tau: float) -> torch.Tensor:
-    """(G,) bool: the groups whose on-policy accuracy p_hat is strictly below tau (`below_gate`)."""
-    return below_gate(p_hat(rewards, n), tau)
+from npo.algo.groups import below_gate
 
 
 def guided_groups(p_hat_on: torch.Tensor, tau: float, gated: bool, eligible: torch.Tensor | None = None) -> torch.Tensor:
@@ -47,21 +42,11 @@ def slot_rows(group: int, m: int, n: int, kept: int, fill: str, slot: int = -1) 
     return [group * n + (slot - j) % n for j in range(m)]
 
 
-def replacement_rows(gated: torch.Tensor, has_guide: torch.Tensor, n: int, slot: int) -> torch.Tensor:
-    """Global row indices to overwrite with a guide: slot `slot` of every gated group with a guide.
-
-    `slot` counts from 0; a negative slot counts from the end of the group (-1 = the n-th, the paper's).
-    """
-    if not -n <= slot < n:
-        raise ValueError(f"replace_slot {slot} is outside a group of {n}")
-    groups = torch.nonzero(gated & has_guide).flatten()
-    return groups * n + (slot % n)
-
-
-def local_rows(global_rows: torch.Tensor, process_index: int, rows_per_process: int) -> list[int]:
-    """The rows of `global_rows` held by this process, as indices into its local lists."""
+def local_rows(global_rows: list[int], process_index: int, rows_per_process: int) -> list[tuple[int, int]]:
+    """(position in `global_rows`, index into this process's lists) for each of the rows this process
+    holds: a group can straddle two processes, and each overwrites only its own rows."""
     lo = process_index * rows_per_process
-    return [int(r) - lo for r in global_rows if lo <= int(r) < lo + rows_per_process]
+    return [(i, r - lo) for i, r in enumerate(global_rows) if lo <= r < lo + rows_per_process]
 
 
 @dataclass

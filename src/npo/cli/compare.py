@@ -22,13 +22,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from npo.api import NPOTrainer, api_arguments
+from npo.cli.pool import build_pool
+from npo.cli.report import write_report
+from npo.config.presets import DEFAULT_CONFIG, METHOD_PRESETS
 from npo.config.run import load_config
 from npo.errors import UserError
-from npo.cli.pool import build_pool
-from npo.config.presets import DEFAULT_CONFIG, METHOD_PRESETS
-from npo.cli.report import write_report
-from npo.rundir.lock import FolderLock
 from npo.loops.run import Prepared, claim, train
+from npo.rundir.lock import FolderLock
 
 POOL_SEED, POOL_K = 1000, 4
 

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from npo.cli.compare import run_methods
-from npo.config.presets import DEFAULT_CONFIG, METHOD_PRESETS
 from npo.cli.report import fmt_se
+from npo.config.presets import DEFAULT_CONFIG, METHOD_PRESETS
 from npo.rundir.layout import default_out
 
 PRESETS = {name: METHOD_PRESETS[name] for name in ("grpo", "self", "npo", "autonpo")}  # the demo's four

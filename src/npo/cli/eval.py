@@ -11,15 +11,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
-from npo.trl_seam.callbacks import warmup_bar
 from npo.config.run import load_config
 from npo.errors import UserError
 from npo.models.evaluate import eval_plan
 from npo.models.load import EMBEDDED, load_policy, resolve_model_path
-from npo.tasks.prompting import prompt_style
-from npo.tasks.rewards import TaskScorer
 from npo.rundir.layout import RunDir, write_jsonl
 from npo.tasks import build_split
+from npo.tasks.prompting import prompt_style
+from npo.tasks.rewards import TaskScorer
+from npo.trl_seam.callbacks import warmup_bar
 
 
 def resolve_target(target: str, step: int | None):

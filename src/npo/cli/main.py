@@ -169,10 +169,10 @@ def cmd_train(a) -> int:
 
 
 def cmd_warmup(a) -> int:
-    from npo.trl_seam.callbacks import warmup_bar
     from npo.config.run import load_config
     from npo.models.load import EMBEDDED, resolve_model_path
     from npo.tasks import build_split
+    from npo.trl_seam.callbacks import warmup_bar
 
     cfg = load_config(a.config, a.set)
     if cfg.model.path not in EMBEDDED:

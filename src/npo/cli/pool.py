@@ -17,14 +17,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from npo.config.run import load_config
+from npo.config.trl_args import grpo_overrides
 from npo.errors import UserError
 from npo.models.generation import Policy, Sampling, prompt_seeds
-from npo.config.trl_args import grpo_overrides
 from npo.models.load import check_model_folder, load_policy
-from npo.tasks.prompting import prompt_style
-from npo.tasks.rewards import TaskScorer
 from npo.rundir.layout import RunDir, atomic_write_text, checkpoint_state
 from npo.tasks import build_split
+from npo.tasks.prompting import prompt_style
+from npo.tasks.rewards import TaskScorer
 
 
 def source_policy(ref: str, step: int | None, config: str | None, task: str | None):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from npo.rundir.layout import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 
-FIELDS = ("initial_accuracy", "final_accuracy", "best_accuracy", "steps_to_target", "final_steps", "total_steps", "generated_tokens",
-          "wall_seconds", "interventions")
+FIELDS = ("initial_accuracy", "final_accuracy", "best_accuracy", "steps_to_target", "final_steps", "total_steps",
+          "generated_tokens", "wall_seconds", "interventions")
 
 
 def load_run(folder: Path, metric: str) -> dict:

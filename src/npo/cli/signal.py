@@ -1,15 +1,15 @@
 """`npo signal RUN --step T --deltas 5,10,20,40`: Q, V and S of guide sources on a run's own checkpoints.
 
 Forward (default): the checkpoint at T is the current policy pi_t; sources are the checkpoints T + Delta
-(near future), plus Delta = 0 (the policy itself: fresh resampling, always reported so that the gain
-of the future over k more tries is visible). `--backward`: T is the source for the policies T - Delta,
-as AutoNPO uses it. `--source` adds any other source kind on the same prompts, built by the same
-`npo.guides.sources.make_source` training uses: `self` (always measured: the Delta = 0 row), `replay`, `teacher:PATH`, `teacher:reference`,
-`teacher_model:PATH`, `checkpoint:PATH`, `pool:PATH`. Sources without behaviour log-probs (traces,
-pools, a teacher model with another tokenizer) get V from the stated proxy. `replay` is the run's
-replay buffer as saved with checkpoint T (a run trained with source replay); for any other run it is
-rebuilt the way training collects it, from n samples of each earlier checkpoint T - Delta on the probe's
-prompts (the entropy of a success then estimated by its mean -log p).
+(near future), plus Delta = 0 (the policy itself: fresh resampling, always reported so that the gain of
+the future over k more tries is visible). `--backward`: T is the source for the policies T - Delta, as
+AutoNPO uses it. `--source` adds any other source kind on the same prompts, built by the same
+`npo.guides.sources.make_source` training uses: `self` (always measured: the Delta = 0 row), `replay`,
+`teacher:PATH`, `teacher:reference`, `teacher_model:PATH`, `checkpoint:PATH`, `pool:PATH`. Sources
+without behaviour log-probs (traces, pools, a teacher model with another tokenizer) get V from the stated
+proxy. `replay` is the run's replay buffer as saved with checkpoint T (a run trained with source replay);
+for any other run it is rebuilt the way training collects it, from n samples of each earlier checkpoint
+T - Delta on the probe's prompts (the entropy of a success then estimated by its mean -log p).
 
 F is measured by fresh rollouts of the current policy: n samples (the run's num_generations) for each
 of --prompts training prompts drawn with --seed; a prompt is in F when its p_hat < tau (`--tau`,
@@ -25,12 +25,12 @@ from pathlib import Path
 
 from transformers.utils import logging as hf_logging
 
+from npo.algo.estimators import q_gain
 from npo.config.checks import SourceSpec
 from npo.errors import UserError
 from npo.guides.measure import Probe
-from npo.rundir.layout import RunDir, atomic_write_bytes, atomic_write_json
-from npo.algo.estimators import q_gain
 from npo.guides.sources import PolicySource, SelfSource, check_source, make_source
+from npo.rundir.layout import RunDir, atomic_write_bytes, atomic_write_json
 
 
 def run_signal(run_root, step: int, deltas: list[int], *, k: int = 8, prompts: int = 256, backward: bool = False,

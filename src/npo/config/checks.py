@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import types
 import typing
-
 from dataclasses import dataclass, field
 
 from npo.errors import UserError

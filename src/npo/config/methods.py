@@ -1,7 +1,7 @@
 """The `guide` argument of `npo.NPOTrainer`: which method a run is and where its guides come from.
 
 A `Guide` is the YAML config's method and its npo, replay and autonpo sections; the constructors
-below are the methods of README "Guide sources" and "Baselines" by name. Their keyword arguments are
+below are the methods of docs/baselines.md by name. Their keyword arguments are
 those sections' fields (npo.config.sections documents each one), checked when the trainer is built:
 
     NearFuture(Bootstrap(lookahead=25), Plateau(at_step=150, lookahead=25), tau=0.6, k=4)

@@ -2,7 +2,7 @@
 settings (under the user's own values, which win). They differ from NPO only in where the guide comes
 from, when it is injected, how many per group, and the loss on it; everything else -- model, data,
 seeds, GRPO, evaluation, accounting -- is the run's. The settings are each paper's own code settings
-(docs/METHOD.md section 6); README "Baselines" lists every departure at our scale.
+(docs/METHOD.md section 6); docs/baselines.md lists every departure at our scale.
 
 | method | source | when | per group | loss |
 |---|---|---|---|---|

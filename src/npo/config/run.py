@@ -3,7 +3,7 @@
 The methods' sections (npo, replay, autonpo) are in `npo.config.sections`. Each field's `help` says what
 it does and where its default comes from: `[paper]` for a value the NPO paper states, `[ours]` for a
 choice of this project (measured where it says so), a baseline's name for its setting. Its `check`
-(beside it) is the range it must lie in. `python -m npo.config.run` prints the README's table.
+(beside it) is the range it must lie in. `python -m npo.config.run` prints docs/config.md's tables.
 
 Loading validates every field (type and range) before any work starts; an error names the file and
 the dotted field and exits with code 2 (see `npo.errors.UserError`). `train.grpo` passes through to
@@ -21,14 +21,14 @@ from typing import Any
 
 import yaml
 
-from npo.config.checks import MAX_ITEMS, NON_NEGATIVE, POSITIVE, SEED, NonEmpty, OneOf, Range, check_type, doc
-from npo.config.yamlfile import apply_override, parse_override, read_mapping
-from npo.errors import UserError
-from npo.config.trl_args import grpo_defaults_markdown, grpo_kwargs, grpo_overrides
 from npo.algo.interventions import parse_interventions
-from npo.config.sections import AutoNPOConfig, NPOSection, ReplayConfig
+from npo.config.checks import MAX_ITEMS, NON_NEGATIVE, POSITIVE, SEED, NonEmpty, OneOf, Range, check_type, doc
 from npo.config.precision import DTYPES
 from npo.config.presets import apply_preset
+from npo.config.sections import AutoNPOConfig, NPOSection, ReplayConfig
+from npo.config.trl_args import grpo_defaults_markdown, grpo_kwargs, grpo_overrides
+from npo.config.yamlfile import apply_override, parse_override, read_mapping
+from npo.errors import UserError
 
 METHODS = ("grpo", "npo", "autonpo", "luffy", "exgrpo", "rlep")  # the last three: presets (npo.config.presets)
 
@@ -151,7 +151,7 @@ class TrainConfig:
                                 "multiples of it). [ours]", default=20, check=POSITIVE)
     keep_checkpoints: int = doc("Weights-only checkpoints kept per folder, the newest (TRL's save_total_limit; 0: "
                                 "all). A checkpoint where a rollback or a resume can land is kept whole and never "
-                                "counted: README \"The run directory\". [ours]", default=0, check=NON_NEGATIVE)
+                                "counted: docs/run-directory.md \"The run directory\". [ours]", default=0, check=NON_NEGATIVE)
     grpo: dict = doc(
         "Fields passed through to trl.GRPOConfig (num_generations = n, learning_rate, temperature, "
         "max_completion_length, beta, epsilon, loss_type, report_to, per_device_train_batch_size, "
@@ -179,7 +179,7 @@ class RunConfig:
     seed: int = doc("Seed of the RL run: data order, sampling, initialisation of anything random.",
                     default=0, check=SEED)
     method: str = doc(f"Training method, one of {', '.join(METHODS)}; luffy, exgrpo and rlep are presets of the "
-                      "npo section (README \"Baselines\").", default="grpo", check=OneOf(METHODS))
+                      "npo section (docs/baselines.md).", default="grpo", check=OneOf(METHODS))
     model: ModelConfig = doc("Which policy to train.", default_factory=ModelConfig)
     task: TaskConfig = doc("Which prompts and which verifier.", default_factory=TaskConfig)
     train: TrainConfig = doc("The RL run.", default_factory=TrainConfig)
@@ -253,7 +253,7 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def _check_injection(cfg: RunConfig, n: int) -> None:
-    """The injection rules against each other and the source (README "NPO" says what each one does)."""
+    """The injection rules against each other and the source (docs/methods.md "NPO" says what each one does)."""
     p, kind = cfg.npo, cfg.npo.source.partition(":")[0]
     _require(kind != "near_future" or p.guide_mode == "ahead", "npo.guide_mode",
              "near-future guides are made ahead, from the live policy at the end of the look-ahead (use ahead)")
@@ -340,7 +340,7 @@ def dump_yaml(cfg: RunConfig) -> str:
 
 
 def field_docs(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
-    """(dotted name, help, default) for every field, recursively: the source of README's table."""
+    """(dotted name, help, default) for every field, recursively: the source of docs/config.md's table."""
     rows = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -355,12 +355,12 @@ def field_docs(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, Any]]:
 
 
 def fields_markdown() -> str:
-    """The README's table of config fields, generated from the dataclasses (never edited by hand)."""
+    """docs/config.md's table of config fields, generated from the dataclasses (never edited by hand)."""
     lines = ["| field | default | meaning |", "|---|---|---|"]
     for name, help_text, default in field_docs():
         lines.append(f"| `{name}` | `{default!r}` | {help_text} |")
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m npo.config.run: the README blocks between the fields and grpo markers
+if __name__ == "__main__":  # python -m npo.config.run: docs/config.md's blocks between the fields and grpo markers
     print(fields_markdown(), grpo_defaults_markdown(), sep="\n\n")

@@ -32,7 +32,7 @@ class NPOSection:
                       "teacher:PATH (fixed traces, JSONL {question, completion}), teacher:reference (the task's "
                       "reference answers as traces: a perfect teacher), teacher_model:PATH (a local model folder "
                       "that writes traces), checkpoint:PATH (a finished run's policy), pool:PATH (verified "
-                      "successes of a finished run, `npo pool`, RLEP). README \"Guide sources\".",
+                      "successes of a finished run, `npo pool`, RLEP). docs/baselines.md \"Guide sources\".",
                       default="near_future", check=SourceSpec())
     k: int = doc("Guide tries per prompt: the source samples up to k completions and keeps the first "
                  "verified-correct ones. [ours: small, so Q measures the guide, not resampling luck]",
@@ -53,7 +53,7 @@ class NPOSection:
                                   "0.35; 0: from the start]", default=0.0, check=Range(0, 1))
     fill: str = doc("How guides enter a group: replace (the last `slots` of the n on-policy slots) [paper], or "
                     "add (the group grows to n + slots: TRL generates n + slots and the last `slots` are "
-                    "overwritten, README \"Injection rules\") [RLEP].", default="replace",
+                    "overwritten, docs/baselines.md \"Injection rules\") [RLEP].", default="replace",
                     check=OneOf(("replace", "add")))
     slots: int = doc("Guides per guided group (M). [paper: 1; RLEP: 2]", default=1, check=POSITIVE)
     targets: str = doc("Which groups may be guided: batch (the step's prompts) or replayed (only the prompts "

@@ -24,8 +24,8 @@ import sys
 from typing import Any
 
 from npo.config.checks import Range, check_annotated, check_type
-from npo.errors import UserError
 from npo.config.precision import Precision, engine_of, launcher_flags, precision
+from npo.errors import UserError
 
 # GRPOConfig fields npo sets itself; a user value would silently fight the run directory layout.
 OWNED_GRPO_FIELDS = {
@@ -282,7 +282,7 @@ def eval_max_new_tokens(cfg) -> int:
 
 
 def grpo_defaults_markdown() -> str:
-    """The README's table of the GRPO values npo sets under the user's, beside TRL's own default."""
+    """docs/config.md's table of the GRPO values npo sets under the user's, beside TRL's own default."""
     from trl import GRPOConfig
 
     trl_default = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}

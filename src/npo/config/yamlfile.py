@@ -17,7 +17,6 @@ import yaml
 
 from npo.errors import UserError
 
-
 MAX_VALUES, MAX_DEPTH = 100_000, 64  # far above any run config (the largest shipped: ~150 values, depth 4)
 MERGE = "tag:yaml.org,2002:merge"
 

@@ -7,8 +7,9 @@
 - `Guidance`: one intervention's guide source, its bank, and the window [start, end) of optimizer
   steps in which the trainer injects from it (the whole run for `inject_when: always`). It asks the
   source for the prompts it lacks, ahead of time (`prefill`, then the bank is closed) or as gated
-  prompts come (`fill`), and counts what that cost. Every process asks for the same prompts (the trainer gathers them first) and each prompt is
-  sampled under its own seed, so every process holds the same bank whatever the process count.
+  prompts come (`fill`), and counts what that cost. Every process asks for the same prompts (the trainer
+  gathers them first) and each prompt is sampled under its own seed, so every process holds the same
+  bank whatever the process count.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from npo.models.generation import Policy, prompt_seeds
 from npo.algo.injection import GuideRow
-from npo.rundir.layout import atomic_write_json
-from npo.models.share import Share
 from npo.guides.sources import Guide, GuideSource, propose
+from npo.models.generation import Policy, prompt_seeds
+from npo.models.share import ALONE, Share
+from npo.rundir.layout import atomic_write_json
 
 
 @dataclass
@@ -75,7 +76,7 @@ class Guidance:
     """One intervention's guide: a source, the verifier, its bank, and the window [start, end)."""
 
     def __init__(self, source: GuideSource, scorer, bank: GuideBank, start: int, end: int, *, seed: int,
-                 bank_path: Path | None = None, slots: int = 1, share: Share = Share()):
+                 bank_path: Path | None = None, slots: int = 1, share: Share = ALONE):
         self.source, self.scorer, self.bank, self.start, self.end = source, scorer, bank, start, end
         self.seed, self.bank_path, self.slots = seed, bank_path, slots
         self.share = share  # the processes, which split the verification of what the source proposes

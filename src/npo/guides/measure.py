@@ -23,19 +23,19 @@ from pathlib import Path
 
 import torch
 
-from npo.config.run import RunConfig, load_config
-from npo.errors import UserError
-from npo.models.generation import Policy, Sample, Sampling, prompt_seeds, text_tokenizer
-from npo.algo.groups import p_hat
-from npo.config.trl_args import grpo_overrides
-from npo.models.load import check_model_folder, load_policy
-from npo.tasks.prompting import prompt_style
-from npo.algo.replay import Entry, ReplayBuffer, question_index
-from npo.tasks.rewards import TaskScorer
-from npo.rundir.layout import RunDir, checkpoint_state
 from npo.algo.estimators import Trajectory, estimate, failed_set
+from npo.algo.groups import p_hat
+from npo.algo.replay import Entry, ReplayBuffer, question_index
+from npo.config.run import RunConfig, load_config
+from npo.config.trl_args import grpo_overrides
+from npo.errors import UserError
 from npo.guides.sources import GuideSource
+from npo.models.generation import Policy, Sample, Sampling, prompt_seeds, text_tokenizer
+from npo.models.load import check_model_folder, load_policy
+from npo.rundir.layout import RunDir, checkpoint_state
 from npo.tasks import build_split
+from npo.tasks.prompting import prompt_style
+from npo.tasks.rewards import TaskScorer
 
 
 class Probe:

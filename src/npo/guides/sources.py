@@ -30,14 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from npo.config.run import RunConfig
-from npo.errors import UserError
-from npo.models.generation import Policy, Sample, text_tokenizer
-from npo.config.trl_args import grpo_overrides
 from npo.algo.injection import GuideRow
-from npo.models.check import check_model_folder
 from npo.algo.replay import ReplayBuffer, question_index
-from npo.models.share import Share
+from npo.config.run import RunConfig
+from npo.config.trl_args import grpo_overrides
+from npo.errors import UserError
+from npo.models.check import check_model_folder
+from npo.models.generation import Policy, Sample, text_tokenizer
+from npo.models.share import ALONE, Share
 from npo.tasks.base import Item
 from npo.tasks.files import read_rows
 
@@ -248,7 +248,7 @@ class Proposal:
 
 
 def propose(source: GuideSource, items: list, seeds: list[int], scorer, live: Policy | None = None,
-            m: int = 1, share: Share = Share()) -> Proposal:
+            m: int = 1, share: Share = ALONE) -> Proposal:
     """The guides of each item: the first m of the source's candidates that the verifier accepts (the
     verifier is asked until m are found; a replay buffer's successes were verified when collected).
     `share`: the processes, which verify a share of the items each and gather the verdicts."""

@@ -23,15 +23,14 @@ import time
 from dataclasses import asdict
 
 from npo.algo.controller import Decision, Seen, Trigger
+from npo.config.trl_args import grpo_overrides
+from npo.guides.measure import measure_lookbacks
+from npo.loops.segment import Context, record_intervention, run_segment, segment_cost
+from npo.loops.steps import near_future_guidance, retrain_window
+from npo.rundir.faults import crash_point
+from npo.rundir.layout import METRICS, checkpoint_folder, checkpoint_state, move_steps, read_jsonl
 from npo.trl_seam.callbacks import AutoWatch
 from npo.trl_seam.engine import load_weights
-from npo.rundir.faults import crash_point
-from npo.config.trl_args import grpo_overrides
-from npo.guides.bank import GuideBank, Guidance
-from npo.guides.measure import measure_lookbacks
-from npo.rundir.layout import METRICS, checkpoint_folder, checkpoint_state, move_steps, read_jsonl
-from npo.loops.segment import Context, record_intervention, run_segment, segment_cost
-from npo.guides.sources import PolicySource, guide_sampling
 
 
 def train_autonpo(ctx: Context) -> None:
@@ -39,7 +38,7 @@ def train_autonpo(ctx: Context) -> None:
     pos, interventions, triggers = 0, 0, 0
     while pos < steps:
         # 1.-2. the final trajectory, watched, until a trigger at T; the decision on it
-        decision = ctx.once(f"decision/{triggers}", lambda: _watch_and_decide(ctx, pos))
+        decision = ctx.once(f"decision/{triggers}", _watch_and_decide, ctx, pos)
         triggers += 1
         if decision is None:
             return  # the run ended without a trigger
@@ -48,7 +47,7 @@ def train_autonpo(ctx: Context) -> None:
             pos = decision.trigger.step
             continue
         # 3. roll back to T - Delta* and retrain the window guided by pi_T
-        pos = ctx.once(f"intervention/{interventions}", lambda: _intervene(ctx, interventions, decision))
+        pos = ctx.once(f"intervention/{interventions}", _intervene, ctx, interventions, decision)
         interventions += 1
 
 
@@ -94,28 +93,24 @@ def _decide(ctx: Context, trigger: Trigger) -> Decision:
 
 def _intervene(ctx: Context, index: int, decision: Decision) -> int:
     """Roll back from the trigger at T to t0 = T - Delta*, retrain the window guided by pi_T; returns
-    the window's end."""
-    cfg, run, a, trainer, ctrl = ctx.cfg, ctx.run, ctx.cfg.autonpo, ctx.trainer, ctx.controller
+    the window's end. The steps (t0, T] were the look-ahead: they leave the final trajectory."""
+    cfg, run, a, ctrl = ctx.cfg, ctx.run, ctx.cfg.autonpo, ctx.controller
     T, t0 = decision.trigger.step, decision.trigger.step - decision.delta
-    start = time.perf_counter()
+    started, end = time.perf_counter(), min(t0 + a.window, cfg.train.steps)
     folder = run.lookahead(index, "auto")
-    lookahead = segment_cost(ctx, t0, _discard(ctx, index, t0, T, folder))
-    guide_path = checkpoint_folder(folder, T)
-    source = PolicySource(trainer.live_policy(), name=run.relative(guide_path), step=T, **guide_sampling(cfg))
-    end = min(t0 + a.window, cfg.train.steps)
-    guidance = Guidance(source, ctx.scorer, GuideBank(), t0, end, seed=cfg.seed,
-                        bank_path=run.guide_bank(index, "auto"), slots=cfg.npo.slots, share=ctx.share)
-    if not guidance.load_saved():  # a resumed run never makes a saved bank twice
-        load_weights(trainer, guide_path)  # pi_T back into the engine (the measurement left a candidate there)
-        ctrl.rollback(Seen(**checkpoint_state(guide_path)["watch"]["seen"]))  # the pool as seen at T
-        window = trainer.data_order().prompts_between(t0, end)
-        ahead = list(dict.fromkeys(ctrl.pool_prompts(around=t0, width=a.pool_width) + window))
-        guidance.prefill(ahead, [ctx.train_items[x] for x in ahead], step=t0,
-                          books=ctx.books if ctx.is_main else None)
-    watch = AutoWatch(ctrl)  # back to what it had seen at t0 (run_segment); no trigger before the window's end
-    run_segment(ctx, t0, end, out_dir=run.checkpoints, guidance=guidance, watch=watch)
+    cost = segment_cost(ctx, t0, _discard(ctx, index, t0, T, folder))
+    guide = checkpoint_folder(folder, T)
+
+    def pool_and_window_prompts() -> list[int]:
+        load_weights(ctx.trainer, guide)  # pi_T back into the engine (the measurement left a candidate there)
+        ctrl.rollback(Seen(**checkpoint_state(guide)["watch"]["seen"]))  # the pool as seen at T
+        window = ctx.trainer.data_order().prompts_between(t0, end)
+        return list(dict.fromkeys(ctrl.pool_prompts(around=t0, width=a.pool_width) + window))
+
+    guidance = near_future_guidance(ctx, index, "auto", guide, T, (t0, end), pool_and_window_prompts)
+    retrain_window(ctx, guidance, watch=AutoWatch(ctrl))  # back to what it had seen at t0; no trigger before the end
     record_intervention(ctx, guidance, index=index, kind=f"auto-{decision.trigger.kind}", trigger="autonpo",
-                        delta=T - t0, guide_mode="ahead", lookahead=lookahead, seconds=time.perf_counter() - start,
+                        delta=T - t0, guide_mode="ahead", lookahead=cost, seconds=time.perf_counter() - started,
                         trigger_step=T)
     return end
 

@@ -1,17 +1,24 @@
 """The NPO loop (methods grpo and npo), top to bottom. Plain GRPO is the same loop with no interventions.
 
-One intervention (docs/METHOD.md section 3), with Delta = lookahead and W = window:
-    1. reach step t on the final trajectory (t = 0 for bootstrap; a fixed step, or the first
-       plateau for `auto-plateau`), leaving a checkpoint at t;
-    2. look ahead (near_future): train on, unguided, from t to t + Delta in a look-ahead folder; the
-       live policy at t + Delta is the guide: it writes the bank for every prompt the window will see
-       (the data order is a pure function of the step), through the trainer's own engine, before the
-       rollback replaces it. (self: the guide is the live policy at each step, no look-ahead.)
-    3. roll back to t (in place) and retrain the window [t, t + W) with guides injected into gated groups;
-    4. record the intervention in events.jsonl with what it cost.
-Then plain GRPO to the next intervention or to the end. Segments, rollback and the event writer are
-`npo.loops.segment`; the guide sources `npo.guides.sources`. Each intervention is one stage (`Context.once`),
-and so is the search for a plateau: a resumed run skips those it committed.
+Where npo departs from the paper, and where each departure lives:
+    1. Guides are made ahead, by the live policy itself: at the end of the look-ahead the one trainer
+       holds pi_{t+Delta}, which writes a guide for every prompt the window will see before the
+       rollback replaces it; no second model is kept (`npo.loops.steps.near_future_guidance`).
+    2. Rollback is in place: the checkpoint at t is loaded into the run's one trainer, which replays
+       the first pass bit for bit without guides (`npo.loops.steps.retrain_window`,
+       `npo.trl_seam.trainer.GuidedGRPOTrainer._prepare_for_training`).
+    3. A guide is the first of k seeded samples the verifier accepts, each prompt's randomness its own,
+       so a bank does not depend on batching or the process count (`npo.guides.bank.Guidance.prefill`).
+    4. `at_step: auto-plateau` finds t with a rule of ours on the on-policy group accuracy
+       (`_run_to_plateau`, `npo.algo.interventions.plateaued`).
+    5. Every NPO result has its control: `npo.source: self`, the same windows guided by the live
+       policy's own k tries, Delta = 0 (`on_demand_guidance`).
+    6. Every stage commits once, so a killed run resumes exactly (`npo.loops.segment.Context.once`).
+
+One intervention (docs/METHOD.md section 3), with Delta = lookahead and W = window, is `_intervene`:
+reach t (t = 0 for bootstrap; a fixed step, or the first plateau for `auto-plateau`), look ahead to
+t + Delta, write the window's bank there, roll back to t and retrain [t, t + W) guided, record the
+intervention with what it cost. Then plain GRPO to the next intervention or to the end.
 
 With `npo.inject_when: always` (the presets luffy, exgrpo, rlep) there are no interventions: the whole
 run is one guided segment [0, steps), its source asked on demand, and the injection rules decide
@@ -23,34 +30,34 @@ from __future__ import annotations
 import time
 
 from npo.algo.accounting import Cost
+from npo.algo.interventions import Intervention, parse_interventions
+from npo.guides.bank import Guidance, GuideBank
+from npo.guides.sources import guide_sampling, make_source
+from npo.loops.segment import Context, record_intervention, run_segment
+from npo.loops.steps import look_ahead, look_ahead_cost, near_future_guidance, reach, retrain_window
+from npo.models.generation import Policy, Sampling
+from npo.models.load import load_policy, outside_zero3
+from npo.rundir.layout import checkpoint_folder, read_jsonl
+from npo.tasks.prompting import prompt_style
 from npo.trl_seam.callbacks import PlateauWatch
 from npo.trl_seam.engine import load_weights
-from npo.rundir.faults import crash_point
-from npo.models.generation import Policy, Sampling
-from npo.guides.bank import GuideBank, Guidance
-from npo.algo.interventions import Intervention, parse_interventions
-from npo.models.load import load_policy, outside_zero3
-from npo.tasks.prompting import prompt_style
-from npo.rundir.layout import METRICS, checkpoint_folder, read_jsonl
-from npo.loops.segment import Context, record_intervention, run_segment, segment_cost
-from npo.guides.sources import PolicySource, guide_sampling, make_source
 
 
 def train_npo(ctx: Context) -> None:
     cfg, run, steps = ctx.cfg, ctx.run, ctx.cfg.train.steps
     if cfg.method != "grpo" and cfg.npo.inject_when == "always":
-        ctx.once("guided-run", lambda: _guide_whole_run(ctx))
+        ctx.once("guided-run", _guide_whole_run, ctx)
         return
     interventions = (parse_interventions(cfg.npo.interventions, steps, ahead=cfg.npo.source == "near_future")
                      if cfg.method == "npo" else [])
     pos = 0  # the final trajectory has a checkpoint at `pos` (or is the base model at 0)
     for i, iv in enumerate(interventions):
         # 1. the rollback target t
-        t = ctx.once(f"plateau/{i}", lambda: _run_to_plateau(ctx, pos, i, iv)) if iv.auto else iv.at_step
+        t = ctx.once(f"plateau/{i}", _run_to_plateau, ctx, pos, i, iv) if iv.auto else iv.at_step
         if t is None:
             return  # no plateau before the end: the run has ended
-        # 2.-4. reach t, make the guide, roll back to t and retrain the window with it, record
-        pos = ctx.once(f"intervention/{i}", lambda: _intervene(ctx, i, iv, pos, t))
+        # 2. reach t, look ahead, write the bank, roll back to t and retrain the window, record
+        pos = ctx.once(f"intervention/{i}", _intervene, ctx, i, iv, pos, t)
     if pos < steps:
         run_segment(ctx, pos, steps, out_dir=run.checkpoints)
 
@@ -58,9 +65,8 @@ def train_npo(ctx: Context) -> None:
 def _guide_whole_run(ctx: Context) -> int:
     """Every step guided by an on-demand source, under the injection rules (no look-ahead, no rollback)."""
     t0, steps = time.perf_counter(), ctx.cfg.train.steps
-    guidance = Guidance(on_demand_source(ctx), ctx.scorer, GuideBank(), 0, steps, seed=ctx.cfg.seed,
-                        slots=ctx.cfg.npo.slots, share=ctx.share)
-    run_segment(ctx, 0, steps, out_dir=ctx.run.checkpoints, guidance=guidance)
+    guidance = on_demand_guidance(ctx, (0, steps))
+    retrain_window(ctx, guidance)
     record_intervention(ctx, guidance, index=0, kind="always", trigger="always", delta=None, guide_mode="on_demand",
                         lookahead=Cost(), seconds=time.perf_counter() - t0)
     return steps
@@ -97,38 +103,32 @@ def _run_to_plateau(ctx: Context, pos: int, i: int, iv: Intervention) -> int | N
 
 
 def _intervene(ctx: Context, i: int, iv: Intervention, pos: int, t: int) -> int:
-    """Intervention i at step t: the guide, then the window retrained with it. Returns the window's end."""
-    if t > pos:
-        run_segment(ctx, pos, t, out_dir=ctx.run.checkpoints)
-    t0 = time.perf_counter()
-    guidance, lookahead = _make_guidance(ctx, i, iv, t)
-    run_segment(ctx, t, guidance.end, out_dir=ctx.run.checkpoints, guidance=guidance)
+    """Intervention i at step t, the paper's steps by name. Returns the window's end."""
+    reach(ctx, pos, t)
+    started, end = time.perf_counter(), min(t + iv.window, ctx.cfg.train.steps)  # the intervention's own time
+    if ctx.cfg.npo.source == "near_future":
+        folder, ahead = ctx.run.lookahead(i, iv.kind), t + iv.lookahead
+        scout = look_ahead(ctx, folder, t, ahead)
+        guide = checkpoint_folder(folder, ahead)
+
+        def window_prompts() -> list[int]:
+            if not scout.trained:  # resumed after the look-ahead ended: its last policy back into the engine
+                load_weights(ctx.trainer, guide)
+            return ctx.trainer.data_order().prompts_between(t, end)
+
+        guidance = near_future_guidance(ctx, i, iv.kind, guide, ahead, (t, end), window_prompts)
+        cost = look_ahead_cost(ctx, folder, t)
+    else:  # self, a teacher, replay, another run: asked as gated prompts come
+        guidance, cost = on_demand_guidance(ctx, (t, end), bank_path=ctx.run.guide_bank(i, iv.kind)), Cost()
+    retrain_window(ctx, guidance)
     trigger = "auto-plateau" if iv.auto else ("start" if iv.kind == "bootstrap" else "at_step")
     mode = "ahead" if ctx.cfg.npo.source == "near_future" else "on_demand"
     record_intervention(ctx, guidance, index=i, kind=iv.kind, trigger=trigger, delta=iv.lookahead,
-                        guide_mode=mode, lookahead=lookahead, seconds=time.perf_counter() - t0)
+                        guide_mode=mode, lookahead=cost, seconds=time.perf_counter() - started)
     return guidance.end
 
 
-def _make_guidance(ctx: Context, i: int, iv: Intervention, t: int) -> tuple[Guidance, Cost]:
-    """The guidance of intervention i at step t, and the look-ahead it cost (none for `self`)."""
-    cfg, run, trainer = ctx.cfg, ctx.run, ctx.trainer
-    end = min(t + iv.window, cfg.train.steps)
-    bank_path = run.guide_bank(i, iv.kind)
-    if cfg.npo.source != "near_future":  # self, a teacher, replay, another run: asked as gated prompts come
-        return Guidance(on_demand_source(ctx), ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path,
-                        slots=cfg.npo.slots, share=ctx.share), Cost()
-    folder = run.lookahead(i, iv.kind)
-    scout = run_segment(ctx, t, t + iv.lookahead, out_dir=folder, main=False)
-    crash_point("lookahead")
-    guide = checkpoint_folder(folder, t + iv.lookahead)
-    source = PolicySource(trainer.live_policy(), name=run.relative(guide), step=t + iv.lookahead, **guide_sampling(cfg))
-    guidance = Guidance(source, ctx.scorer, GuideBank(), t, end, seed=cfg.seed, bank_path=bank_path,
-                        slots=cfg.npo.slots, share=ctx.share)
-    if not guidance.load_saved():  # a resumed run never makes a saved bank twice
-        if not scout.trained:  # resumed after the look-ahead ended: its last policy back into the engine
-            load_weights(trainer, guide)
-        window = trainer.data_order().prompts_between(t, end)
-        guidance.prefill(window, [ctx.train_items[x] for x in window], step=t, books=ctx.books if ctx.is_main else None)
-    trainer.accelerator.wait_for_everyone()  # the main process has written the look-ahead's metrics
-    return guidance, segment_cost(ctx, t, read_jsonl(folder / METRICS))
+def on_demand_guidance(ctx: Context, window: tuple[int, int], bank_path=None) -> Guidance:
+    """The guidance of a window whose source is asked as its gated prompts come (not the near future)."""
+    return Guidance(on_demand_source(ctx), ctx.scorer, GuideBank(), *window, seed=ctx.cfg.seed, bank_path=bank_path,
+                    slots=ctx.cfg.npo.slots, share=ctx.share)

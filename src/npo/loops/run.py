@@ -24,29 +24,29 @@ from accelerate import PartialState
 from transformers.utils import logging as hf_logging
 
 from npo.algo.accounting import Clock, Ledger
-from npo.loops.autonpo import train_autonpo
 from npo.algo.controller import Controller, ControllerState, Made
-from npo.trl_seam.callbacks import Evaluator, Progress, warmup_bar
 from npo.config.run import RunConfig, dump_yaml, resolved, to_dict
-from npo.errors import UserError
-from npo.trl_seam.engine import load_weights
-from npo.models.evaluate import eval_plan
 from npo.config.trl_args import check_reward_weights, eval_max_new_tokens, grpo_overrides, run_precision
-from npo.rundir.journal import Journal
+from npo.errors import UserError
+from npo.guides.sources import check_source
+from npo.loops.autonpo import train_autonpo
 from npo.loops.npo import train_npo
+from npo.loops.segment import Context, retain
 from npo.models.check import check_chat, check_model
+from npo.models.evaluate import eval_plan
 from npo.models.load import load_policy, lora_config, resolve_model_path
-from npo.tasks.prompting import prompt_style
-from npo.tasks.rewards import TaskScorer
-from npo.rundir.resume import clear, fingerprint, recover, run_status
+from npo.rundir.journal import Journal
 from npo.rundir.layout import RunDir, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 from npo.rundir.lock import FolderLock, check_out, is_empty
-from npo.trl_seam.tracking import RunReport, report_targets, report_values
+from npo.rundir.resume import clear, fingerprint, recover, run_status
 from npo.rundir.retention import checkpoint_counts, disk_bytes
-from npo.loops.segment import Context, retain
-from npo.guides.sources import check_source
 from npo.tasks import Task, build_split, check_split_sizes
+from npo.tasks.prompting import prompt_style
+from npo.tasks.rewards import TaskScorer
+from npo.trl_seam.callbacks import Evaluator, Progress, warmup_bar
+from npo.trl_seam.engine import load_weights
 from npo.trl_seam.setup import build_trainer, trainer_args
+from npo.trl_seam.tracking import RunReport, report_targets, report_values
 from npo.trl_seam.user_callbacks import StopRequested
 
 LOOPS = {"grpo": train_npo, "npo": train_npo, "autonpo": train_autonpo,

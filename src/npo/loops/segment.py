@@ -24,19 +24,26 @@ from typing import Any, Callable
 
 from npo.algo.accounting import Clock, Cost, Ledger
 from npo.algo.controller import Controller
-from npo.trl_seam.callbacks import CheckpointMarker, Evaluator, MetricsWriter, Progress, StopAt
-from npo.trl_seam.user_callbacks import StopRequested
 from npo.config.run import RunConfig
-from npo.rundir.faults import crash_point
 from npo.guides.bank import Guidance
-from npo.rundir.journal import Journal
-from npo.tasks.rewards import TaskScorer
-from npo.trl_seam.tracking import RunReport
-from npo.rundir.retention import apply_retention
 from npo.models.share import Share
-from npo.rundir.layout import (METRICS, RunDir, append_jsonl, checkpoint_folder, checkpoint_state, complete_steps,
-                        read_jsonl)
+from npo.rundir.faults import crash_point
+from npo.rundir.journal import Journal
+from npo.rundir.layout import (
+    METRICS,
+    RunDir,
+    append_jsonl,
+    checkpoint_folder,
+    checkpoint_state,
+    complete_steps,
+    read_jsonl,
+)
+from npo.rundir.retention import apply_retention
+from npo.tasks.rewards import TaskScorer
+from npo.trl_seam.callbacks import CheckpointMarker, Evaluator, MetricsWriter, Progress, StopAt
+from npo.trl_seam.tracking import RunReport
 from npo.trl_seam.trainer import GuidedGRPOTrainer
+from npo.trl_seam.user_callbacks import StopRequested
 
 
 @dataclass
@@ -81,12 +88,12 @@ class Context:
         return {"seq": self.journal.next_seq(), "ledger": asdict(self.ledger), "made": made, "started": True,
                 "verify": asdict(self.scorer.stats), "eval_seconds": self.evaluator.seconds, **self.clock.books()}
 
-    def once(self, key: str, stage: Callable[[], Any]) -> Any:
-        """Run one stage of the loop and commit its result (JSON) and events; on a resumed run that
-        committed it already, return that result without running it."""
+    def once(self, key: str, stage: Callable[..., Any], *args) -> Any:
+        """Run one stage of the loop, `stage(*args)`, and commit its result (JSON) and events; on a
+        resumed run that committed it already, return that result without running it."""
         if key in self.journal.done:
             return self.journal.done[key]
-        result = stage()
+        result = stage(*args)
         self.commit(key, result)
         return result
 
@@ -196,7 +203,7 @@ def segment_cost(ctx: Context, start: int, records: list[dict]) -> Cost:
 
 def record_intervention(ctx: Context, guidance: Guidance, *, index: int, kind: str, trigger: str, delta: int,
                         guide_mode: str, lookahead: Cost, seconds: float, **extra) -> None:
-    """The `intervention` line of events.jsonl (README "The run directory"), and its look-ahead and
+    """The `intervention` line of events.jsonl (docs/run-directory.md "The run directory"), and its look-ahead and
     guides booked: the last thing a stage does (its books are committed with it)."""
     s = guidance.stats
     ctx.ledger.book_guides(s)

@@ -14,9 +14,9 @@ import zipfile
 from pathlib import Path
 
 from npo.errors import UserError
+from npo.models.generation import conversations, text_tokenizer
 from npo.models.tiny import build_tokenizer, unmapped
 from npo.models.tiny_vl import QWEN_VL, build_processor, load_processor
-from npo.models.generation import conversations, text_tokenizer
 from npo.tasks.images import open_image
 from npo.tasks.prompting import INSTRUCTION, prompt_style
 
@@ -95,8 +95,10 @@ def check_chat(items, tokenizer, model: str) -> None:
 def check_generates(config, p: Path, vision: bool) -> None:
     """The folder holds a model GRPO can train: one transformers loads as a causal LM (a VLM: as an
     image-text-to-text model), not an encoder such as BERT, which cannot generate."""
-    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
 
     kinds = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES if vision else MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
     if config.model_type not in kinds:

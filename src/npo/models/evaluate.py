@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from npo.models.generation import eval_mode, generate_texts, model_inputs
 from npo.config.trl_args import eval_max_new_tokens, grpo_overrides
+from npo.models.generation import eval_mode, generate_texts, model_inputs
+from npo.models.share import ALONE, Share
 from npo.tasks.prompting import answer_for_scoring, build_prompt
-from npo.models.share import Share
 
 
 @dataclass
@@ -33,7 +33,7 @@ class EvalPlan:
     seed: int = 999
     chat: dict = field(default_factory=dict)  # TRL's chat_template_kwargs: prompts built as training builds them
 
-    def score(self, model, share: Share = Share(), synced_gpus: bool | None = None, progress=None,
+    def score(self, model, share: Share = ALONE, synced_gpus: bool | None = None, progress=None,
               records: list | None = None) -> tuple[list[float], list[float]]:
         """(greedy reward, mean reward of K samples) per item of this process's share (its stand-ins
         generate, and are neither verified nor returned). `synced_gpus`: HF generate's; `progress(n)`:

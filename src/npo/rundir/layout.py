@@ -6,7 +6,7 @@ Layout (everything needed to understand and resume a run)::
     RUN/config.yaml          the resolved config, exactly what ran (every GRPO value npo sets included)
     RUN/trl_args.json        every field of the trl.GRPOConfig the run built, TRL's defaults included
     RUN/model.json           the model folder the run started from and the prompt style
-    RUN/metrics.jsonl        one line per optimizer step (keys documented in README "Metrics")
+    RUN/metrics.jsonl        one line per optimizer step (keys documented in docs/run-directory.md "Metrics")
     RUN/eval.jsonl           one line per evaluation (step 0 is the starting policy)
     RUN/events.jsonl         interventions and other decisions (NPO / AutoNPO)
     RUN/run_state.json       the run's journal: stages done, events, books, a pending file operation

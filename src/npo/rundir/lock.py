@@ -59,7 +59,8 @@ def check_out(out: Path, flag: str = "--out", write_test: bool = True) -> None:
             made.append(folder)
         tempfile.TemporaryFile(dir=out).close()
     except OSError as exc:
-        raise UserError(f"{flag} {out}: cannot be created ({exc.strerror}{f': {exc.filename}' if exc.filename else ''})") from None
+        where = f": {exc.filename}" if exc.filename else ""
+        raise UserError(f"{flag} {out}: cannot be created ({exc.strerror}{where})") from None
     finally:
         for folder in reversed(made):
             folder.rmdir()

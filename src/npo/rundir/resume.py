@@ -27,9 +27,19 @@ import yaml
 from npo.config.run import RunConfig, dump_yaml, resolved
 from npo.errors import UserError
 from npo.rundir.journal import Journal
+from npo.rundir.layout import (
+    EVALS,
+    METRICS,
+    RunDir,
+    checkpoint_folder,
+    checkpoint_folders,
+    checkpoint_state,
+    complete_steps,
+    move_steps,
+    read_jsonl,
+    write_jsonl,
+)
 from npo.rundir.lock import LOCK, is_empty
-from npo.rundir.layout import (EVALS, METRICS, RunDir, checkpoint_folder, checkpoint_folders, checkpoint_state,
-                        complete_steps, move_steps, read_jsonl, write_jsonl)
 
 
 def run_status(out: Path, cfg: RunConfig, items: list | None = None) -> str:

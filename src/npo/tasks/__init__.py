@@ -1,5 +1,5 @@
-"""Tasks and verifiers: `build_task(spec, options)` resolves `arith`, `scratch`, `vis-arith`, `vis-count`, `rg:NAME`, `jsonl:PATH`,
-`parquet:PATH` through the registry of `npo.tasks.base`; `build_split(cfg)` gives a run's disjoint
+"""Tasks and verifiers: `build_task(spec, options)` resolves `arith`, `scratch`, `vis-arith`, `vis-count`,
+`rg:NAME`, `jsonl:PATH`, `parquet:PATH` through the registry of `npo.tasks.base`; `build_split(cfg)` gives a run's disjoint
 training and held-out items.
 
 Kept light on purpose (no torch, transformers or TRL): every verifier worker process imports this

@@ -11,7 +11,6 @@ import random
 from npo.errors import UserError
 from npo.tasks.base import Item, SampledTask, register
 
-
 MAX_TERMS = 50  # an expression of 50 terms is ~150 characters; Python's parser recurses per term
 
 

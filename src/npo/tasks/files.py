@@ -19,8 +19,8 @@ from pathlib import Path
 
 from npo.config.checks import short
 from npo.errors import UserError
-from npo.tasks.images import image_reference
 from npo.tasks.base import Item, held_out_split, register
+from npo.tasks.images import image_reference
 from npo.tasks.verify import math_reference, math_verify_score
 
 REFERENCE_SAMPLE = 256  # references verified against themselves at start (all of a smaller file)

@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 
 from npo.errors import UserError
-from npo.tasks.images import image_reference
 from npo.tasks.base import Item
+from npo.tasks.images import image_reference
 
 TRL_OWN = ("prompt", "completion", "completion_ids")  # columns TRL passes by name, never as keywords
 RESERVED = ("item_index",)  # npo's own column of TRL's dataset

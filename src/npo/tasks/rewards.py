@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from npo.errors import RunFailed
-from npo.tasks.prompting import answer_for_scoring, completion_text
 from npo.tasks.base import Item
+from npo.tasks.prompting import answer_for_scoring, completion_text
 from npo.tasks.verify import GuardedScorer, VerifyStats, math_verify_score
 
 

@@ -16,9 +16,9 @@ import random
 from functools import lru_cache
 
 from npo.errors import UserError
-from npo.tasks.images import drawer
 from npo.tasks.arith import ArithTask, make_arith
 from npo.tasks.base import Item, SampledTask, register
+from npo.tasks.images import drawer
 
 WIDTH, HEIGHT = 48, 16
 CELL = 4  # vis-count's squares sit on a grid of 4-pixel cells

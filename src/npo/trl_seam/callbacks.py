@@ -16,15 +16,15 @@ from tqdm import tqdm
 from transformers import TrainerCallback
 
 from npo.algo.controller import Controller, Seen, StepRecord, Trigger
-from npo.trl_seam.engine import generation_model, sharded
-from npo.models.evaluate import EvalPlan
-from npo.rundir.faults import crash_point
 from npo.algo.interventions import plateaued
-from npo.tasks.rewards import VERIFIED
-from npo.rundir.layout import RunDir, append_jsonl, checkpoint_folder, mark_complete
+from npo.models.evaluate import EvalPlan
 from npo.models.share import Share
+from npo.rundir.faults import crash_point
+from npo.rundir.layout import RunDir, append_jsonl, checkpoint_folder, mark_complete
+from npo.tasks.rewards import VERIFIED
+from npo.trl_seam.engine import generation_model, sharded
 
-# metrics.jsonl key <- TRL log key. Every key is documented in README "Metrics".
+# metrics.jsonl key <- TRL log key. Every key is documented in docs/run-directory.md "Metrics".
 TRL_KEYS = {
     "reward/mean": "reward",
     "reward/std": "reward_std",

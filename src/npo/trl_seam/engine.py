@@ -25,9 +25,9 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from trl.models.utils import unwrap_model_for_generation
 from trl.trainer.utils import RepeatSampler
 
+from npo.algo.order import epoch_seed
 from npo.models.generation import Policy, Sample, Sampling, prompt_ids
 from npo.models.share import Share
-from npo.algo.order import epoch_seed
 from npo.trl_seam.vllm import vllm_sample
 
 

@@ -15,6 +15,7 @@ import torch
 from npo.tasks.images import open_image
 from npo.tasks.prompting import build_prompt
 
+
 def dataset_row(item, style: str, index: int) -> dict:
     """The training dataset's row of `item`: its prompt, its index, the columns of a Python dataset's row
     (TRL hands them to reward functions) and, for an image prompt, the image."""

@@ -11,13 +11,13 @@ from datasets import Dataset
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import GRPOConfig
 
+from npo.algo.replay import ReplayBuffer
 from npo.config.run import RunConfig, on_policy_n
 from npo.config.trl_args import grpo_kwargs
 from npo.models.load import lora_config, name_tied_weights
-from npo.trl_seam.multimodal import dataset_row
-from npo.algo.replay import ReplayBuffer
-from npo.trl_seam.tracking import trl_report_to
 from npo.tasks.rewards import make_reward_fn
+from npo.trl_seam.multimodal import dataset_row
+from npo.trl_seam.tracking import trl_report_to
 from npo.trl_seam.trainer import GuidedGRPOTrainer
 from npo.trl_seam.user_callbacks import RunCallbacks
 

@@ -46,13 +46,13 @@ from transformers.integrations.deepspeed import deepspeed_load_checkpoint
 from trl import GRPOTrainer
 
 from npo.algo.accounting import Ledger
-from npo.algo.order import DataOrder
-from npo.trl_seam.engine import EnginePolicy, EpochRepeatSampler
 from npo.algo.groups import GateOutcome, below_gate, group_stats
-from npo.algo.injection import guide_token_weights, guided_groups, inject, slot_rows, weighted_advantages
-from npo.trl_seam.multimodal import dataset_row, row_fields
+from npo.algo.injection import guide_token_weights, guided_groups, inject, local_rows, slot_rows, weighted_advantages
+from npo.algo.order import DataOrder
 from npo.algo.replay import Entry, ReplayBuffer, collection_plan, question_index, replayed_groups, solve_rate
 from npo.tasks.verify import VerifyStats
+from npo.trl_seam.engine import EnginePolicy, EpochRepeatSampler
+from npo.trl_seam.multimodal import dataset_row, row_fields
 
 
 class GuidedGRPOTrainer(GRPOTrainer):
@@ -304,20 +304,19 @@ class GuidedGRPOTrainer(GRPOTrainer):
         process knows every group's prompt, asks the source for all of them (so all banks stay the
         same), and overwrites only the rows it holds."""
         n, rows, step = self.num_generations, len(completion_ids), self.state.global_step
-        lo = self.accelerator.process_index * rows
         chosen = torch.nonzero(groups).flatten().tolist()
         wanted = [int(batch[g * n]) for g in chosen]
         asked = self.guidance.fill(wanted, [self.items[i] for i in wanted], step, live=self.live_policy())
         if asked and self.accelerator.is_main_process:
             self.guidance.save()
-        mine, guides, replaced, written = [], [], 0, 0
+        targets, pending, replaced, written = [], [], 0, 0  # every process's rows, then this one's
         for g, found in zip(chosen, self.guidance.lookup(wanted)):
             replaced += bool(found)
             written += len(found)
-            for r, guide in zip(slot_rows(g, len(found), n, self.kept, self.npo.fill, self.npo.replace_slot), found):
-                if lo <= r < lo + rows:
-                    mine.append(r - lo)
-                    guides.append(guide)
+            targets += slot_rows(g, len(found), n, self.kept, self.npo.fill, self.npo.replace_slot)
+            pending += found
+        held = local_rows(targets, self.accelerator.process_index, rows)
+        mine, guides = [r for _, r in held], [pending[i] for i, _ in held]
         completion_ids, completions, logprobs, flags = inject(completion_ids, completions, logprobs, mine, guides)
         for r, g in zip(mine, guides):
             self._guide_logps[r] = g.logps

@@ -1,0 +1,69 @@
+"""The steps of one intervention, by the paper's names, shared by the NPO and AutoNPO loops. Each step
+handles its own resume: resumed after it ended, it returns what it made without making it again.
+
+    reach(t)                  train the final trajectory on to step t (a checkpoint at t)
+    look_ahead(t, t + Delta)  train on, unguided, into a look-ahead folder: steps that are discarded
+    near_future_guidance      the live policy, now pi_{t+Delta}, writes the window's bank
+    retrain_window            roll back to t in place and retrain [t, t + W) with guides injected
+    record_intervention       the events.jsonl line and what it cost (npo.loops.segment)
+
+Guides are injected by the trainer during exactly the segment that `retrain_window` runs: it hands the
+window's `Guidance` to `run_segment`, which gives it to the trainer for that segment only
+(`GuidedGRPOTrainer.begin_segment` / `end_segment`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from npo.algo.accounting import Cost
+from npo.guides.bank import Guidance, GuideBank
+from npo.guides.sources import PolicySource, guide_sampling
+from npo.loops.segment import Context, Segment, run_segment, segment_cost
+from npo.rundir.faults import crash_point
+from npo.rundir.layout import METRICS, read_jsonl
+
+
+def reach(ctx: Context, pos: int, t: int) -> None:
+    """Train the final trajectory from `pos` (its checkpoint) to `t`, which leaves a checkpoint at t."""
+    if t > pos:
+        run_segment(ctx, pos, t, out_dir=ctx.run.checkpoints)
+
+
+def look_ahead(ctx: Context, folder: Path, t: int, ahead: int) -> Segment:
+    """Train on from t to t + Delta, unguided, into `folder` (evaluated nowhere, its steps discarded):
+    at its end the live policy is pi_{t+Delta}, the near future of the policy at t."""
+    scout = run_segment(ctx, t, ahead, out_dir=folder, main=False)
+    crash_point("lookahead")
+    return scout
+
+
+def look_ahead_cost(ctx: Context, folder: Path, t: int) -> Cost:
+    """What a look-ahead into `folder` cost (its steps and tokens), read from its metrics."""
+    ctx.trainer.accelerator.wait_for_everyone()  # the main process has written the look-ahead's metrics
+    return segment_cost(ctx, t, read_jsonl(folder / METRICS))
+
+
+def near_future_guidance(ctx: Context, index: int, kind: str, guide: Path, guide_step: int, window: tuple[int, int],
+                         ready: Callable[[], list[int]]) -> Guidance:
+    """The guidance of the window [t, end) from the policy of checkpoint `guide` (step `guide_step`,
+    ahead of t): the live policy, which holds that policy, writes the bank before the rollback replaces
+    it (no second model). `ready()` makes sure the engine holds it (a run resumed after its look-ahead,
+    or AutoNPO's measurement, left another policy there) and returns the prompts to write guides for.
+    A resumed run whose bank was saved reads it instead, and never makes it twice."""
+    cfg, run = ctx.cfg, ctx.run
+    source = PolicySource(ctx.trainer.live_policy(), name=run.relative(guide), step=guide_step, **guide_sampling(cfg))
+    guidance = Guidance(source, ctx.scorer, GuideBank(), *window, seed=cfg.seed, bank_path=run.guide_bank(index, kind),
+                        slots=cfg.npo.slots, share=ctx.share)
+    if not guidance.load_saved():
+        prompts = ready()
+        guidance.prefill(prompts, [ctx.train_items[x] for x in prompts], step=window[0],
+                         books=ctx.books if ctx.is_main else None)
+    return guidance
+
+
+def retrain_window(ctx: Context, guidance: Guidance, watch=None) -> None:
+    """Roll back to the window's start t (its checkpoint loaded into the live trainer, in place) and
+    retrain [t, end) on the final trajectory with the window's guides injected into its groups."""
+    run_segment(ctx, guidance.start, guidance.end, out_dir=ctx.run.checkpoints, guidance=guidance, watch=watch)
