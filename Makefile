@@ -38,6 +38,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(TEST_ENV) $(BIN)/python -m pytest -q -m fast -p no:xdist
 
+# The linter, as configured in pyproject.toml (tests/test_lint.py runs it too).
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
+
 # Opt-in slow tests (SmolLM2 import, longer learning checks).
 test-slow: $(STAMP) smollm2
 	$(TEST_ENV) NPO_SLOW=1 $(BIN)/python -m pytest -q -m slow

@@ -22,8 +22,9 @@ from accelerate.utils import gather_object  # noqa: E402
 from helpers import tiny_trainer  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 
+from npo.algo.injection import Trajectory
 from npo.guides.bank import Guidance, GuideBank  # noqa: E402
-from npo.guides.sources import Guide, SelfSource, TraceSource  # noqa: E402
+from npo.guides.sources import SelfSource, TraceSource  # noqa: E402
 
 from engine_worker import end_processes  # noqa: E402
 
@@ -53,7 +54,7 @@ def main(out: str) -> None:
     bank = GuideBank()
     for b in batch:
         ids = tok.encode("g", add_special_tokens=False) + [tok.eos_token_id]
-        bank.add(b["item_index"], [Guide(ids, items[0].answer, "constructed", 0, [-1.0] * len(ids))])
+        bank.add(b["item_index"], [Trajectory(ids, items[0].answer, "constructed", 0, [-1.0] * len(ids))])
     # a source that is never asked: the bank holds every prompt of the batch
     trainer.guidance = Guidance(TraceSource({}, "constructed"), trainer.scorer, bank, 0, 2, seed=0)
     result = {}

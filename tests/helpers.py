@@ -1,8 +1,9 @@
 """Shared test helpers: a trainer on the embedded default without a run."""
 
+from npo.algo.injection import Trajectory
 from npo.config.run import load_config
 from npo.guides.bank import GuideBank
-from npo.guides.sources import Guide, GuideSource
+from npo.guides.sources import GuideSource
 from npo.models.load import load_policy, resolve_model_path
 from npo.tasks import build_split
 from npo.tasks.rewards import TaskScorer
@@ -27,7 +28,7 @@ def answer_bank(trainer) -> GuideBank:
     tok, bank = trainer.processing_class, GuideBank()
     for i, item in enumerate(trainer.items):
         ids = tok.encode(item.answer, add_special_tokens=False) + [tok.eos_token_id]
-        bank.add(i, [Guide(ids, item.answer, "reference", 0, [-1.0] * len(ids))])
+        bank.add(i, [Trajectory(ids, item.answer, "reference", 0, [-1.0] * len(ids))])
     return bank
 
 

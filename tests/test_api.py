@@ -126,7 +126,7 @@ def test_a_verifier_sees_rows_as_trl_would():
     ({"guide": npo.NearFuture(tau=0.6)}, "npo.interventions: method npo needs at least one intervention"),
     ({"guide": npo.NearFuture(npo.Bootstrap(lookahead=5), tau=2.0)}, "npo.tau"),
     ({"model": object()}, "a model object needs its processing_class"),
-    ({"guide": "npo"}, "guide: expected a Guide"),
+    ({"guide": "npo"}, "guide: expected a Method"),
     ({"train_dataset": [{"prompt": [{"role": "user", "content": f"{i}+1="}]} for i in range(40)], "reward_funcs": len,
       "eval_dataset": [{"prompt": "x="}], "args_": {"heldout_n": 1}},
      "row 0: column 'prompt' holds chat messages, and the tokenizer of model tiny has no chat template"),

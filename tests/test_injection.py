@@ -8,7 +8,7 @@ from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
 
 from npo.algo.groups import p_hat
 from npo.algo.injection import (
-    GuideRow,
+    Trajectory,
     guide_token_weights,
     guided_groups,
     importance_weights,
@@ -85,7 +85,7 @@ def test_n_equals_two():
     assert gated.tolist() == [True, True, False]
     rows = rows_to_overwrite(gated, torch.tensor([True, True, True]), 2, -1)
     assert rows == [1, 3]
-    guide = GuideRow([7, 2], "7", [-0.1, -0.2])
+    guide = Trajectory([7, 2], "7", logps=[-0.1, -0.2])
     ids, texts, logps, flags = inject([[5, 2]] * 6, ["5"] * 6, [[-1.0, -1.0]] * 6, rows, [guide, guide])
     assert flags == [False, True, False, True, False, False]
     assert ids[1] == [7, 2] and texts[3] == "7" and ids[0] == [5, 2]
@@ -100,7 +100,7 @@ def test_local_rows_when_a_group_straddles_two_processes():
 
 
 def test_message_list_completions_keep_their_shape():
-    ids, texts, _, _ = inject([[1]], [[{"role": "assistant", "content": "x"}]], None, [0], [GuideRow([9], "y")])
+    ids, texts, _, _ = inject([[1]], [[{"role": "assistant", "content": "x"}]], None, [0], [Trajectory([9], "y")])
     assert texts == [[{"role": "assistant", "content": "y"}]]
 
 

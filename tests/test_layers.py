@@ -92,3 +92,8 @@ def test_the_layer_test_can_fail(tmp_path):
     bad.write_text("def f():\n    from npo.loops.run import train\n")
     assert imports(bad, {"npo.loops.run"}) == [("npo.loops.run", True)]
     assert layer_of("npo.loops.run") > layer_of("npo.trl_seam.trainer")
+
+
+def test_every_module_reads_in_one_sitting():
+    long = {m: n for m, p in modules().items() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"modules over 400 lines: {long}"

@@ -4,8 +4,9 @@ import pytest
 import torch
 from helpers import NeverAsked, answer_bank, tiny_trainer
 
+from npo.algo.injection import Trajectory
 from npo.guides.bank import Guidance, GuideBank
-from npo.guides.sources import Guide, PolicySource, SelfSource, propose
+from npo.guides.sources import PolicySource, SelfSource, propose
 from npo.models.generation import Policy, completion_lengths, prompt_seeds
 from npo.models.load import load_policy
 from npo.tasks import build_split
@@ -104,7 +105,7 @@ def test_completion_lengths_cut_after_the_first_eos():
 
 def test_guide_bank_round_trip_is_atomic(tmp_path):
     bank = GuideBank()
-    bank.add(3, [Guide([1, 2], "x", "ckpt", 10, [-0.5, -0.1]), Guide([3], "y", "ckpt", 10, [-0.2])])
+    bank.add(3, [Trajectory([1, 2], "x", "ckpt", 10, [-0.5, -0.1]), Trajectory([3], "y", "ckpt", 10, [-0.2])])
     bank.add(4, [])
     path = tmp_path / "guides" / "bank.json"
     bank.save(path)

@@ -151,3 +151,25 @@ def test_a_batch_has_one_group_size():
     overwritten (docs/baselines.md "Injection rules"): TRL views each batch's rewards as groups of one size."""
     src = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert "rewards.view(-1, num_generations)" in src and "num_generations = self.num_generations" in src
+
+
+def test_the_seams_header_lists_exactly_what_is_pinned():
+    """The header of npo.trl_seam.trainer names every private TRL / transformers method and attribute it
+    touches; each named method is pinned above, and each attribute is one TRL's GRPOTrainer sets."""
+    import re
+
+    import npo.trl_seam.trainer as seam
+
+    header = seam.__doc__.split("exactly")[1]
+    named = set(re.findall(r"(GRPOTrainer|Trainer)\.(\w+)", header))
+    attributes = {m for kind, m in named if kind == "GRPOTrainer" and not callable(getattr(GRPOTrainer, m, None))}
+    methods = {m for _, m in named} - attributes
+    pinned = set(PINNED_SOURCES) | {name.split(".")[-1] for name in PINNED_OTHERS if name.startswith("transformers Trainer.")}
+    assert methods - {"train"} <= pinned, methods - pinned
+    assert "train" in {n.split(".")[-1] for n in PINNED_OTHERS}
+    init = inspect.getsource(GRPOTrainer)
+    assert attributes == {"_metrics", "_step", "_buffered_inputs", "_last_loaded_step"}
+    assert all(f"self.{a} =" in init for a in attributes)
+    # and the module reaches no other private TRL method: every super()._x and self._x it calls is listed
+    called = set(re.findall(r"super\(\)\.(_[a-z]\w*)|self\.(_load_\w+|_save_checkpoint)\(", inspect.getsource(seam)))
+    assert {a or b for a, b in called} <= methods

@@ -19,7 +19,7 @@ listed above it (tests/test_layers.py reads this map), so reading it needs only 
 
 # The public API, imported on first use: `import npo` stays instant (the CLI answers --help without torch).
 _API = {"NPOConfig": "npo.api", "NPOTrainer": "npo.api",
-        **{name: "npo.config.methods" for name in ("Guide", "NearFuture", "SelfGuide", "Teacher", "TeacherModel",
+        **{name: "npo.config.methods" for name in ("Method", "Guide", "NearFuture", "SelfGuide", "Teacher", "TeacherModel",
                                                "Checkpoint", "Pool", "Replay", "AutoNPO", "LUFFY", "ExGRPO", "RLEP",
                                                "Bootstrap", "Plateau")},
         "math_verify_reward": "npo.tasks.rewards", "TaskConfig": "npo.config.run", "ModelConfig": "npo.config.run",

@@ -36,7 +36,7 @@ import torch
 from transformers import TrainerState
 from trl import GRPOConfig
 
-from npo.config.methods import GRPO, Guide, guide_of
+from npo.config.methods import GRPO, Method, guide_of
 from npo.config.run import EvalConfig, ModelConfig, RunConfig, TaskConfig, TrainConfig, build_config
 from npo.config.trl_args import (
     EVAL_INSTEAD,
@@ -154,7 +154,7 @@ UNMAPPED = {  # the others npo owns: why a value would not mean what TRL says
 }
 
 
-def run_config(args: NPOConfig, model: ModelConfig, task: TaskConfig, guide: Guide, heldout: int) -> RunConfig:
+def run_config(args: NPOConfig, model: ModelConfig, task: TaskConfig, guide: Method, heldout: int) -> RunConfig:
     """The RunConfig of the API's arguments (`heldout`: the held-out items there are), validated as a
     YAML file is."""
     n, accumulation = args.given["num_generations"], args.gradient_accumulation_steps
@@ -216,12 +216,12 @@ class NPOTrainer:
     """
 
     def __init__(self, model="tiny", reward_funcs=None, args: NPOConfig | None = None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, callbacks=None, peft_config=None, guide: Guide | None = None,
+                 eval_dataset=None, processing_class=None, callbacks=None, peft_config=None, guide: Method | None = None,
                  task: TaskConfig | str | None = None, verifier=None, resume: bool = False,
                  show_progress: bool = True):
         self.args = args if args is not None else NPOConfig(output_dir=default_out(None))
-        if guide is not None and not isinstance(guide, Guide):  # e.g. guide="npo": a method name, not its settings
-            raise UserError(f"NPOTrainer: guide: expected a Guide (npo.NearFuture(...), npo.SelfGuide(...), "
+        if guide is not None and not isinstance(guide, Method):  # e.g. guide="npo": a method name, not its settings
+            raise UserError(f"NPOTrainer: guide: expected a Method (npo.NearFuture(...), npo.SelfGuide(...), "
                             f"npo.AutoNPO(...), npo.LUFFY(), ...), got {guide!r}")
         self.guide = guide or GRPO
         self.show_progress = show_progress

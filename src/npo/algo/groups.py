@@ -20,6 +20,13 @@ class GateOutcome:
     failed: list[int]  # item indices of the groups below the gate
     histogram: list[float]  # fraction of groups with 0, 1, ..., n correct
 
+    @classmethod
+    def of(cls, step: int, on_policy: torch.Tensor, group_items: torch.Tensor, gated: torch.Tensor) -> "GateOutcome":
+        """From a generation's (B, G) on-policy rewards, each group's item and the groups below the gate."""
+        levels = on_policy.sum(1).long()
+        histogram = (torch.bincount(levels, minlength=on_policy.size(1) + 1).float() / levels.numel()).tolist()
+        return cls(step, group_items[gated.to(group_items.device)].tolist(), histogram)
+
 
 def p_hat(rewards: torch.Tensor, n: int) -> torch.Tensor:
     """Group accuracy p_hat(x) = mean_i r_i over each group of n rows.  (G*n,) -> (G,)"""

@@ -16,6 +16,7 @@ fill the M rows appended after G), and the loss on them (`guide_token_weights`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -50,17 +51,20 @@ def local_rows(global_rows: list[int], process_index: int, rows_per_process: int
 
 
 @dataclass
-class GuideRow:
-    """What replaces one slot: the guide's tokens and text, and its per-token log-probs under the
-    guide policy (`None` when the guide is not a policy with known log-probs)."""
+class Trajectory:
+    """One verified-correct answer for one prompt: what the guide bank keeps and what replaces a slot
+    of a group. `logps`: per token under its source at the source's temperature (None for fixed
+    traces, or a source with another tokenizer)."""
 
     token_ids: list[int]
     text: str
+    source: str = ""  # the source's name: a checkpoint folder, "self", "teacher:PATH"
+    source_step: int | None = None
     logps: list[float] | None = None
 
 
 def inject(completion_ids: list, completions: list, sampling_logps: list | None,
-           rows: list[int], guides: list[GuideRow]) -> tuple[list, list, list | None, list[bool]]:
+           rows: list[int], guides: list[Trajectory]) -> tuple[list, list, list | None, list[bool]]:
     """Overwrite local rows with guides. Returns new lists and the per-row guide flag.
 
     With vLLM, TRL reweights every row by pi_theta / pi_vllm using the sampling log-probs; a guide was
@@ -116,20 +120,33 @@ def shaped_importance_weights(logp_policy: torch.Tensor, logp_behaviour: torch.T
     return shaped(logp_policy - logp_behaviour, gamma)
 
 
+@dataclass(frozen=True)
+class GuideLoss:
+    """A loss on guide rows (`npo.guide_loss`): its per-token weights (logp_policy, logp_guide, c, gamma)
+    -> (R, T), and whether it needs the guide's log-probs under its source."""
+
+    name: str
+    needs_logps: bool
+    weights: Callable[[torch.Tensor, torch.Tensor | None, float, float], torch.Tensor]
+
+
+# The open set of guide losses (the config's choices, the trainer's, in this order). A new loss is a line here.
+GUIDE_LOSSES = {loss.name: loss for loss in (
+    GuideLoss("on_policy", False, lambda lp, lg, c, gamma: torch.ones_like(lp)),  # [paper]
+    GuideLoss("importance", True, lambda lp, lg, c, gamma: importance_weights(lp, lg, c)),
+    GuideLoss("shaping", False, lambda lp, lg, c, gamma: shaping_weights(lp, gamma)),  # LUFFY
+    GuideLoss("shaped_importance", True, lambda lp, lg, c, gamma: shaped_importance_weights(lp, lg, gamma)),  # ExGRPO
+)}
+
+
 def guide_token_weights(kind: str, logp_policy: torch.Tensor, logp_guide: torch.Tensor | None,
                         c: float, gamma: float) -> torch.Tensor:
     """(R, T) detached weights for the R guide rows; all ones for `on_policy`."""
-    if kind == "on_policy":
-        return torch.ones_like(logp_policy)
-    if kind in ("importance", "shaped_importance") and logp_guide is None:
+    if kind not in GUIDE_LOSSES:
+        raise ValueError(f"unknown guide_loss {kind!r}")
+    if GUIDE_LOSSES[kind].needs_logps and logp_guide is None:
         raise ValueError(f"guide_loss {kind!r} needs the guide's log-probs")
-    if kind == "importance":
-        return importance_weights(logp_policy, logp_guide, c)
-    if kind == "shaped_importance":
-        return shaped_importance_weights(logp_policy, logp_guide, gamma)
-    if kind == "shaping":
-        return shaping_weights(logp_policy, gamma)
-    raise ValueError(f"unknown guide_loss {kind!r}")
+    return GUIDE_LOSSES[kind].weights(logp_policy, logp_guide, c, gamma)
 
 
 def weighted_advantages(advantages: torch.Tensor, flags: torch.Tensor, weights: torch.Tensor,

@@ -60,11 +60,34 @@ class PositiveInts:
         return None if ok else "expected a non-empty list of integers >= 1"
 
 
-class SourceSpec:
-    """A guide source (the kinds of npo.guides.sources): a bare kind, or KIND:PATH for the kinds that read one."""
+@dataclass(frozen=True)
+class SourceKind:
+    """A kind of guide source and what it needs: a path (`KIND:PATH`), and whether its guides carry
+    log-probs under the source over the policy's tokens (what importance-weighted guide losses read)."""
 
-    BARE = ("near_future", "self", "replay")
-    WITH_PATH = ("teacher", "teacher_model", "checkpoint", "pool")
+    name: str
+    path: bool
+    logps: bool
+
+
+# The open set of guide sources (npo.guides.sources implements each; config checks, training and
+# `npo signal` read this table). A new kind is a class there and a line here.
+SOURCE_KINDS = {kind.name: kind for kind in (
+    SourceKind("near_future", path=False, logps=True),  # this run's checkpoint Delta steps ahead [paper]
+    SourceKind("self", path=False, logps=True),  # the live policy: the Delta = 0 control
+    SourceKind("replay", path=False, logps=True),  # the run's own successes, log-probs recorded at collection
+    SourceKind("teacher", path=True, logps=False),  # fixed traces (teacher:reference: the task's references)
+    SourceKind("teacher_model", path=True, logps=False),  # its own log-probs only when it shares the tokenizer
+    SourceKind("checkpoint", path=True, logps=True),  # a finished run's policy, same tokenizer
+    SourceKind("pool", path=True, logps=False),  # a finished run's verified successes (RLEP)
+)}
+
+
+class SourceSpec:
+    """A guide source: a bare kind, or KIND:PATH for the kinds that read one (`SOURCE_KINDS`)."""
+
+    BARE = tuple(k.name for k in SOURCE_KINDS.values() if not k.path)
+    WITH_PATH = tuple(k.name for k in SOURCE_KINDS.values() if k.path)
 
     def error(self, value) -> str | None:
         kind, sep, arg = str(value).partition(":")

@@ -1,6 +1,7 @@
 """The `guide` argument of `npo.NPOTrainer`: which method a run is and where its guides come from.
 
-A `Guide` is the YAML config's method and its npo, replay and autonpo sections; the constructors
+A `Method` (`npo.Method`; `npo.Guide` is its earlier name, kept as an alias for one release) is the
+YAML config's method and its npo, replay and autonpo sections; the constructors
 below are the methods of docs/baselines.md by name. Their keyword arguments are
 those sections' fields (npo.config.sections documents each one), checked when the trainer is built:
 
@@ -19,14 +20,17 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class Guide:
+class Method:
+    """A run's method and its settings: what `NPOTrainer(guide=...)` takes."""
+
     method: str
     npo: dict = field(default_factory=dict)  # YAML npo section
     replay: dict = field(default_factory=dict)  # YAML replay section
     autonpo: dict = field(default_factory=dict)  # YAML autonpo section
 
 
-GRPO = Guide("grpo")  # no guides: plain GRPO (guide=None)
+Guide = Method  # the earlier name of the same thing, kept for one release
+GRPO = Method("grpo")  # no guides: plain GRPO (guide=None)
 
 
 def Bootstrap(lookahead: int, window: int | None = None) -> dict:  # noqa: N802 - named like the others
@@ -40,71 +44,71 @@ def Plateau(at_step, lookahead: int, window: int | None = None) -> dict:  # noqa
             **({"window": window} if window is not None else {})}
 
 
-def _guided(source: str, interventions, fields: dict, method: str = "npo") -> Guide:
+def _guided(source: str, interventions, fields: dict, method: str = "npo") -> Method:
     replay = fields.pop("replay", {})
     npo = {"source": source, **fields}
     if interventions:
         npo["interventions"] = list(interventions)
-    return Guide(method, npo, dict(replay))
+    return Method(method, npo, dict(replay))
 
 
-def NearFuture(*interventions: dict, **npo_fields) -> Guide:  # noqa: N802
+def NearFuture(*interventions: dict, **npo_fields) -> Method:  # noqa: N802
     """NPO [paper]: guides from the run's own checkpoint Delta steps ahead, in the interventions' windows."""
     return _guided("near_future", interventions, npo_fields)
 
 
-def SelfGuide(*interventions: dict, **npo_fields) -> Guide:  # noqa: N802
+def SelfGuide(*interventions: dict, **npo_fields) -> Method:  # noqa: N802
     """The Delta = 0 control: the same interventions and windows, guides from the current policy."""
     return _guided("self", interventions, npo_fields)
 
 
-def Teacher(path: str, *interventions: dict, **npo_fields) -> Guide:  # noqa: N802
+def Teacher(path: str, *interventions: dict, **npo_fields) -> Method:  # noqa: N802
     """Fixed traces (JSONL {question, completion}), or 'reference' for the task's reference answers."""
     return _guided(f"teacher:{path}", interventions, npo_fields)
 
 
-def TeacherModel(path: str, *interventions: dict, **npo_fields) -> Guide:  # noqa: N802
+def TeacherModel(path: str, *interventions: dict, **npo_fields) -> Method:  # noqa: N802
     """A local model folder that writes the traces."""
     return _guided(f"teacher_model:{path}", interventions, npo_fields)
 
 
-def Checkpoint(path: str, *interventions: dict, **npo_fields) -> Guide:  # noqa: N802
+def Checkpoint(path: str, *interventions: dict, **npo_fields) -> Method:  # noqa: N802
     """A finished run's policy."""
     return _guided(f"checkpoint:{path}", interventions, npo_fields)
 
 
-def Pool(path: str, *interventions: dict, **npo_fields) -> Guide:  # noqa: N802
+def Pool(path: str, *interventions: dict, **npo_fields) -> Method:  # noqa: N802
     """Verified successes of a finished run (`npo pool`)."""
     return _guided(f"pool:{path}", interventions, npo_fields)
 
 
-def Replay(*interventions: dict, **npo_fields) -> Guide:  # noqa: N802
+def Replay(*interventions: dict, **npo_fields) -> Method:  # noqa: N802
     """The run's own past successes; `replay={...}` sets the buffer (YAML replay section)."""
     return _guided("replay", interventions, npo_fields)
 
 
-def AutoNPO(npo: dict | None = None, **autonpo_fields) -> Guide:  # noqa: N802
+def AutoNPO(npo: dict | None = None, **autonpo_fields) -> Method:  # noqa: N802
     """AutoNPO: the controller picks when to intervene and Delta* = argmax S; `npo={...}` sets the gate
     and the guide's sampling (YAML npo section)."""
-    return Guide("autonpo", dict(npo or {}), {}, autonpo_fields)
+    return Method("autonpo", dict(npo or {}), {}, autonpo_fields)
 
 
-def LUFFY(**npo_fields) -> Guide:  # noqa: N802
+def LUFFY(**npo_fields) -> Method:  # noqa: N802
     """LUFFY's preset: a teacher's traces (the task's references by default) in every group, shaped loss."""
     return _guided(npo_fields.pop("source", "teacher:reference"), (), npo_fields, method="luffy")
 
 
-def ExGRPO(**npo_fields) -> Guide:  # noqa: N802
+def ExGRPO(**npo_fields) -> Method:  # noqa: N802
     """ExGRPO's preset: the run's replay buffer, half of each batch replayed after solve rate 0.35."""
     return _guided("replay", (), npo_fields, method="exgrpo")
 
 
-def RLEP(pool: str, **npo_fields) -> Guide:  # noqa: N802
+def RLEP(pool: str, **npo_fields) -> Method:  # noqa: N802
     """RLEP's preset: two pool successes added to every group that has them."""
     return _guided(f"pool:{pool}", (), npo_fields, method="rlep")
 
 
-def guide_of(cfg) -> Guide:
-    """The Guide of a YAML run (`cfg`: an npo.config.run.RunConfig): its method and whole sections."""
-    return Guide(cfg.method, dataclasses.asdict(cfg.npo), dataclasses.asdict(cfg.replay),
+def guide_of(cfg) -> Method:
+    """The Method of a YAML run (`cfg`: an npo.config.run.RunConfig): its method and whole sections."""
+    return Method(cfg.method, dataclasses.asdict(cfg.npo), dataclasses.asdict(cfg.replay),
                  dataclasses.asdict(cfg.autonpo))

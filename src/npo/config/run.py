@@ -21,8 +21,20 @@ from typing import Any
 
 import yaml
 
+from npo.algo.injection import GUIDE_LOSSES
 from npo.algo.interventions import parse_interventions
-from npo.config.checks import MAX_ITEMS, NON_NEGATIVE, POSITIVE, SEED, NonEmpty, OneOf, Range, check_type, doc
+from npo.config.checks import (
+    MAX_ITEMS,
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    SOURCE_KINDS,
+    NonEmpty,
+    OneOf,
+    Range,
+    check_type,
+    doc,
+)
 from npo.config.precision import DTYPES
 from npo.config.presets import apply_preset
 from npo.config.sections import AutoNPOConfig, NPOSection, ReplayConfig
@@ -269,7 +281,7 @@ def _check_injection(cfg: RunConfig, n: int) -> None:
              "replayed groups exist only with npo.source replay and replay.share > 0")
     _require(cfg.replay.share == 0 or kind == "replay", "replay.share",
              "questions are drawn from the replay buffer only with npo.source replay")
-    _require(p.guide_loss not in ("importance", "shaped_importance") or kind not in ("teacher", "pool", "teacher_model"),
+    _require(not (GUIDE_LOSSES[p.guide_loss].needs_logps and not SOURCE_KINDS[kind].logps),
              "npo.guide_loss", f"{p.guide_loss} needs the guide's behaviour log-probs over the policy's tokens; "
              f"{kind} guides have none (use shaping or on_policy)")
 

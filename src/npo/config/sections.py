@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from npo.algo.injection import GUIDE_LOSSES as LOSSES
 from npo.config.checks import NON_NEGATIVE, POSITIVE, OneOf, PositiveInts, Range, SourceSpec, doc
 
 GUIDE_MODES = ("ahead", "on_demand")
-GUIDE_LOSSES = ("on_policy", "importance", "shaping", "shaped_importance")
+GUIDE_LOSSES = tuple(LOSSES)  # npo.algo.injection.GUIDE_LOSSES
 
 
 @dataclass

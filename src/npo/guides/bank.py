@@ -1,7 +1,7 @@
 """The guide bank and an intervention's guidance.
 
 - `GuideBank`: per-prompt store of verified-correct trajectories, up to M (`npo.slots`) per prompt
-  (`npo.guides.sources.Guide`: token ids,
+  (`npo.algo.injection.Trajectory`: token ids,
   text, source and step, per-token log-probs under the source), saved atomically in the run folder
   with what making it cost; a bank made ahead and saved is reloaded, never remade, by a resume.
 - `Guidance`: one intervention's guide source, its bank, and the window [start, end) of optimizer
@@ -19,8 +19,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from npo.algo.injection import GuideRow
-from npo.guides.sources import Guide, GuideSource, propose
+from npo.algo.injection import Trajectory
+from npo.guides.sources import GuideSource, propose
 from npo.models.generation import Policy, prompt_seeds
 from npo.models.share import ALONE, Share
 from npo.rundir.layout import atomic_write_json
@@ -30,20 +30,20 @@ from npo.rundir.layout import atomic_write_json
 class GuideBank:
     """item index -> its guides (up to M); `tried` remembers prompts the source was asked for."""
 
-    guides: dict[int, list[Guide]] = field(default_factory=dict)
+    guides: dict[int, list[Trajectory]] = field(default_factory=dict)
     tried: set[int] = field(default_factory=set)
 
     def __contains__(self, index: int) -> bool:
         return index in self.guides or index in self.tried
 
-    def add(self, index: int, guides: list[Guide]) -> None:
+    def add(self, index: int, guides: list[Trajectory]) -> None:
         self.tried.add(index)
         if guides:
             self.guides[index] = list(guides)
         else:  # a fresh failure supersedes older guides (the `self` source asks again each time)
             self.guides.pop(index, None)
 
-    def get(self, index: int) -> list[Guide]:
+    def get(self, index: int) -> list[Trajectory]:
         return self.guides.get(index, [])
 
     def to_json(self) -> dict:
@@ -52,7 +52,7 @@ class GuideBank:
 
     @classmethod
     def from_json(cls, data: dict) -> "GuideBank":
-        return cls({int(i): [Guide(**g) for g in gs] for i, gs in data["guides"].items()}, set(data["tried"]))
+        return cls({int(i): [Trajectory(**g) for g in gs] for i, gs in data["guides"].items()}, set(data["tried"]))
 
     def save(self, path: str | Path) -> None:
         atomic_write_json(path, self.to_json())
@@ -116,8 +116,8 @@ class Guidance:
         if books is not None:
             self.save(books())
 
-    def lookup(self, indices: list[int]) -> list[list[GuideRow]]:
-        return [[g.row() for g in self.bank.get(i)] for i in indices]
+    def lookup(self, indices: list[int]) -> list[list[Trajectory]]:
+        return [self.bank.get(i) for i in indices]
 
     def snapshot(self) -> dict:
         """What a checkpoint inside the window keeps of it: its stats, and the bank of a source that

@@ -1,4 +1,4 @@
-"""Guide sources: where the trajectories NPO injects (and `npo signal` measures) come from.
+"""Trajectory sources: where the trajectories NPO injects (and `npo signal` measures) come from.
 
 A `GuideSource` proposes candidate trajectories for prompts. Training keeps the first verified-correct
 candidate of a prompt as its guide (`propose`); the S = Q/V estimators use all of them (`npo.guides.measure`).
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from npo.algo.injection import GuideRow
+from npo.algo.injection import Trajectory
 from npo.algo.replay import ReplayBuffer, question_index
 from npo.config.run import RunConfig
 from npo.config.trl_args import grpo_overrides
@@ -40,20 +40,6 @@ from npo.models.generation import Policy, Sample, text_tokenizer
 from npo.models.share import ALONE, Share
 from npo.tasks.base import Item
 from npo.tasks.files import read_rows
-
-
-@dataclass
-class Guide:
-    """A verified-correct trajectory for one prompt, as the guide bank keeps it."""
-
-    token_ids: list[int]
-    text: str
-    source: str  # the source's name: a checkpoint folder, "self", "teacher:PATH"
-    source_step: int | None
-    logps: list[float] | None  # per token under the source at its temperature; None for fixed traces
-
-    def row(self) -> GuideRow:
-        return GuideRow(self.token_ids, self.text, self.logps)
 
 
 class GuideSource(ABC):
@@ -242,7 +228,7 @@ def check_source(spec: str) -> None:
 
 @dataclass
 class Proposal:
-    guides: list[list[Guide]]  # per item: its first (up to m) verified-correct candidates
+    guides: list[list[Trajectory]]  # per item: its first (up to m) verified-correct candidates
     samples: int  # candidates generated
     tokens: int  # completion tokens generated
 
@@ -267,7 +253,7 @@ def propose(source: GuideSource, items: list, seeds: list[int], scorer, live: Po
         return out
 
     accepted = share.run(list(zip(items, groups)), first_m, pad=False)  # no collective inside: no stand-ins
-    guides = [[Guide(group[j].token_ids, group[j].text, source.name, source.step, group[j].logps) for j in ok]
+    guides = [[Trajectory(group[j].token_ids, group[j].text, source.name, source.step, group[j].logps) for j in ok]
               for group, ok in zip(groups, accepted)]
     if not source.generates:
         return Proposal(guides, 0, 0)

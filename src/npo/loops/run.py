@@ -214,7 +214,7 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     else:
         clock = Clock(since=t_start, warmup_seconds=warmup_seconds)
     ctx = Context(cfg, run, trainer, scorer, style, prep.train_items, evaluator, progress, show_progress, journal,
-                  ledger, clock, controller, timings={"model_path": str(model_path)}, report=report)
+                  ledger, clock, controller, model_path=str(model_path), report=report)
     if evaluator.last_step is None:
         evaluator.evaluate(0)
         journal.books = ctx.books()  # the starting policy's evaluation counted: a kill from here on resumes past it
@@ -252,7 +252,7 @@ def close_run(ctx: Context, out: Path, stopped: int | None = None) -> dict:
         ctx.report.close()
     ctx.trainer.accelerator.wait_for_everyone()  # the main process has written every evaluation
     retain(ctx, finished=True)  # no rollback or resume can come: only the last checkpoint stays whole
-    summary = summarize(ctx.run, cfg, ctx.timings["model_path"], ctx.ledger.summary(last), ctx.clock,
+    summary = summarize(ctx.run, cfg, ctx.model_path, ctx.ledger.summary(last), ctx.clock,
                         eval_seconds=evaluator.seconds, crashes=ctx.journal.crashes)
     summary["stopped_at"] = stopped  # None: the run trained its train.steps
     trainer = ctx.trainer

@@ -63,7 +63,7 @@ class Context:
     ledger: Ledger = field(default_factory=Ledger)
     clock: Clock = field(default_factory=Clock)
     controller: Controller | None = None  # AutoNPO's: its decisions are part of the books
-    timings: dict = field(default_factory=dict)  # the model folder the run started from, ...
+    model_path: str = ""  # the model folder the run started from (summary.json says which)
     stage_events: list = field(default_factory=list)  # events of the stage under way, committed with it
     keep_whole: set = field(default_factory=set)  # final-trajectory steps a caller will roll back to (npo.rundir.retention)
     report: RunReport | None = None  # the run's TensorBoard log / W&B run (npo.trl_seam.tracking)

@@ -1,37 +1,35 @@
 """The one seam into TRL: `GuidedGRPOTrainer`, a thin subclass of `trl.GRPOTrainer` (trl==1.16.0).
 
 What it changes, and why:
-- `_generate(prompts)`: after TRL samples the n completions of each prompt, verify this process's
-  completions, gather the rewards of the whole generation batch (a group can straddle processes),
-  log the group signals, and -- inside a guidance window -- pick the groups a guide may enter (the
-  injection rules: p_hat < tau or all, replayed groups only) and overwrite M rows of each that has
-  guides (`npo.algo.injection`). TRL then scores the *mixed* group with the unchanged reward function and
-  computes advantages over it.
-- `_generate_and_score_completions(inputs)`: remembers which task items the batch holds (with source
-  `replay`, first swaps a share of its prompts for questions drawn from the buffer, ExGRPO), adds the
-  per-row guide flag `npo_guide` to TRL's output dict, and hands the batch's new successes to the
-  replay buffer with their behaviour log-probs and entropies. The flag stays with its row through
-  TRL's shuffle and split to `_compute_loss`; a `guide_loss` other than `on_policy` (the paper's)
-  turns the flagged rows' advantages into per-token weighted ones (TRL accepts (B, T) advantages).
-- `_compute_loss` / `_get_per_token_logps_and_entropies`: with `on_policy`, the guide rows' log-probs
-  (`npo/guide_logp`) are read from TRL's own loss forward; no forward of npo's own. Every forward npo
-  adds runs on every process (on a stand-in row where a process has none): under ZeRO-3 / FSDP a
-  forward is a collective.
-- `_get_train_sampler()`: TRL's RepeatSampler, seeded per epoch (`npo.algo.order`), so that the prompts of
-  any step are a pure function of (seed, step) and a rollback into epoch >= 1 replays that epoch.
-- One trainer per run, rolled back in place: a run calls `train(resume_from_checkpoint=...)` on the
-  same trainer for every segment. `train` keeps accelerate's `free_memory()` from destroying the
-  DeepSpeed engine on re-entry, and `_prepare_for_training` loads the checkpoint into the existing
-  engine (model, optimizer, scheduler; HF restores RNG and data position) instead of building a new
-  one; on its first call it can save `checkpoint-0`, the target of a rollback to the start (and
-  calls the callbacks' `on_save`, which write its completion marker, as for every checkpoint).
+- `_generate`: after TRL samples each prompt's n completions, verify them, gather the generation
+  batch's rewards (a group can straddle processes), log the group signals and, inside a guidance
+  window, overwrite M rows of each group the injection rules pick and a guide exists for
+  (`npo.algo.injection`). TRL then scores the *mixed* group and computes advantages over it.
+- `_generate_and_score_completions`: remembers the batch's task items (source `replay`: first swaps a
+  share of them for questions from the buffer, ExGRPO), adds the per-row flag `npo_guide`, which rides
+  TRL's shuffle and split to the loss, and hands new successes to the replay buffer.
+- `_compute_loss` / `_get_per_token_logps_and_entropies`: a `guide_loss` other than `on_policy` turns
+  the flagged rows' advantages into per-token weighted ones; the guide rows' log-probs come from TRL's
+  own loss forward. Every forward npo adds runs on every process: under ZeRO-3 / FSDP it is a collective.
+- `_get_train_sampler`: TRL's RepeatSampler seeded per epoch (`npo.algo.order`): any step's prompts are
+  a pure function of (seed, step), so a rollback into epoch >= 1 replays that epoch.
+- `train` / `_prepare_for_training`: one trainer per run, rolled back in place. Re-entry keeps the
+  DeepSpeed engine (accelerate's `free_memory()` would destroy it) and loads the checkpoint into it;
+  the first call can save `checkpoint-0`, the target of a rollback to the start.
+Image prompts are TRL's multimodal rows: a guide replaces only a completion, so it trains with its
+prompt's image (`npo.trl_seam.multimodal.row_fields`). Everything else is TRL's.
 
-Image prompts are TRL's multimodal rows; a guide replaces only a row's completion, so it trains with
-its prompt's image (`npo.trl_seam.multimodal.row_fields`). Everything else -- rewards, advantages, the loss,
-optimizer, logging, checkpoints -- is TRL's; `tests/test_trl_seam.py` pins the private methods used here.
-Shared with the loop: the run's `Ledger` (it books the on-policy tokens it generates); per segment
-(`begin_segment`) the `Guidance` it asks and injects from, and `on_gate`, which receives each
-generation's `GateOutcome` (AutoNPO's input); per checkpoint the injection state (`injection_state`).
+The private TRL / transformers surface this module touches, exactly (`tests/test_trl_seam.py` pins each
+one and checks this list against its pins):
+    overridden: GRPOTrainer._generate, GRPOTrainer._generate_and_score_completions,
+                GRPOTrainer._compute_loss, GRPOTrainer._get_per_token_logps_and_entropies,
+                GRPOTrainer._get_train_sampler, Trainer._prepare_for_training, Trainer.train
+    called:     Trainer._load_from_checkpoint, Trainer._load_optimizer_and_scheduler,
+                Trainer._load_scaler, Trainer._save_checkpoint, Trainer._inner_training_loop (through train)
+    attributes: GRPOTrainer._metrics, GRPOTrainer._step, GRPOTrainer._buffered_inputs,
+                GRPOTrainer._last_loaded_step
+Shared with the loop: the run's `Ledger`; per segment (`begin_segment`) the `Guidance` it injects from
+and `on_gate` (AutoNPO's input); per checkpoint the injection state (`injection_state`).
 """
 
 from __future__ import annotations
@@ -47,7 +45,15 @@ from trl import GRPOTrainer
 
 from npo.algo.accounting import Ledger
 from npo.algo.groups import GateOutcome, below_gate, group_stats
-from npo.algo.injection import guide_token_weights, guided_groups, inject, local_rows, slot_rows, weighted_advantages
+from npo.algo.injection import (
+    GUIDE_LOSSES,
+    guide_token_weights,
+    guided_groups,
+    inject,
+    local_rows,
+    slot_rows,
+    weighted_advantages,
+)
 from npo.algo.order import DataOrder
 from npo.algo.replay import Entry, ReplayBuffer, collection_plan, question_index, replayed_groups, solve_rate
 from npo.tasks.verify import VerifyStats
@@ -178,9 +184,8 @@ class GuidedGRPOTrainer(GRPOTrainer):
             self.visited.append((self.state.global_step, list(dict.fromkeys(self._batch_index))))
         output = super()._generate_and_score_completions(inputs)
         if self._guide_flags is not None:
-            flags = torch.tensor(self._guide_flags, dtype=torch.bool, device=output["advantages"].device)
-            output["npo_guide"] = flags
-            self._score_guides(output, flags)
+            output["npo_guide"] = torch.tensor(self._guide_flags, dtype=torch.bool, device=output["advantages"].device)
+            self._score_guides(output, output["npo_guide"])
         if self.replay is not None and self.model.training:
             self._collect_successes(output)
         return output
@@ -237,9 +242,11 @@ class GuidedGRPOTrainer(GRPOTrainer):
         self.scorer.check(VerifyStats(calls, errors, timeouts), f"step {self.state.global_step + 1}")
 
     def _generate(self, prompts):
+        # ---- TRL: sample the n completions of every prompt (HF generate or vLLM) ----
         out = super()._generate(prompts)
         if not self.model.training:
             return out
+        # ---- npo: verify, gather the generation batch's rewards, log the on-policy group signals ----
         prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images = out
         device, n, kept = self.accelerator.device, self.num_generations, self.kept
         items = [self.items[i] for i in self._batch_index]
@@ -257,10 +264,13 @@ class GuidedGRPOTrainer(GRPOTrainer):
         metrics["signal/generated_tokens"].append(float(self.ledger.on_policy_tokens))
         if self.npo is None:
             return out
+        # ---- npo: the gate and injection. Injection is on exactly while `self.guidance` is set: the
+        # segment that retrains a window is given its Guidance (begin_segment) and drops it after
+        # (end_segment); outside it the gate is only measured ----
         batch = self.accelerator.gather(torch.tensor(self._batch_index, device=device))  # item per global row
         p_hat = on_policy.float().mean(1)
         if self.on_gate is not None:
-            self.on_gate(self._gate_outcome(on_policy, batch[::n], below_gate(p_hat, self.npo.tau)))
+            self.on_gate(GateOutcome.of(self.state.global_step, on_policy, batch[::n], below_gate(p_hat, self.npo.tau)))
         self._guide_flags = [False] * len(completion_ids)
         self._guide_logps = [None] * len(completion_ids)
         overwritten: set[int] = set()
@@ -280,6 +290,7 @@ class GuidedGRPOTrainer(GRPOTrainer):
             metrics["npo/injecting"].append(float(self._injecting()))
         if not self.started and solve_rate(on_policy) > self.npo.start_solve_rate:
             self.started = True  # from the next step on (ExGRPO's switch to mixed-policy training)
+        # ---- TRL: the mixed groups go back, to be scored, normalized into advantages and trained ----
         return prompt_ids, completion_ids, tool_mask, completions, logprobs, extra, images, tool_images
 
     def _plan_collection(self, on_policy, batch, completions, overwritten: set[int]) -> None:
@@ -289,12 +300,6 @@ class GuidedGRPOTrainer(GRPOTrainer):
         questions = [self._question[self.items[int(i)].key] for i in batch[::n]]
         self._collect = [(g, q, correct, r, completions[r] if r >= 0 else "") for g, q, correct, r in collection_plan(
             on_policy.tolist(), questions, n, self.kept, self.accelerator.process_index * rows, rows, overwritten)]
-
-    def _gate_outcome(self, on_policy, group_items, gated) -> GateOutcome:
-        """The step's prompts below the gate and its group-accuracy histogram (AutoNPO's mistake pool)."""
-        levels = on_policy.sum(1).long()
-        histogram = (torch.bincount(levels, minlength=self.kept + 1).float() / levels.numel()).tolist()
-        return GateOutcome(self.state.global_step, group_items[gated.to(group_items.device)].tolist(), histogram)
 
     def live_policy(self):
         return EnginePolicy(self)  # the policy being trained, sampled through this trainer's own engine
@@ -353,7 +358,7 @@ class GuidedGRPOTrainer(GRPOTrainer):
         self._book_guides(logps, mask, rows=int(flags.sum()))
         if flags.any():
             guide = None
-            if self.npo.guide_loss in ("importance", "shaped_importance"):
+            if GUIDE_LOSSES[self.npo.guide_loss].needs_logps:
                 guide = torch.zeros_like(logps)
                 for j, r in enumerate(rows):
                     lp = self._guide_logps[r]
