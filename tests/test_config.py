@@ -5,6 +5,8 @@ import pytest
 from npo.config.run import RunConfig, field_docs, load_config, parse_override
 from npo.errors import UserError
 
+from conftest import ROOT
+
 
 def write(tmp_path, text):
     p = tmp_path / "c.yaml"
@@ -109,3 +111,22 @@ def test_parse_override():
     assert parse_override("x=abc") == (["x"], "abc")
     with pytest.raises(UserError):
         parse_override("novalue")
+
+
+def test_the_grpo_pass_through_is_resolved_once_per_config(monkeypatch):
+    """`train.grpo` over npo's defaults is resolved once (RunConfig.resolved_grpo); what reads it later (the
+    GRPOConfig's arguments, the precision, evaluation's length, the guide sources' sampling) does not
+    resolve it again."""
+    import npo.config.trl_args as trl_args
+    from npo.config.trl_args import eval_max_new_tokens, grpo_kwargs, run_precision
+    from npo.guides.sources import guide_sampling
+
+    cfg = load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml")
+    calls = []
+    real = trl_args._hints  # the first thing every resolution (grpo_overrides) does, whoever imported it
+    monkeypatch.setattr(trl_args, "_hints", lambda: calls.append(1) or real())
+    fresh = load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml")
+    assert len(calls) == 1  # validation resolved it
+    grpo_kwargs(fresh, output_dir="x"), run_precision(fresh), eval_max_new_tokens(fresh), guide_sampling(fresh)
+    assert len(calls) == 1 and fresh.resolved_grpo is fresh.resolved_grpo
+    assert fresh.resolved_grpo == cfg.resolved_grpo and "num_generations" in fresh.resolved_grpo

@@ -44,7 +44,6 @@ from npo.config.trl_args import (
     OWNED_GRPO_FIELDS,
     TRL_EVAL_FIELDS,
     grpo_kwargs,
-    grpo_overrides,
     processes,
 )
 from npo.errors import UserError
@@ -178,7 +177,7 @@ def run_config(args: NPOConfig, model: ModelConfig, task: TaskConfig, guide: Met
 
 def api_arguments(cfg: RunConfig, out: str | Path) -> dict:
     """The API's arguments of a YAML run (what `npo train` hands to NPOTrainer)."""
-    grpo = grpo_overrides(cfg)
+    grpo = dict(cfg.resolved_grpo)  # a copy: the batch fields are popped
     grpo.pop("per_device_train_batch_size", None)  # both as TRL means them, below
     grpo.pop("gradient_accumulation_steps", None)
     accumulation = grpo_kwargs(cfg, str(out))["gradient_accumulation_steps"]

@@ -17,7 +17,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from npo.config.run import load_config
-from npo.config.trl_args import grpo_overrides
 from npo.errors import UserError
 from npo.models.generation import Policy, Sampling, prompt_seeds
 from npo.models.load import check_model_folder, load_policy
@@ -63,7 +62,7 @@ def build_pool(ref: str, *, k: int, out: str, prompts: int = 0, seed: int = 0, s
     t0 = time.perf_counter()
     model, tokenizer = load_policy(folder)
     style = prompt_style(tokenizer)
-    g = grpo_overrides(cfg)
+    g = cfg.resolved_grpo
     policy = Policy(model, tokenizer, style, Sampling.of(g), cfg.model.score_memory_mb << 20)
     scorer = TaskScorer.for_run(task, style, cfg, warm=train_items[0])
     rows, samples, covered = [], 0, 0

@@ -14,6 +14,7 @@ GRPO value npo sets written out, which is what a run folder records.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -203,6 +204,13 @@ class RunConfig:
 
 # ----------------------------------------------------------------------------- validation
 
+    @functools.cached_property
+    def resolved_grpo(self) -> dict[str, Any]:
+        """`train.grpo` merged over npo's GRPO defaults and checked against trl.GRPOConfig, resolved once
+        per config (`npo.config.trl_args.grpo_overrides`): every module reads it here. Read it; a caller
+        that changes what it reads takes a copy."""
+        return grpo_overrides(self)
+
 
 def _build(cls, data: Any, where: str):
     """Build dataclass `cls` from a mapping, checking every key, type and range."""
@@ -318,7 +326,7 @@ def _check_boundaries(cfg: RunConfig, interventions, chunk: int) -> None:
 
 def resolved(cfg: RunConfig) -> RunConfig:
     """The config as it ran: `train.grpo` with npo's defaults written out beside the user's values."""
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, grpo=grpo_overrides(cfg)))
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, grpo=dict(cfg.resolved_grpo)))
 
 
 # ----------------------------------------------------------------------------- loading

@@ -184,7 +184,7 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
     import torch
     from trl import GRPOConfig
 
-    kw = grpo_overrides(cfg)
+    kw = dict(cfg.resolved_grpo)  # a copy: the batch fields are popped and replaced below
     if cfg.npo.fill == "add" and cfg.method != "grpo":  # RLEP's G + M: TRL's group holds the added guides too
         kw["num_generations"] += cfg.npo.slots
     world = processes()
@@ -234,7 +234,7 @@ def run_precision(cfg, grpo: dict | None = None) -> Precision:
     """model.dtype resolved for this run (`grpo`: its merged train.grpo, if at hand)."""
     import torch
 
-    grpo = grpo_overrides(cfg) if grpo is None else grpo
+    grpo = cfg.resolved_grpo if grpo is None else grpo
     bf16, fp16 = launcher_flags()  # a recipe's mixed_precision, unless train.grpo says otherwise
     return precision(cfg.model.dtype, cuda=torch.cuda.is_available(), engine=engine_of(grpo), lora=bool(cfg.model.lora),
                      bf16=grpo.get("bf16", bf16), fp16=grpo.get("fp16", fp16))
@@ -278,7 +278,7 @@ def check_runnable(args) -> None:
 
 def eval_max_new_tokens(cfg) -> int:
     """The longest answer generated at evaluation: eval.max_new_tokens, or TRL's completion length."""
-    return cfg.eval.max_new_tokens or grpo_overrides(cfg)["max_completion_length"]
+    return cfg.eval.max_new_tokens or cfg.resolved_grpo["max_completion_length"]
 
 
 def grpo_defaults_markdown() -> str:

@@ -27,7 +27,6 @@ from npo.algo.estimators import Trajectory, estimate, failed_set
 from npo.algo.groups import p_hat
 from npo.algo.replay import Entry, ReplayBuffer, question_index
 from npo.config.run import RunConfig, load_config
-from npo.config.trl_args import grpo_overrides
 from npo.errors import UserError
 from npo.guides.sources import GuideSource
 from npo.models.generation import Policy, Sample, Sampling, prompt_seeds, text_tokenizer
@@ -44,7 +43,7 @@ class Probe:
         """k: tries per prompt of a source; prompts: training prompts drawn (with `seed`) for F by fresh
         rollouts; boot: bootstrap resamples; tau: the gate that defines F (default: the run's)."""
         self.cfg, self.run, self.scorer, self.style = cfg, run, scorer, style
-        g = grpo_overrides(cfg)
+        g = cfg.resolved_grpo
         self.n, self.temperature, self.max_new = g["num_generations"], g["temperature"], g["max_completion_length"]
         self.sampling, self.budget = Sampling.of(g), cfg.model.score_memory_mb << 20  # as the run sampled and scored
         self.train_items = train_items

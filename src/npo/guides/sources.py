@@ -33,7 +33,6 @@ from typing import Callable
 from npo.algo.injection import Trajectory
 from npo.algo.replay import ReplayBuffer, question_index
 from npo.config.run import RunConfig
-from npo.config.trl_args import grpo_overrides
 from npo.errors import UserError
 from npo.models.check import check_model_folder
 from npo.models.generation import Policy, Sample, text_tokenizer
@@ -263,4 +262,4 @@ def propose(source: GuideSource, items: list, seeds: list[int], scorer, live: Po
 def guide_sampling(cfg: RunConfig) -> dict:
     """How a run's guide sources sample: npo.k tries at npo.guide_temperature, answers as long as TRL's."""
     return {"k": cfg.npo.k, "temperature": cfg.npo.guide_temperature,
-            "max_new_tokens": grpo_overrides(cfg)["max_completion_length"]}
+            "max_new_tokens": cfg.resolved_grpo["max_completion_length"]}

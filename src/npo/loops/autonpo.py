@@ -23,7 +23,6 @@ import time
 from dataclasses import asdict
 
 from npo.algo.controller import Decision, Seen, Trigger
-from npo.config.trl_args import grpo_overrides
 from npo.guides.measure import measure_lookbacks
 from npo.loops.segment import Context, record_intervention, run_segment, segment_cost
 from npo.loops.steps import near_future_guidance, retrain_window
@@ -79,7 +78,7 @@ def _decide(ctx: Context, trigger: Trigger) -> Decision:
         load_weights(trainer, run.checkpoint(step))
         crash_point("measure")
 
-    g = grpo_overrides(ctx.cfg)
+    g = ctx.cfg.resolved_grpo
     table, tokens = measure_lookbacks(
         trainer.live_policy(), load, T, pools, ctx.train_items, ctx.scorer, k=a.signal_k,
         temperature=g["temperature"], max_new_tokens=g["max_completion_length"], seed=ctx.cfg.seed,

@@ -26,7 +26,7 @@ from transformers.utils import logging as hf_logging
 from npo.algo.accounting import Clock, Ledger
 from npo.algo.controller import Controller, ControllerState, Made
 from npo.config.run import RunConfig, dump_yaml, resolved, to_dict
-from npo.config.trl_args import check_reward_weights, eval_max_new_tokens, grpo_overrides, run_precision
+from npo.config.trl_args import check_reward_weights, eval_max_new_tokens, run_precision
 from npo.errors import UserError
 from npo.guides.sources import check_source
 from npo.loops.autonpo import train_autonpo
@@ -86,7 +86,7 @@ def prepare(cfg: RunConfig, out: str | Path, resume: bool = False, split: tuple 
     if hasattr(task, "check_references"):  # data files: references the verifier could never match
         task.check_references(cfg.task.verifier_timeout, seed=cfg.task.split_seed)
     lora_config(cfg.model.lora)  # its fields, refused before anything is written
-    grpo = grpo_overrides(cfg)
+    grpo = cfg.resolved_grpo
     check_reward_weights(grpo.get("reward_weights"), max(1, len(reward_funcs)))
     if model is None:
         check_model(cfg, train_items + eval_items, max(grpo["max_completion_length"], eval_max_new_tokens(cfg)))
@@ -168,7 +168,7 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
         run.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run.config, dump_yaml(resolved(cfg)))
         # every GRPOConfig value; report_to as the user set it (the trainer's is what npo.trl_seam.tracking leaves TRL)
-        trl = {**args.to_dict(), "report_to": report_values(grpo_overrides(cfg)["report_to"])}
+        trl = {**args.to_dict(), "report_to": report_values(cfg.resolved_grpo["report_to"])}
         atomic_write_json(run.trl_args, trl)
         atomic_write_json(run.model_json, {"model_path": str(model_path), "prompt_style": style})
         Journal(run.state, fingerprint=fingerprint(cfg, prep.train_items + prep.eval_items)).save()
@@ -225,7 +225,7 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
 
 def open_report(cfg: RunConfig, run: RunDir, trainer) -> RunReport | None:
     """The run's one TensorBoard log / W&B run, when train.grpo.report_to asks for them."""
-    targets = report_targets(grpo_overrides(cfg)["report_to"])
+    targets = report_targets(cfg.resolved_grpo["report_to"])
     if not targets:
         return None
     config = {"npo": run.config.read_text(), "npo_dict": to_dict(resolved(cfg)),

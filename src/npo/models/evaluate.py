@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from npo.config.trl_args import eval_max_new_tokens, grpo_overrides
+from npo.config.trl_args import eval_max_new_tokens
 from npo.models.generation import eval_mode, generate_texts, model_inputs
 from npo.models.share import ALONE, Share
 from npo.tasks.prompting import answer_for_scoring, build_prompt
@@ -90,4 +90,4 @@ def eval_plan(cfg, tokenizer, scorer, style: str, eval_items: list) -> EvalPlan:
     e = cfg.eval
     return EvalPlan(tokenizer, eval_items[:e.n], scorer, style, samples=e.samples, temperature=e.temperature,
                     max_new_tokens=eval_max_new_tokens(cfg), batch_size=e.batch_size, seed=e.seed,
-                    chat=dict(grpo_overrides(cfg).get("chat_template_kwargs") or {}))
+                    chat=dict(cfg.resolved_grpo.get("chat_template_kwargs") or {}))
