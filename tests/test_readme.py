@@ -117,3 +117,12 @@ def test_the_pointer_test_can_fail():
         "src/npo/train.py", "npo.rules", 'docs/methods.md "No such section"', "NPO_METHOD.md", "nowhere.md",
         "loop.py", "nowhere.md", "../shared/design"]
     assert resolves("npo.loops.run.train") and resolves("npo.tau") and resolves("npo.NPOTrainer")
+
+
+def test_the_readmes_folder_map_is_the_packages():
+    """The README draws the map of `npo/__init__.py` (the one the layer test reads): same entries, same order."""
+    from test_layers import LAYERS
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```\nsrc/npo/\n")[1].split("```")[0]
+    assert re.findall(r"^ {2}(\w+)(?:/|\.py) ", block, re.M) == LAYERS

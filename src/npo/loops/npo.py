@@ -31,10 +31,10 @@ import time
 
 from npo.algo.accounting import Cost
 from npo.algo.interventions import Intervention, parse_interventions
-from npo.guides.bank import Guidance, GuideBank
+from npo.guides.bank import Guidance
 from npo.guides.sources import guide_sampling, make_source
 from npo.loops.segment import Context, record_intervention, run_segment
-from npo.loops.steps import look_ahead, look_ahead_cost, near_future_guidance, reach, retrain_window
+from npo.loops.steps import look_ahead, look_ahead_cost, near_future_guidance, reach, retrain_window, window_guidance
 from npo.models.generation import Policy, Sampling
 from npo.models.load import load_policy, outside_zero3
 from npo.rundir.layout import checkpoint_folder, read_jsonl
@@ -130,5 +130,4 @@ def _intervene(ctx: Context, i: int, iv: Intervention, pos: int, t: int) -> int:
 
 def on_demand_guidance(ctx: Context, window: tuple[int, int], bank_path=None) -> Guidance:
     """The guidance of a window whose source is asked as its gated prompts come (not the near future)."""
-    return Guidance(on_demand_source(ctx), ctx.scorer, GuideBank(), *window, seed=ctx.cfg.seed, bank_path=bank_path,
-                    slots=ctx.cfg.npo.slots, share=ctx.share)
+    return window_guidance(ctx, on_demand_source(ctx), window, bank_path)

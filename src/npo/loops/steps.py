@@ -52,15 +52,21 @@ def near_future_guidance(ctx: Context, index: int, kind: str, guide: Path, guide
     it (no second model). `ready()` makes sure the engine holds it (a run resumed after its look-ahead,
     or AutoNPO's measurement, left another policy there) and returns the prompts to write guides for.
     A resumed run whose bank was saved reads it instead, and never makes it twice."""
-    cfg, run = ctx.cfg, ctx.run
-    source = PolicySource(ctx.trainer.live_policy(), name=run.relative(guide), step=guide_step, **guide_sampling(cfg))
-    guidance = Guidance(source, ctx.scorer, GuideBank(), *window, seed=cfg.seed, bank_path=run.guide_bank(index, kind),
-                        slots=cfg.npo.slots, share=ctx.share)
+    run = ctx.run
+    source = PolicySource(ctx.trainer.live_policy(), name=run.relative(guide), step=guide_step, **guide_sampling(ctx.cfg))
+    guidance = window_guidance(ctx, source, window, bank_path=run.guide_bank(index, kind))
     if not guidance.load_saved():
         prompts = ready()
         guidance.prefill(prompts, [ctx.train_items[x] for x in prompts], step=window[0],
                          books=ctx.books if ctx.is_main else None)
     return guidance
+
+
+def window_guidance(ctx: Context, source, window: tuple[int, int], bank_path: Path | None = None) -> Guidance:
+    """The guidance of the window [t, end) from `source`, with the run's seed, slots and processes; its
+    bank saved at `bank_path` (none for a whole guided run)."""
+    return Guidance(source, ctx.scorer, GuideBank(), *window, seed=ctx.cfg.seed, bank_path=bank_path,
+                    slots=ctx.cfg.npo.slots, share=ctx.share)
 
 
 def retrain_window(ctx: Context, guidance: Guidance, watch=None) -> None:
