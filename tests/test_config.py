@@ -130,3 +130,26 @@ def test_the_grpo_pass_through_is_resolved_once_per_config(monkeypatch):
     grpo_kwargs(fresh, output_dir="x"), run_precision(fresh), eval_max_new_tokens(fresh), guide_sampling(fresh)
     assert len(calls) == 1 and fresh.resolved_grpo is fresh.resolved_grpo
     assert fresh.resolved_grpo == cfg.resolved_grpo and "num_generations" in fresh.resolved_grpo
+
+
+def test_a_runs_shape_is_resolved_once_and_a_grpoconfig_built_once_to_check_and_once_to_train(monkeypatch, tmp_path):
+    """Validation returns one resolved record (TRL's arguments, n, G, processes, batch, chunk steps,
+    precision) that every reader takes from the config: one GRPOConfig checks the pass-through, one is the
+    trainer's."""
+    from trl import GRPOConfig
+
+    from npo.api import api_arguments
+    from npo.config.trl_args import eval_max_new_tokens, grpo_kwargs, run_precision
+    from npo.trl_seam.setup import trainer_args
+
+    built, real = [], GRPOConfig.__post_init__
+    monkeypatch.setattr(GRPOConfig, "__post_init__", lambda self: built.append(1) or real(self))
+    cfg = load_config(None, ["method=rlep", "npo.source=pool:/x.jsonl", "train.prompts_per_step=4",
+                             "train.grpo.steps_per_generation=2", "train.checkpoint_every=2"])
+    assert len(built) == 1
+    r = cfg.resolved
+    assert (r.n, r.G, r.processes, r.micro, r.accumulation, r.chunk_steps) == (10, 8, 1, 40, 1, 2)  # fill add: n + M (2)
+    grpo_kwargs(cfg, "x"), run_precision(cfg), eval_max_new_tokens(cfg), api_arguments(cfg, tmp_path)
+    assert len(built) == 1 + 1  # NPOConfig (the API's arguments) is a GRPOConfig of its own
+    args = trainer_args(cfg, tmp_path)
+    assert len(built) == 3 and args.num_generations == 10 and cfg.resolved is r

@@ -201,3 +201,36 @@ def test_scratch_accepts_every_order_and_verifies_the_final_answer():
     assert task.reference_completion(item) == orders[0]  # the teacher's one style: left to right
     assert task.score(orders[0].rpartition("#")[0] + "#0", item) == 0.0
     assert {task.demonstration(item, random.Random(s)) for s in range(60)} == set(orders)  # the warm start's mix
+
+
+# ----------------------------------------------------------------------------- the source registry
+
+
+def test_every_declared_source_kind_has_one_class_and_specs_build_through_it(tmp_path):
+    from npo.config.checks import SOURCE_KINDS
+    from npo.guides.sources import (
+        SOURCES,
+        PoolSource,
+        ReferenceSource,
+        SelfSource,
+        TraceSource,
+        check_source,
+        make_source,
+    )
+
+    assert set(SOURCES) == set(SOURCE_KINDS)  # declared there, implemented here: neither without the other
+    assert all(cls.kind == kind for kind, cls in SOURCES.items())
+    traces = tmp_path / "t.jsonl"
+    traces.write_text('{"question": "1+1=", "completion": "2"}\n')
+    needs = dict(sampling={"k": 3, "temperature": 1.0, "max_new_tokens": 4}, task=None, style="plain")
+    built = {spec: make_source(spec, **needs) for spec in ("self", "teacher:reference", f"teacher:{traces}",
+                                                           f"pool:{traces}")}
+    assert [type(s) for s in built.values()] == [SelfSource, ReferenceSource, TraceSource, PoolSource]
+    assert built["self"].k == 3 and built[f"pool:{traces}"].name == f"pool:{traces}"
+    assert [s.kind for s in built.values()] == ["self", "teacher", "teacher", "pool"]
+    with pytest.raises(UserError, match="rlep"):
+        check_source("pool:")  # the preset's placeholder, with its own message
+    with pytest.raises(UserError, match="no such file"):
+        check_source(f"teacher:{tmp_path / 'missing.jsonl'}")
+    with pytest.raises(ValueError, match="look-ahead"):
+        make_source("near_future", **needs)

@@ -43,7 +43,6 @@ from npo.config.trl_args import (
     GRPO_DEFAULTS,
     OWNED_GRPO_FIELDS,
     TRL_EVAL_FIELDS,
-    grpo_kwargs,
     processes,
 )
 from npo.errors import UserError
@@ -180,8 +179,8 @@ def api_arguments(cfg: RunConfig, out: str | Path) -> dict:
     grpo = dict(cfg.resolved_grpo)  # a copy: the batch fields are popped
     grpo.pop("per_device_train_batch_size", None)  # both as TRL means them, below
     grpo.pop("gradient_accumulation_steps", None)
-    accumulation = grpo_kwargs(cfg, str(out))["gradient_accumulation_steps"]
-    rows, world = cfg.train.prompts_per_step * grpo["num_generations"], processes()
+    accumulation, world = cfg.resolved.accumulation, cfg.resolved.processes
+    rows = cfg.train.prompts_per_step * grpo["num_generations"]
     if rows % (world * accumulation):  # fill add: TRL's micro-batch holds the added guides, the API's does not
         raise UserError(f"train.prompts_per_step: {rows} completions per step do not split over {world} processes "
                         f"x {accumulation} micro-batches")

@@ -71,7 +71,7 @@ class SourceKind:
 
 
 # The open set of guide sources (npo.guides.sources implements each; config checks, training and
-# `npo signal` read this table). A new kind is a class there and a line here.
+# `npo signal` read this table). A new kind is a line here and one class there, registered by `@source(kind)`.
 SOURCE_KINDS = {kind.name: kind for kind in (
     SourceKind("near_future", path=False, logps=True),  # this run's checkpoint Delta steps ahead [paper]
     SourceKind("self", path=False, logps=True),  # the live policy: the Delta = 0 control

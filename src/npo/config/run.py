@@ -39,7 +39,7 @@ from npo.config.checks import (
 from npo.config.precision import DTYPES
 from npo.config.presets import apply_preset
 from npo.config.sections import AutoNPOConfig, NPOSection, ReplayConfig
-from npo.config.trl_args import grpo_defaults_markdown, grpo_kwargs, grpo_overrides
+from npo.config.trl_args import Resolved, grpo_defaults_markdown, grpo_overrides, resolve
 from npo.config.yamlfile import apply_override, parse_override, read_mapping
 from npo.errors import UserError
 
@@ -211,6 +211,12 @@ class RunConfig:
         that changes what it reads takes a copy."""
         return grpo_overrides(self)
 
+    @functools.cached_property
+    def resolved(self) -> Resolved:
+        """The run's derived shape (TRL's arguments, n, G, processes, batch, chunk steps, precision),
+        resolved once per config, at validation (`npo.config.trl_args.resolve`)."""
+        return resolve(self)
+
 
 def _build(cls, data: Any, where: str):
     """Build dataclass `cls` from a mapping, checking every key, type and range."""
@@ -257,8 +263,7 @@ def validate(cfg: RunConfig) -> RunConfig:
              "must divide num_attention_heads")
     _require(cfg.eval.n <= cfg.task.eval_size, "eval.n", f"{cfg.eval.n} > task.eval_size ({cfg.task.eval_size}): "
              f"set eval.n to at most {cfg.task.eval_size}, or raise task.eval_size")
-    g = grpo_kwargs(cfg, output_dir="/nonexistent-npo-validation")  # checks the pass-through
-    n = g["num_generations"]  # TRL's group: n + slots with fill add
+    n = cfg.resolved.n  # checks the pass-through; TRL's group: n + slots with fill add
     p = cfg.npo
     _require(-n <= p.replace_slot < n, "npo.replace_slot", f"must be in -{n}..{n - 1} (a slot of a group of {n})")
     _check_injection(cfg, n)
@@ -268,7 +273,7 @@ def validate(cfg: RunConfig) -> RunConfig:
                  "method npo needs at least one intervention (or npo.inject_when: always)")
     else:
         _require(not p.interventions, "npo.interventions", f"only method npo intervenes (method is {cfg.method})")
-    _check_boundaries(cfg, interventions, chunk_steps(g))
+    _check_boundaries(cfg, interventions, cfg.resolved.chunk_steps)
     return cfg
 
 
@@ -292,22 +297,6 @@ def _check_injection(cfg: RunConfig, n: int) -> None:
     _require(not (GUIDE_LOSSES[p.guide_loss].needs_logps and not SOURCE_KINDS[kind].logps),
              "npo.guide_loss", f"{p.guide_loss} needs the guide's behaviour log-probs over the policy's tokens; "
              f"{kind} guides have none (use shaping or on_policy)")
-
-
-def on_policy_n(cfg: RunConfig, n: int) -> int:
-    """The on-policy samples a group keeps (G): TRL's n, less the slots `fill: add` appends."""
-    return n - cfg.npo.slots if cfg.npo.fill == "add" else n
-
-
-def chunk_steps(g: dict) -> int:
-    """Optimizer steps one generation batch serves (TRL reuses it steps_per_generation x num_iterations
-    micro-steps): a rollback or resume must land on a multiple, or TRL regenerates mid-batch."""
-    accum = g["gradient_accumulation_steps"]
-    micro_steps = (g.get("num_iterations") or 1) * (g.get("steps_per_generation") or accum)
-    _require(micro_steps % accum == 0, "train.grpo.steps_per_generation",
-             f"{micro_steps} micro-batches per generation batch (x num_iterations) must be a multiple of "
-             f"gradient_accumulation_steps ({accum}): a generation batch ends on an optimizer step, where npo rolls back")
-    return micro_steps // accum
 
 
 def _check_boundaries(cfg: RunConfig, interventions, chunk: int) -> None:

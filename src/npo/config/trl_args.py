@@ -179,8 +179,33 @@ def micro_batches(prompts: int, n: int, world: int, micro: int | None = None,
     return micro, accumulation
 
 
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """A run's derived shape, resolved once per config at validation (`RunConfig.resolved`) and read
+    everywhere: no module recomputes it."""
+
+    trl: dict[str, Any]  # GRPOConfig's keyword arguments but output_dir (checked: GRPOConfig accepted them)
+    n: int  # TRL's group, num_generations: npo's n, plus npo.slots with fill add
+    G: int  # on-policy samples a group keeps
+    processes: int
+    micro: int  # per_device_train_batch_size
+    accumulation: int  # gradient_accumulation_steps
+    chunk_steps: int  # optimizer steps one generation batch serves: where a rollback or resume may land
+    precision: Precision
+
+    def grpo_kwargs(self, output_dir: str) -> dict[str, Any]:
+        """GRPOConfig's keyword arguments, checkpointing to `output_dir`."""
+        return {**self.trl, "output_dir": output_dir}
+
+
 def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
-    """Everything GRPOConfig needs; constructing it here surfaces TRL's own checks as UserErrors."""
+    """Everything GRPOConfig needs (`cfg.resolved`, checkpointing to `output_dir`)."""
+    return cfg.resolved.grpo_kwargs(output_dir)
+
+
+def resolve(cfg) -> Resolved:
+    """The run's GRPOConfig arguments, batch shape and precision; constructing a GRPOConfig here surfaces
+    TRL's own checks as UserErrors."""
     import torch
     from trl import GRPOConfig
 
@@ -203,7 +228,6 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
         raise UserError("train.grpo.fsdp / the launch recipe: FSDP needs GPUs (on CPU accelerate runs it as plain DDP, "
                         "unsharded); use DeepSpeed ZeRO (configs/accelerate/zero3.yaml) or no recipe here")
     kw.update(
-        output_dir=output_dir,
         max_steps=cfg.train.steps,
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -223,11 +247,26 @@ def grpo_kwargs(cfg, output_dir: str) -> dict[str, Any]:
     if kw.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:  # else an ImportError deep in HF
         raise UserError("train.grpo.deepspeed: DeepSpeed is not installed here (DS_BUILD_OPS=0 pip install deepspeed)")
     try:
-        args = GRPOConfig(**kw)
+        args = GRPOConfig(**kw, output_dir="/nonexistent-npo-validation")  # the check; the trainer builds its own
     except (ValueError, TypeError) as exc:
         raise UserError(f"train.grpo: {str(exc).splitlines()[0]}") from None
     check_runnable(args)
-    return kw
+    n = kw["num_generations"]
+    return Resolved(trl=kw, n=n, G=n - cfg.npo.slots if cfg.npo.fill == "add" and cfg.method != "grpo" else n,
+                    processes=world, micro=micro, accumulation=accumulation, chunk_steps=chunk_steps(kw),
+                    precision=p)
+
+
+def chunk_steps(g: dict) -> int:
+    """Optimizer steps one generation batch serves (TRL reuses it steps_per_generation x num_iterations
+    micro-steps): a rollback or resume must land on a multiple, or TRL regenerates mid-batch."""
+    accum = g["gradient_accumulation_steps"]
+    micro_steps = (g.get("num_iterations") or 1) * (g.get("steps_per_generation") or accum)
+    if micro_steps % accum:
+        raise UserError(f"train.grpo.steps_per_generation: {micro_steps} micro-batches per generation batch (x "
+                        f"num_iterations) must be a multiple of gradient_accumulation_steps ({accum}): a generation "
+                        f"batch ends on an optimizer step, where npo rolls back")
+    return micro_steps // accum
 
 
 def run_precision(cfg, grpo: dict | None = None) -> Precision:

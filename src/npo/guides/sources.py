@@ -7,7 +7,7 @@ The same source objects serve both, so "the near future" means one thing in a ru
 | source | spec | what it gives | caches |
 |---|---|---|---|
 | `PolicySource` | `near_future` | k samples of this run's checkpoint Delta steps ahead | yes |
-| `PolicySource` | `checkpoint:PATH` | k samples of a finished run's policy (any model folder, same tokenizer) | yes |
+| `CheckpointSource` | `checkpoint:PATH` | k samples of a finished run's policy (any model folder, same tokenizer) | yes |
 | `SelfSource` | `self` | k samples of the live policy at the moment of asking (Delta = 0, the control) | no |
 | `TraceSource` | `teacher:PATH` | the fixed traces of the prompt's question (no behaviour log-probs) | yes |
 | `ReferenceSource` | `teacher:reference` | the task's reference completion: a perfect teacher | yes |
@@ -15,11 +15,14 @@ The same source objects serve both, so "the near future" means one thing in a ru
 | `PoolSource` | `pool:PATH` | the pool's verified successes of the question, shuffled per step (RLEP) | no |
 | `ReplaySource` | `replay` | the run's own stored successes, with behaviour log-probs (ExGRPO) | no |
 
-`make_source` builds every kind but `near_future` (made by the loop's look-ahead) from its spec, for
-training and `npo signal` alike. `live` is the policy being trained (or, in `npo signal`, the policy
-being measured): `self` samples it, traces are tokenized with its tokenizer, and sources with a
-policy of their own ignore it. A guided group takes the first M (`npo.slots`) verified-correct
-candidates of its prompt (`propose`).
+Each kind is one class, registered under its name by `@source(kind)` beside what the kind declares in
+`npo.config.checks.SOURCE_KINDS` (a path, behaviour log-probs); `make_source` and `check_source` dispatch
+through the registry `SOURCES`, for training and `npo signal` alike. A new kind is one class here and
+one line there. `near_future` is built by the loop's look-ahead (`npo.loops.steps`), not from a spec.
+
+`live` is the policy being trained (or, in `npo signal`, the policy being measured): `self` samples
+it, traces are tokenized with its tokenizer, and sources with a policy of their own ignore it. A guided
+group takes the first M (`npo.slots`) verified-correct candidates of its prompt (`propose`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Callable
 
 from npo.algo.injection import Trajectory
 from npo.algo.replay import ReplayBuffer, question_index
+from npo.config.checks import SOURCE_KINDS
 from npo.config.run import RunConfig
 from npo.errors import UserError
 from npo.models.check import check_model_folder
@@ -41,8 +45,35 @@ from npo.tasks.base import Item
 from npo.tasks.files import read_rows
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What building a source from its spec may use (`make_source`'s keywords)."""
+
+    sampling: dict  # k, temperature, max_new_tokens of the sources that sample
+    task: object
+    style: str
+    load: Callable[[str, str], Policy] | None = None  # (a model folder, the kind) -> Policy
+    buffer: ReplayBuffer | None = None
+    train_items: list | None = None
+
+
+SOURCES: dict[str, type["GuideSource"]] = {}  # kind -> its class: npo.config.checks.SOURCE_KINDS, implemented
+
+
+def source(kind: str):
+    """Register a class as the implementation of the source kind `kind` (declared in SOURCE_KINDS)."""
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"source kind {kind!r} is not declared in npo.config.checks.SOURCE_KINDS")
+
+    def register(cls):
+        cls.kind = kind
+        SOURCES[kind] = cls
+        return cls
+    return register
+
+
 class GuideSource(ABC):
-    kind: str  # near_future | self | replay | teacher | teacher_model | checkpoint | pool
+    kind: str  # its key in SOURCES and SOURCE_KINDS
     name: str  # what records say the guides came from
     step: int | None = None  # the training step of the policy that writes them, when it is one of this run
     k: int = 0  # candidates per prompt (a trace source has as many as the question has traces)
@@ -55,29 +86,58 @@ class GuideSource(ABC):
         """Candidate trajectories per item (item i sampled under seeds[i]), with their log-probs under
         the source where it has them."""
 
+    @classmethod
+    def from_spec(cls, arg: str, needs: Needs) -> "GuideSource":
+        """The source of the spec `KIND[:ARG]`."""
+        raise ValueError(f"{cls.kind}: made by the loop's look-ahead, not from a spec")
 
+    @classmethod
+    def check(cls, arg: str) -> None:
+        """What the source reads, checked before a run writes anything (nothing, unless it reads a path)."""
+        return None
+
+
+@source("near_future")
 class PolicySource(GuideSource):
     """k samples of a fixed policy: this run's checkpoint Delta steps ahead (`near_future`), an earlier
     one, or any model folder with the same tokenizer (`checkpoint`)."""
 
     def __init__(self, policy: Policy, *, k: int, temperature: float, max_new_tokens: int, name: str,
-                 step: int | None, kind: str = "near_future"):
+                 step: int | None, kind: str | None = None):
         self.policy, self.k, self.temperature, self.max_new_tokens = policy, k, temperature, max_new_tokens
-        self.name, self.step, self.kind = name, step, kind
+        self.name, self.step, self.kind = name, step, kind or type(self).kind
 
     def sample(self, items, seeds, live=None):
         return self.policy.sample(items, k=self.k, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
                                   seeds=seeds)
 
 
+@source("checkpoint")
+class CheckpointSource(PolicySource):
+    """A finished run's policy (`checkpoint:PATH`, same tokenizer), sampled as the near future is."""
+
+    @classmethod
+    def from_spec(cls, arg, needs):
+        return cls(needs.load(arg, cls.kind), name=f"{cls.kind}:{arg}", step=None, kind=cls.kind, **needs.sampling)
+
+    @classmethod
+    def check(cls, arg):
+        check_model_folder(arg, f"npo.source {cls.kind}")
+
+
+@source("self")
 class SelfSource(GuideSource):
     """The live policy itself (Delta = 0): best-of-k resampling at the same k, the control that
     separates "a later checkpoint" from "more tries"."""
 
-    kind, name, caches = "self", "self", False
+    name, caches = "self", False
 
     def __init__(self, *, k: int, temperature: float, max_new_tokens: int):
         self.k, self.temperature, self.max_new_tokens = k, temperature, max_new_tokens
+
+    @classmethod
+    def from_spec(cls, arg, needs):
+        return cls(**needs.sampling)
 
     def sample(self, items, seeds, live):
         if live is None:
@@ -86,18 +146,27 @@ class SelfSource(GuideSource):
                            seeds=seeds)
 
 
+@source("teacher")
 class TraceSource(GuideSource):
-    """Fixed traces `{question, completion}` (a teacher's answers). They carry no behaviour
-    log-probs; each is tokenized with the live policy's tokenizer plus EOS."""
+    """Fixed traces `{question, completion}` (a teacher's answers, `teacher:PATH`). They carry no
+    behaviour log-probs; each is tokenized with the live policy's tokenizer plus EOS.
+    `teacher:reference` is the task's own reference answers (`ReferenceSource`)."""
 
-    kind, generates = "teacher", False
+    generates = False
 
     def __init__(self, traces: dict[str, list[str]], name: str):
         self.traces, self.name = traces, name
 
     @classmethod
-    def from_file(cls, path: str, spec: str = "teacher") -> "TraceSource":
-        return cls(read_traces(path, spec), f"{spec}:{path}")
+    def from_spec(cls, arg, needs):
+        if cls.kind == "teacher" and arg == "reference":
+            return ReferenceSource(needs.task, needs.style)
+        return cls(read_traces(arg, cls.kind), f"{cls.kind}:{arg}")
+
+    @classmethod
+    def check(cls, arg):
+        if not (cls.kind == "teacher" and arg == "reference"):
+            read_traces(arg, cls.kind)
 
     def sample(self, items, seeds, live):
         return [[trace_sample(live.tokenizer, c) for c in self.traces.get(it.key, [])] for it in items]
@@ -126,11 +195,19 @@ def trace_sample(tokenizer, text: str) -> Sample:
     return Sample(tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id], text, None)
 
 
+@source("pool")
 class PoolSource(TraceSource):
     """A finished run's verified successes (RLEP's experience pool, `npo pool`): each time a prompt is
     asked, its pool entries in an order drawn from the prompt's seed, so M of them are sampled anew."""
 
-    kind, caches = "pool", False
+    caches = False
+
+    @classmethod
+    def check(cls, arg):
+        if not arg:  # the rlep preset's placeholder
+            raise UserError("npo.source: method rlep replays a pool of verified successes: set npo.source=pool:PATH "
+                            "(build one with: npo pool RUN --out PATH; npo compare makes one itself)")
+        super().check(arg)
 
     def sample(self, items, seeds, live):
         return [[trace_sample(live.tokenizer, c) for c in random.Random(seed).sample(pool, len(pool))]
@@ -142,7 +219,7 @@ class ReferenceSource(GuideSource):
     fixed style (the scratchpad task's canonical order; the answer alone on `arith`; `\\boxed{answer}`
     for chat models)."""
 
-    kind, name, generates = "teacher", "teacher:reference", False
+    kind, name, generates = "teacher", "teacher:reference", False  # not registered: teacher's from_spec makes it
 
     def __init__(self, task, style: str):
         self.task, self.style = task, style
@@ -158,7 +235,8 @@ def reference_completion(task, item, style: str) -> str:
     return write(item) if write is not None else item.answer
 
 
-class TeacherModelSource(PolicySource):
+@source("teacher_model")
+class TeacherModelSource(CheckpointSource):
     """k samples of another model (`teacher_model:PATH`). Its tokenizer may differ: each text is then
     re-tokenized with the live policy's tokenizer and carries no behaviour log-probs (those of the
     teacher are over its own tokens), so only the `shaping` and `on_policy` losses apply."""
@@ -175,15 +253,20 @@ class TeacherModelSource(PolicySource):
         return [[trace_sample(live.tokenizer, x.text) for x in g] for g in groups]
 
 
+@source("replay")
 class ReplaySource(GuideSource):
     """The run's own stored successes (`replay`, ExGRPO): for each prompt, the buffer's pick (lowest
     entropy first), with the behaviour log-probs recorded when it was sampled."""
 
-    kind, name, caches, generates, verified = "replay", "replay", False, False, True
+    name, caches, generates, verified = "replay", False, False, True
 
     def __init__(self, buffer: ReplayBuffer, train_items: list, k: int = 1):
         self.buffer, self.k = buffer, k
         self.index = question_index(train_items)  # the buffer is keyed by a question's first item index
+
+    @classmethod
+    def from_spec(cls, arg, needs):
+        return cls(needs.buffer, needs.train_items, k=needs.sampling["k"])
 
     def sample(self, items, seeds, live):
         return [[Sample(list(e.token_ids), e.text, list(e.logps))
@@ -191,38 +274,17 @@ class ReplaySource(GuideSource):
                 for it, seed in zip(items, seeds)]
 
 
-def make_source(spec: str, *, sampling: dict, task, style: str, load: Callable[[str, str], Policy] | None = None,
-                buffer: ReplayBuffer | None = None, train_items: list | None = None) -> GuideSource:
+def make_source(spec: str, **needs) -> GuideSource:
     """Every source kind but near_future, from its spec (npo.config.checks.SourceSpec), the same for training
-    and `npo signal`. `sampling`: k, temperature, max_new_tokens of sources that sample; `load`: (a
-    model folder, the kind) -> Policy; `buffer`, `train_items`: the replay buffer and the items it indexes."""
+    and `npo signal`; `needs`: `Needs`' fields (sampling, task, style, load, buffer, train_items)."""
     kind, _, arg = spec.partition(":")
-    if kind == "self":
-        return SelfSource(**sampling)
-    if kind == "replay":
-        return ReplaySource(buffer, train_items, k=sampling["k"])
-    if spec == "teacher:reference":
-        return ReferenceSource(task, style)
-    if kind == "teacher":
-        return TraceSource.from_file(arg)
-    if kind == "pool":
-        return PoolSource.from_file(arg, "pool")
-    if kind in ("checkpoint", "teacher_model"):
-        cls = TeacherModelSource if kind == "teacher_model" else PolicySource
-        return cls(load(arg, kind), name=spec, step=None, kind=kind, **sampling)
-    raise ValueError(f"make_source: {spec!r} is made by the loop (near_future) or unknown")
+    return SOURCES[kind].from_spec(arg, Needs(**needs))
 
 
 def check_source(spec: str) -> None:
     """What a source reads, checked before a run writes anything: trace files row by row, model folders."""
     kind, _, arg = spec.partition(":")
-    if spec == "pool:":  # the rlep preset's placeholder
-        raise UserError("npo.source: method rlep replays a pool of verified successes: set npo.source=pool:PATH "
-                        "(build one with: npo pool RUN --out PATH; npo compare makes one itself)")
-    if kind in ("teacher", "pool") and spec != "teacher:reference":
-        read_traces(arg, kind)
-    elif kind in ("checkpoint", "teacher_model"):
-        check_model_folder(arg, f"npo.source {kind}")
+    SOURCES[kind].check(arg)
 
 
 @dataclass

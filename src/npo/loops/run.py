@@ -26,7 +26,7 @@ from transformers.utils import logging as hf_logging
 from npo.algo.accounting import Clock, Ledger
 from npo.algo.controller import Controller, ControllerState, Made
 from npo.config.run import RunConfig, dump_yaml, resolved, to_dict
-from npo.config.trl_args import check_reward_weights, eval_max_new_tokens, run_precision
+from npo.config.trl_args import check_reward_weights, eval_max_new_tokens
 from npo.errors import UserError
 from npo.guides.sources import check_source
 from npo.loops.autonpo import train_autonpo
@@ -158,7 +158,7 @@ def open_run(prep: Prepared, show_progress: bool = True, label: str | None = Non
     warmup_seconds = time.perf_counter() - t_start if model is None else 0.0
     args = trainer_args(cfg, run.checkpoints)  # after the warm start, before the policy: under ZeRO-3 it loads sharded
     if model is None:
-        model, tokenizer = load_policy(model_path, dtype=run_precision(cfg).load, tokenizer=prep.tokenizer)
+        model, tokenizer = load_policy(model_path, dtype=cfg.resolved.precision.load, tokenizer=prep.tokenizer)
     style = prompt_style(tokenizer)
     scorer = TaskScorer.for_run(prep.task, style, cfg, warm=prep.train_items[0])  # workers warm before any limit
 

@@ -12,8 +12,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import GRPOConfig
 
 from npo.algo.replay import ReplayBuffer
-from npo.config.run import RunConfig, on_policy_n
-from npo.config.trl_args import grpo_kwargs
+from npo.config.run import RunConfig
 from npo.models.load import lora_config, name_tied_weights
 from npo.tasks.rewards import make_reward_fn
 from npo.trl_seam.multimodal import dataset_row
@@ -32,7 +31,7 @@ def trainer_args(cfg: RunConfig, out_dir: Path) -> GRPOConfig:
     it: while it lives, HF's loader sees its DeepSpeed config (a weak reference), so that under ZeRO-3 the
     policy is built partitioned (`zero.Init`) instead of whole on every process; a GRPOConfig built
     after it and dropped would switch that off for the rest of the run."""
-    kw = grpo_kwargs(cfg, output_dir=str(out_dir))
+    kw = cfg.resolved.grpo_kwargs(str(out_dir))
     args = GRPOConfig(**{**kw, "report_to": trl_report_to(kw["report_to"])})  # npo.trl_seam.tracking writes the rest
     plain_cpu_device(args)
     return args
@@ -53,7 +52,7 @@ def build_trainer(cfg: RunConfig, args: GRPOConfig, model, tokenizer, scorer, st
     trainer = GuidedGRPOTrainer(model=model, reward_funcs=rewards, args=args, peft_config=lora_config(cfg.model.lora),
                                 train_dataset=dataset, processing_class=tokenizer, callbacks=[user], scorer=scorer,
                                 items=train_items, style=style, npo=cfg.npo if guided else None, replay=replay,
-                                replay_share=cfg.replay.share, kept=on_policy_n(cfg, args.num_generations),
+                                replay_share=cfg.replay.share, kept=cfg.resolved.G,
                                 score_budget=cfg.model.score_memory_mb << 20, **npo_kwargs)
     for cb in (PrinterCallback, ProgressCallback):  # our own bar and files replace TRL's printing
         trainer.remove_callback(cb)
