@@ -11,14 +11,19 @@ LOCK   := -c requirements/lock.txt
 .PHONY: demo test test-fast test-slow lint smollm2 clean clean-cache
 
 PIP    := $(BIN)/pip install --quiet
+# uv installs the same locked set as pip (the same `pip freeze`, checked) in a sixth of the time: 9 s
+# instead of 59 s for the extras here, a minute of every fresh `make test`.
+UV     := $(BIN)/uv pip install --quiet --python $(BIN)/python
 
 $(STAMP): pyproject.toml requirements/lock.txt
 	$(PYTHON) -m venv $(VENV)
-	# torch first and alone: `pip install torch==2.13.0` takes the local CPU wheel.
+	$(PIP) uv==0.13.9
+	# torch first and alone, with pip: `pip install torch==2.13.0` takes the local CPU wheel (uv does not
+	# look there); uv then keeps the torch it finds, which satisfies the lock.
 	$(PIP) $(LOCK) torch==2.13.0
 	# DeepSpeed's build imports torch: build it against the torch above, without its CUDA ops.
-	DS_BUILD_OPS=0 $(PIP) --no-build-isolation $(LOCK) deepspeed==0.19.8
-	$(PIP) $(LOCK) -e ".[tasks,math,dev,report,peft]"
+	DS_BUILD_OPS=0 $(UV) --no-build-isolation $(LOCK) deepspeed==0.19.8
+	$(UV) $(LOCK) -e ".[tasks,math,dev,report,peft]"
 	touch $(STAMP)
 
 demo: $(STAMP)
