@@ -50,7 +50,7 @@ def free_port() -> int:
 
 # `make test-fast`: the pure modules, the config checks, the seam's pins and the docs' pointers; no run
 # is trained (under a minute). Everything else is in `make test` only.
-FAST = {"test_autonpo", "test_cli", "test_config", "test_generation", "test_injection", "test_interventions",
+FAST = {"test_autonpo", "test_cli", "test_config", "test_controls", "test_generation", "test_injection", "test_interventions",
         "test_layers", "test_lint", "test_pins", "test_precision", "test_readme", "test_report", "test_retention", "test_rules",
         "test_share", "test_signal", "test_tasks", "test_trl_seam"}
 

@@ -96,6 +96,13 @@ def _add_signal(sub):
     p.add_argument("--force", action="store_true", help="replace an earlier result at this step")
 
 
+def _add_effect(sub):
+    p = sub.add_parser("effect", help="what each window's guides did to the prompts they were given to (npo.controls)")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders trained with npo.controls > 0")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON instead of the table")
+    p.add_argument("--out", help="the plot (default: RUN/effect.png for one run, else ./effect.png)")
+
+
 def _add_compare(sub):
     p = sub.add_parser("compare", help="train configs over paired seeds and report them side by side")
     p.add_argument("configs", nargs="+", metavar="[NAME=]CONFIG|METHOD",
@@ -131,7 +138,8 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="npo", description="Near-Future Policy Optimization on TRL's GRPOTrainer")
     p.add_argument("--version", action="version", version=f"npo {version('npo')}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_train, _add_eval, _add_warmup, _add_demo, _add_signal, _add_compare, _add_pool, _add_import):
+    for add in (_add_train, _add_eval, _add_warmup, _add_demo, _add_signal, _add_effect, _add_compare, _add_pool,
+                _add_import):
         add(sub)
     return p
 
@@ -211,6 +219,14 @@ def cmd_signal(a) -> int:
     return 0
 
 
+def cmd_effect(a) -> int:
+    from npo.cli.effect import run_effect, table
+
+    rows, png = run_effect(a.runs, a.out)
+    print(json.dumps(rows, indent=2) if a.json else f"{table(rows)}\n\nwrote {png}")
+    return 0
+
+
 def cmd_compare(a) -> int:
     from npo.cli.compare import run_compare
 
@@ -243,7 +259,7 @@ def cmd_import(a) -> int:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "warmup": cmd_warmup, "demo": cmd_demo,
-            "signal": cmd_signal, "compare": cmd_compare, "pool": cmd_pool, "import-smollm2": cmd_import}
+            "signal": cmd_signal, "effect": cmd_effect, "compare": cmd_compare, "pool": cmd_pool, "import-smollm2": cmd_import}
 
 
 class Terminated(BaseException):

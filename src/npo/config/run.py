@@ -292,6 +292,8 @@ def _check_injection(cfg: RunConfig, n: int) -> None:
              f"replace keeps at least one on-policy sample: at most {n - 1} of a group of {n}")
     _require(p.targets == "batch" or (kind == "replay" and cfg.replay.share > 0), "npo.targets",
              "replayed groups exist only with npo.source replay and replay.share > 0")
+    _require(p.controls == 0 or cfg.method != "grpo", "npo.controls",
+             "controls are guided prompts whose guide is withheld: method grpo has no guides")
     _require(cfg.replay.share == 0 or kind == "replay", "replay.share",
              "questions are drawn from the replay buffer only with npo.source replay")
     _require(not (GUIDE_LOSSES[p.guide_loss].needs_logps and not SOURCE_KINDS[kind].logps),

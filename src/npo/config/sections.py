@@ -76,6 +76,13 @@ class NPOSection:
     plateau_min_gain: float = doc("auto-plateau: see plateau_window. [ours]", default=0.01)
     plateau_min_step: int = doc("auto-plateau: no plateau is declared before this step. [ours]",
                                 default=100, check=NON_NEGATIVE)
+    controls: float = doc("Randomized controls: in every guided window, this share of the gated prompts that have "
+                          "a guide keep their on-policy group instead (a coin of the seed, the intervention and the "
+                          "prompt); after the window every assigned prompt is sampled effect_k times, and events.jsonl "
+                          "gets the guide's effect on the prompts it was given to (`npo effect`). 0: none, the run is "
+                          "unchanged. docs/methods.md \"Controls\". [ours]", default=0.0, check=Range(0, 1, hi_open=True))
+    effect_k: int = doc("Samples per assigned prompt when the effect of a window's guides is measured (npo.controls). "
+                        "[ours]", default=8, check=POSITIVE)
 
 
 @dataclass

@@ -9,7 +9,8 @@
   source for the prompts it lacks, ahead of time (`prefill`, then the bank is closed) or as gated
   prompts come (`fill`), and counts what that cost. Every process asks for the same prompts (the trainer
   gathers them first) and each prompt is sampled under its own seed, so every process holds the same
-  bank whatever the process count.
+  bank whatever the process count. With `npo.controls`, it also assigns each gated prompt that has a
+  guide to the treatment or to the controls, once per window (`assign`, `npo.algo.controls`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from npo.algo.controls import CONTROL, Assignment, is_control
 from npo.algo.injection import Trajectory
 from npo.guides.sources import GuideSource, propose
 from npo.models.generation import Policy, prompt_seeds
@@ -76,12 +78,35 @@ class Guidance:
     """One intervention's guide: a source, the verifier, its bank, and the window [start, end)."""
 
     def __init__(self, source: GuideSource, scorer, bank: GuideBank, start: int, end: int, *, seed: int,
-                 bank_path: Path | None = None, slots: int = 1, share: Share = ALONE):
+                 bank_path: Path | None = None, slots: int = 1, share: Share = ALONE, controls: float = 0.0,
+                 index: int = 0):
         self.source, self.scorer, self.bank, self.start, self.end = source, scorer, bank, start, end
         self.seed, self.bank_path, self.slots = seed, bank_path, slots
         self.share = share  # the processes, which split the verification of what the source proposes
         self.closed = False  # a bank made ahead is complete: its source (a past policy) is never asked again
         self.stats = GuideStats()
+        self.controls, self.index = controls, index  # npo.controls, and the intervention its coin is drawn for
+        self.assigned: dict[int, Assignment] = {}  # prompt -> its arm, from its first gated step with a guide
+
+    def given(self, indices: list[int], keys: list[str], p_hats: list[float], step: int) -> tuple[list, int]:
+        """The guides each gated prompt gets (`indices`, their items' `keys`, their groups' p_hat at
+        `step`), and how many of the prompts that have one are controls and get none (npo.controls)."""
+        out, controls = [], 0
+        for index, key, p, found in zip(indices, keys, p_hats, self.lookup(indices)):
+            if found and not self.assign(index, key, p, step):
+                found, controls = [], controls + 1  # a control keeps its on-policy group
+            out.append(found)
+        return out, controls
+
+    def assign(self, index: int, key: str, p_hat: float, step: int) -> bool:
+        """Whether the gated prompt `index` (training item key `key`), which has a guide, gets it: False
+        for a control. A prompt keeps its first assignment (and p_hat) for the whole window."""
+        if self.controls == 0:
+            return True
+        if index not in self.assigned:
+            arm = CONTROL if is_control(self.controls, self.seed, self.index, key) else self.source.kind
+            self.assigned[index] = Assignment(index, arm, p_hat, step)
+        return self.assigned[index].arm != CONTROL
 
     def active(self, step: int) -> bool:
         return self.start <= step < self.end
@@ -124,12 +149,16 @@ class Guidance:
         samples each prompt once (the `checkpoint:` and `teacher_model:` kinds asked on demand), which
         a resume cannot remake under the seeds of the steps that first asked."""
         keep = self.source.caches and self.source.generates and not self.closed
-        return {"stats": asdict(self.stats), "bank": self.bank.to_json() if keep else None}
+        out = {"stats": asdict(self.stats), "bank": self.bank.to_json() if keep else None}
+        if self.controls:  # the assignments so far: a resume inside the window keeps them, p_hat included
+            out["assigned"] = [asdict(a) for a in self.assigned.values()]
+        return out
 
     def restore(self, snapshot: dict) -> None:
         self.stats = GuideStats(**snapshot["stats"])
         if snapshot.get("bank") is not None:
             self.bank = GuideBank.from_json(snapshot["bank"])
+        self.assigned = {a["index"]: Assignment(**a) for a in snapshot.get("assigned", [])}
 
     def save(self, books: dict | None = None) -> None:
         """The bank, what making it cost, whether it is complete (made ahead), atomically."""

@@ -25,7 +25,7 @@ from dataclasses import asdict
 from npo.algo.controller import Decision, Seen, Trigger
 from npo.guides.measure import measure_lookbacks
 from npo.loops.segment import Context, record_intervention, run_segment, segment_cost
-from npo.loops.steps import near_future_guidance, retrain_window
+from npo.loops.steps import measure_effect, near_future_guidance, retrain_window
 from npo.rundir.faults import crash_point
 from npo.rundir.layout import METRICS, checkpoint_folder, checkpoint_state, move_steps, read_jsonl
 from npo.trl_seam.callbacks import AutoWatch
@@ -107,7 +107,8 @@ def _intervene(ctx: Context, index: int, decision: Decision) -> int:
         return list(dict.fromkeys(ctrl.pool_prompts(around=t0, width=a.pool_width) + window))
 
     guidance = near_future_guidance(ctx, index, "auto", guide, T, (t0, end), pool_and_window_prompts)
-    retrain_window(ctx, guidance, watch=AutoWatch(ctrl))  # back to what it had seen at t0; no trigger before the end
+    window = retrain_window(ctx, guidance, watch=AutoWatch(ctrl))  # back to what it had seen at t0; no trigger before the end
+    measure_effect(ctx, guidance, window, "auto")
     record_intervention(ctx, guidance, index=index, kind=f"auto-{decision.trigger.kind}", trigger="autonpo",
                         delta=T - t0, guide_mode="ahead", lookahead=cost, seconds=time.perf_counter() - started,
                         trigger_step=T)

@@ -34,7 +34,15 @@ from npo.algo.interventions import Intervention, parse_interventions
 from npo.guides.bank import Guidance
 from npo.guides.sources import guide_sampling, make_source
 from npo.loops.segment import Context, record_intervention, run_segment
-from npo.loops.steps import look_ahead, look_ahead_cost, near_future_guidance, reach, retrain_window, window_guidance
+from npo.loops.steps import (
+    look_ahead,
+    look_ahead_cost,
+    measure_effect,
+    near_future_guidance,
+    reach,
+    retrain_window,
+    window_guidance,
+)
 from npo.models.generation import Policy, Sampling
 from npo.models.load import load_policy, outside_zero3
 from npo.rundir.layout import checkpoint_folder, read_jsonl
@@ -66,7 +74,7 @@ def _guide_whole_run(ctx: Context) -> int:
     """Every step guided by an on-demand source, under the injection rules (no look-ahead, no rollback)."""
     t0, steps = time.perf_counter(), ctx.cfg.train.steps
     guidance = on_demand_guidance(ctx, (0, steps))
-    retrain_window(ctx, guidance)
+    measure_effect(ctx, guidance, retrain_window(ctx, guidance), "always")
     record_intervention(ctx, guidance, index=0, kind="always", trigger="always", delta=None, guide_mode="on_demand",
                         lookahead=Cost(), seconds=time.perf_counter() - t0)
     return steps
@@ -119,8 +127,8 @@ def _intervene(ctx: Context, i: int, iv: Intervention, pos: int, t: int) -> int:
         guidance = near_future_guidance(ctx, i, iv.kind, guide, ahead, (t, end), window_prompts)
         cost = look_ahead_cost(ctx, folder, t)
     else:  # self, a teacher, replay, another run: asked as gated prompts come
-        guidance, cost = on_demand_guidance(ctx, (t, end), bank_path=ctx.run.guide_bank(i, iv.kind)), Cost()
-    retrain_window(ctx, guidance)
+        guidance, cost = on_demand_guidance(ctx, (t, end), ctx.run.guide_bank(i, iv.kind), i), Cost()
+    measure_effect(ctx, guidance, retrain_window(ctx, guidance), iv.kind)
     trigger = "auto-plateau" if iv.auto else ("start" if iv.kind == "bootstrap" else "at_step")
     mode = "ahead" if ctx.cfg.npo.source == "near_future" else "on_demand"
     record_intervention(ctx, guidance, index=i, kind=iv.kind, trigger=trigger, delta=iv.lookahead,
@@ -128,6 +136,6 @@ def _intervene(ctx: Context, i: int, iv: Intervention, pos: int, t: int) -> int:
     return guidance.end
 
 
-def on_demand_guidance(ctx: Context, window: tuple[int, int], bank_path=None) -> Guidance:
+def on_demand_guidance(ctx: Context, window: tuple[int, int], bank_path=None, index: int = 0) -> Guidance:
     """The guidance of a window whose source is asked as its gated prompts come (not the near future)."""
-    return window_guidance(ctx, on_demand_source(ctx), window, bank_path)
+    return window_guidance(ctx, on_demand_source(ctx), window, bank_path, index)

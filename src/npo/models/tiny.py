@@ -105,13 +105,14 @@ def warmup_key(arch: TinyModelConfig, warm: WarmupConfig, task: TaskConfig, extr
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def sft_batch(tokenizer, items, max_len: int, targets: list[str] | None = None):
+def sft_batch(tokenizer, items, max_len: int, targets: list[str] | None = None, encode=None):
     """Right-padded `question target <eos>` rows (target: the answer, or `targets[i]`); loss only on the
-    target and <eos>."""
+    target and <eos>. `encode(text)`: the tokenizer's ids of a text (a cache of them, for the warm start)."""
+    encode = encode or (lambda text: tokenizer(text, add_special_tokens=False)["input_ids"])
     ids, labels = [], []
     for i, it in enumerate(items):
-        q = tokenizer(it.question, add_special_tokens=False)["input_ids"]
-        a = tokenizer(targets[i] if targets else it.answer, add_special_tokens=False)["input_ids"] + [EOS_ID]
+        q = encode(it.question)
+        a = encode(targets[i] if targets else it.answer) + [EOS_ID]
         seq = (q + a)[:max_len]
         ids.append(seq)
         labels.append(([-100] * len(q) + a)[:max_len])
@@ -138,8 +139,16 @@ class Recipe:
 
 
 def text_recipe(arch: TinyModelConfig) -> Recipe:
+    known: dict[str, list[int]] = {}  # text -> ids: the warm start draws the same items again and again
+
+    def encode(tok, text: str) -> list[int]:
+        if text not in known:
+            known[text] = tok(text, add_special_tokens=False)["input_ids"]
+        return known[text]
+
     def batch(tok, items, max_len, targets):
-        return dict(zip(("input_ids", "attention_mask", "labels"), sft_batch(tok, items, max_len, targets)))
+        rows = sft_batch(tok, items, max_len, targets, encode=lambda text: encode(tok, text))
+        return dict(zip(("input_ids", "attention_mask", "labels"), rows))
 
     def save(model, tok, folder):
         model.save_pretrained(folder)

@@ -17,6 +17,7 @@ Layout (everything needed to understand and resume a run)::
                              controller's observations and the watch that stopped there
     RUN/lookahead/<i>-<kind>/  a discarded look-ahead: its metrics.jsonl, eval.jsonl, checkpoints
     RUN/guides/<i>-<kind>.json the guide bank of intervention i (with its generation stats)
+    RUN/guides/<i>-<kind>.controls.json  npo.controls: its window's assignments and their accuracy after
     RUN/signal/step-<T>[-backward].{json,png}  `npo signal`
     RUN/summary.json         written last; its presence means the run finished
 
@@ -127,6 +128,10 @@ class RunDir:
 
     def guide_bank(self, index: int, kind: str) -> Path:
         return self.root / "guides" / f"{index}-{kind}.json"
+
+    def controls(self, index: int, kind: str) -> Path:
+        """npo.controls: the assignments of intervention `index`'s window, and each prompt's accuracy after it."""
+        return self.root / "guides" / f"{index}-{kind}.controls.json"
 
     def signal(self, step: int, backward: bool) -> Path:
         """`npo signal`'s output, without its suffix (.json and .png)."""

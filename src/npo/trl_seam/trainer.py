@@ -1,21 +1,21 @@
 """The one seam into TRL: `GuidedGRPOTrainer`, a thin subclass of `trl.GRPOTrainer` (trl==1.16.0).
 
 What it changes, and why:
-- `_generate`: after TRL samples each prompt's n completions, verify them, gather the generation
-  batch's rewards (a group can straddle processes), log the group signals and, inside a guidance
-  window, overwrite M rows of each group the injection rules pick and a guide exists for
-  (`npo.algo.injection`). TRL then scores the *mixed* group and computes advantages over it.
-- `_generate_and_score_completions`: remembers the batch's task items (source `replay`: first swaps a
-  share of them for questions from the buffer, ExGRPO), adds the per-row flag `npo_guide`, which rides
-  TRL's shuffle and split to the loss, and hands new successes to the replay buffer.
-- `_compute_loss` / `_get_per_token_logps_and_entropies`: a `guide_loss` other than `on_policy` turns
-  the flagged rows' advantages into per-token weighted ones; the guide rows' log-probs come from TRL's
-  own loss forward. Every forward npo adds runs on every process: under ZeRO-3 / FSDP it is a collective.
-- `_get_train_sampler`: TRL's RepeatSampler seeded per epoch (`npo.algo.order`): any step's prompts are
-  a pure function of (seed, step), so a rollback into epoch >= 1 replays that epoch.
-- `train` / `_prepare_for_training`: one trainer per run, rolled back in place. Re-entry keeps the
-  DeepSpeed engine (accelerate's `free_memory()` would destroy it) and loads the checkpoint into it;
-  the first call can save `checkpoint-0`, the target of a rollback to the start.
+- `_generate`: after TRL samples each prompt's n completions, verify them, gather the generation batch's rewards (a
+  group can straddle processes), log the group signals and, inside a guidance window, overwrite M rows of each group
+  the injection rules pick and a guide exists for (`npo.algo.injection`). TRL then scores the *mixed* group and
+  computes advantages over it.
+- `_generate_and_score_completions`: remembers the batch's task items (source `replay`: first swaps a share of them
+  for questions from the buffer, ExGRPO), adds the per-row flag `npo_guide`, which rides TRL's shuffle and split to
+  the loss, and hands new successes to the replay buffer.
+- `_compute_loss` / `_get_per_token_logps_and_entropies`: a `guide_loss` other than `on_policy` turns the flagged
+  rows' advantages into per-token weighted ones; the guide rows' log-probs come from TRL's own loss forward. Every
+  forward npo adds runs on every process: under ZeRO-3 / FSDP it is a collective.
+- `_get_train_sampler`: TRL's RepeatSampler seeded per epoch (`npo.algo.order`): any step's prompts are a pure
+  function of (seed, step), so a rollback into epoch >= 1 replays that epoch.
+- `train` / `_prepare_for_training`: one trainer per run, rolled back in place. Re-entry keeps the DeepSpeed engine
+  (accelerate's `free_memory()` would destroy it) and loads the checkpoint into it; the first call can save
+  `checkpoint-0`, the target of a rollback to the start.
 Image prompts are TRL's multimodal rows: a guide replaces only a completion, so it trains with its
 prompt's image (`npo.trl_seam.multimodal.row_fields`). Everything else is TRL's.
 
@@ -93,9 +93,8 @@ class GuidedGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ one engine per run
 
     def begin_segment(self, out_dir: Path, callbacks, guidance=None, on_gate=None) -> None:
-        """Point the trainer at the next segment: where it checkpoints, its callbacks, its guidance.
-        TRL's per-generation state starts over (a segment starts on a generation boundary), and the
-        vLLM engine is marked stale, since a rollback changes the weights without changing the step."""
+        """The next segment: where it checkpoints, its callbacks, its guidance. TRL's per-generation state starts over
+        (a segment starts on a generation boundary); vLLM's weights are stale: a rollback changes them, not the step."""
         self.args.output_dir = str(out_dir)
         for cb in callbacks:
             self.add_callback(cb)
@@ -279,7 +278,7 @@ class GuidedGRPOTrainer(GRPOTrainer):
             if self.npo.targets == "replayed":
                 eligible = torch.tensor([g in self._replayed for g in range(len(p_hat))], device=p_hat.device)
             groups = guided_groups(p_hat, self.npo.tau, self.npo.gated, eligible)
-            completion_ids, completions, logprobs, overwritten = self._inject(groups, batch, completion_ids,
+            completion_ids, completions, logprobs, overwritten = self._inject(groups, batch, p_hat, completion_ids,
                                                                               completions, logprobs)
         else:  # outside a window the gate is still measured: how many groups a guide could help
             metrics["npo/gated_groups"].append(float(below_gate(p_hat, self.npo.tau).sum()))
@@ -304,10 +303,9 @@ class GuidedGRPOTrainer(GRPOTrainer):
     def live_policy(self):
         return EnginePolicy(self)  # the policy being trained, sampled through this trainer's own engine
 
-    def _inject(self, groups, batch, completion_ids, completions, logprobs):
-        """Guides into M rows of each chosen group that has them (`npo.algo.injection.slot_rows`). Every
-        process knows every group's prompt, asks the source for all of them (so all banks stay the
-        same), and overwrites only the rows it holds."""
+    def _inject(self, groups, batch, p_hat, completion_ids, completions, logprobs):
+        """Guides into M rows of each chosen group that has them (`slot_rows`), but the controls' (`Guidance.given`).
+        Every process asks for every group's prompt (all banks stay the same), and overwrites only its own rows."""
         n, rows, step = self.num_generations, len(completion_ids), self.state.global_step
         chosen = torch.nonzero(groups).flatten().tolist()
         wanted = [int(batch[g * n]) for g in chosen]
@@ -315,7 +313,8 @@ class GuidedGRPOTrainer(GRPOTrainer):
         if asked and self.accelerator.is_main_process:
             self.guidance.save()
         targets, pending, replaced, written = [], [], 0, 0  # every process's rows, then this one's
-        for g, found in zip(chosen, self.guidance.lookup(wanted)):
+        given, controls = self.guidance.given(wanted, [self.items[i].key for i in wanted], p_hat[chosen].tolist(), step)
+        for g, found in zip(chosen, given):
             replaced += bool(found)
             written += len(found)
             targets += slot_rows(g, len(found), n, self.kept, self.npo.fill, self.npo.replace_slot)
@@ -331,17 +330,18 @@ class GuidedGRPOTrainer(GRPOTrainer):
         metrics["npo/gated_groups"].append(float(len(chosen)))
         metrics["npo/replaced_groups"].append(float(replaced))
         metrics["npo/guide_rows"].append(float(written))
-        if chosen:
-            metrics["npo/guide_hit_rate"].append(replaced / len(chosen))
+        if chosen:  # a control's prompt had a guide too
+            metrics["npo/guide_hit_rate"].append((replaced + controls) / len(chosen))
+        if self.guidance.controls:  # npo.controls: the gated groups with a guide that kept their on-policy rows
+            metrics["npo/control_groups"].append(float(controls))
         return completion_ids, completions, logprobs, set(mine)
 
     # ------------------------------------------------------------------ guide rows before and in the loss
 
     @torch.no_grad()
     def _score_guides(self, output, flags):
-        """guide_loss importance / shaping: the guide rows' per-token log-probs under the current policy,
-        before the loss, turned into their per-token weights (with the `npo/guide_logp` metric).
-        on_policy (the paper's) needs none: the metric comes from TRL's own forward (`_compute_loss`)."""
+        """guide_loss importance / shaping: the guide rows' per-token log-probs under the current policy, before the
+        loss, as per-token weights (and the `npo/guide_logp` metric; on_policy's comes from TRL's loss forward)."""
         if self.npo.guide_loss == "on_policy" or self.guidance is None or not self.guidance.active(self.state.global_step):
             return
         device = flags.device

@@ -1,0 +1,109 @@
+"""`npo effect RUN...`: what the guides of a run's windows did to the prompts they were given to.
+
+A run trained with `npo.controls` writes one `effect` line per guided window to events.jsonl
+(`npo.loops.steps.measure_effect`, `npo.algo.controls`): per arm (the window's guide source) and for
+the controls, how many prompts, their mean p_hat when assigned (the balance check), their accuracy
+after the window, and the arm's effect against the controls with its bootstrap CI. This command puts
+them in one table over the runs' windows, beside the arm's S = Q/V where `npo signal` measured it at
+the window's start (RUN/signals/), and draws effect.png: the effect with its CI per window and arm,
+and S per arm.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from npo.errors import UserError
+from npo.rundir.layout import RunDir, atomic_write_bytes, read_jsonl
+
+
+def effect_rows(root: Path) -> list[dict]:
+    """One row per (window, arm) of the run at `root`, with S = Q/V of that arm at the window's start
+    when `npo signal` measured it there."""
+    run = RunDir(root)
+    if not (root / "config.yaml").is_file():
+        raise UserError(f"{root}: not a run folder (no config.yaml)")
+    events = read_jsonl(run.events) if run.events.is_file() else []
+    deltas = {e["index"]: e.get("lookahead") for e in events if e.get("event") == "intervention"}
+    rows = []
+    for e in (e for e in events if e.get("event") == "effect"):
+        start, end = e["window"]
+        control = e["arms"].get("control", {})
+        for arm, a in e["arms"].items():
+            if arm == "control":
+                continue
+            rows.append({"run": str(root), "index": e["index"], "window": [start, end], "arm": arm, "n": a["n"],
+                         "p_hat": a["p_hat"], "after": a["after"], "control_n": control.get("n", 0),
+                         "control_p_hat": control.get("p_hat"), "control_after": control.get("after"),
+                         "effect": a["effect"], "ci": a["ci"], "heldout_accuracy": e.get("heldout_accuracy"),
+                         "S": signal_at(run, start, arm, deltas.get(e["index"]))})
+    return rows
+
+
+def signal_at(run: RunDir, step: int, arm: str, delta: int | None) -> float | None:
+    """S of `arm` (near_future: at the intervention's Delta) in `npo signal`'s result at `step`, if any."""
+    path = run.signal(step, False).with_suffix(".json")
+    if not path.is_file():
+        return None
+    for r in json.loads(path.read_text())["rows"]:
+        if r["source"] == arm and (arm != "near_future" or r["delta"] == delta):
+            return r["S"]
+    return None
+
+
+def table(rows: list[dict]) -> str:
+    def num(x, spec=".3f"):
+        return "" if x is None else format(x, spec)
+
+    lines = ["| run | window | arm | n | p_hat | after | controls | p_hat | after | effect [95% CI] | S | held-out |",
+             "|---" * 12 + "|"]
+    for r in rows:
+        ci = f" [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]" if r["ci"] else ""
+        lines.append(f"| {Path(r['run']).name} | {r['window'][0]}-{r['window'][1]} | {r['arm']} | {r['n']} |"
+                     f" {num(r['p_hat'])} | {num(r['after'])} | {r['control_n']} | {num(r['control_p_hat'])} |"
+                     f" {num(r['control_after'])} | {num(r['effect'], '+.3f')}{ci} | {num(r['S'], '.3g')} |"
+                     f" {num(r['heldout_accuracy'])} |")
+    return "\n".join(lines + ["", "effect: the arm's mean gain (accuracy after the window - p_hat when assigned) "
+                              "minus the controls'; CI: a stratified bootstrap over prompts"])
+
+
+def plot_effect(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [f"{Path(r['run']).name}\n{r['arm']} {r['window'][0]}-{r['window'][1]}" for r in rows]
+    measured = [(i, r) for i, r in enumerate(rows) if r["effect"] is not None]
+    left.errorbar([i for i, _ in measured], [r["effect"] for _, r in measured], fmt="o", capsize=4,
+                  yerr=[[r["effect"] - r["ci"][0] for _, r in measured], [r["ci"][1] - r["effect"] for _, r in measured]])
+    left.axhline(0, color="grey", linewidth=1)
+    left.set_xticks(range(len(rows)), labels, fontsize=7)
+    left.set(title="effect on the guided prompts, 95% CI", ylabel="gain treated - gain controls")
+    with_s = [(i, r) for i, r in enumerate(rows) if r["S"] is not None]
+    right.bar([i for i, _ in with_s], [r["S"] for _, r in with_s])
+    right.set_xticks(range(len(rows)), labels, fontsize=7)
+    right.set(title="S = Q/V at the window's start (npo signal)" + ("" if with_s else ": not measured"))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def run_effect(runs: list[str], out: str | None = None) -> tuple[list[dict], Path]:
+    """The rows of every run (checked, all of them, before anything is written) and the PNG's path."""
+    rows = []
+    for root in runs:
+        found = effect_rows(Path(root))
+        if not found:
+            raise UserError(f"{root}: no effect events in events.jsonl (train with npo.controls > 0)")
+        rows += found
+    path = Path(out) if out else (Path(runs[0]) / "effect.png" if len(runs) == 1 else Path("effect.png"))
+    if not path.parent.is_dir():
+        raise UserError(f"--out {path}: no such folder {path.parent}")
+    plot_effect(rows, path)
+    return rows, path
