@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from npo.algo.controls import CONTROL, Assignment, arm_summary, coin, effect, is_control
+from npo.algo.controls import Assignment, arm_summary, coin, draw_arm, effect, is_control
 from npo.algo.injection import Trajectory
 from npo.guides.bank import Guidance, GuideBank
 
@@ -53,14 +53,28 @@ def test_a_null_effect_has_an_interval_that_covers_zero_and_a_real_one_does_not(
     assert real["ci"][0] > 0
 
 
-def test_arm_summary_counts_balance_and_effect():
-    assigned = [Assignment(0, "near_future", 0.0, 3), Assignment(1, CONTROL, 0.25, 3), Assignment(2, "near_future", 0.5, 4),
-                Assignment(3, CONTROL, 0.0, 5)]
-    out = arm_summary(assigned, {0: 1.0, 1: 0.25, 2: 0.5, 3: 0.5}, boot=50)
-    assert out[CONTROL] == {"n": 2, "p_hat": 0.125, "after": 0.375}
+def test_arm_summary_compares_each_arm_with_its_own_controls():
+    assigned = [Assignment(0, "near_future", True, 0.0, 3), Assignment(1, "near_future", False, 0.25, 3),
+                Assignment(2, "near_future", True, 0.5, 4), Assignment(3, "near_future", False, 0.0, 5),
+                Assignment(4, "self", True, 0.5, 5), Assignment(5, "self", False, 0.5, 5)]
+    out = arm_summary(assigned, {0: 1.0, 1: 0.25, 2: 0.5, 3: 0.5, 4: 1.0, 5: 0.5}, first="near_future", boot=50)
     nf = out["near_future"]
+    assert nf["control"] == {"n": 2, "p_hat": 0.125, "after": 0.375}
     assert (nf["n"], nf["p_hat"], nf["after"]) == (2, 0.25, 0.75)
     assert nf["effect"] == pytest.approx(0.5 - 0.25)  # gains (1.0, 0.0) vs (0.0, 0.5)
+    assert out["self"]["effect"] == pytest.approx(0.5) and out["self"]["control"]["n"] == 1
+    assert out["self"]["versus_first"]["effect"] == pytest.approx(0.5 - 0.5)  # self's gain 0.5 vs near future's
+    assert "versus_first" not in nf
+
+
+def test_the_arm_coin_draws_every_arm_alike_and_independently_of_the_control_coin():
+    arms, keys = ["near_future:25", "near_future:50", "self", "teacher:reference"], [f"q{i}" for i in range(4000)]
+    drawn = [draw_arm(arms, 0, 1, k) for k in keys]
+    assert all(abs(drawn.count(a) - 1000) < 4 * (4000 * 0.25 * 0.75) ** 0.5 for a in arms)
+    controls = [is_control(0.5, 0, 1, k) for k in keys]
+    for a in arms:  # within every arm, about half are controls
+        within = [c for c, d in zip(controls, drawn) if d == a]
+        assert abs(sum(within) - len(within) / 2) < 4 * (len(within) / 4) ** 0.5
 
 
 class Named:
@@ -75,7 +89,7 @@ def test_a_window_withholds_the_guide_of_its_controls_and_keeps_each_prompts_fir
     keys = [f"{i}+1=" for i in range(200)]
     given, controls = g.given(list(range(200)), keys, [0.25] * 200, step=2)
     assert controls == sum(not x for x in given) and 60 < controls < 140
-    assert all(g.assigned[i].arm == (CONTROL if not given[i] else "near_future") for i in range(200))
+    assert all(g.assigned[i].treated == bool(given[i]) and g.assigned[i].arm == "near_future" for i in range(200))
     assert [not x for x in given] == [is_control(0.5, 0, 1, k) for k in keys]  # the coin decides, nothing else
     again, _ = g.given([3, 4], keys[3:5], [0.75, 0.75], step=5)  # a later step of the window
     assert again == given[3:5] and g.assigned[3].p_hat == 0.25 and g.assigned[3].step == 2  # the first assignment

@@ -7,7 +7,7 @@ import json
 import pytest
 from helpers import NeverAsked, answer_bank, tiny_trainer
 
-from npo.algo.controls import CONTROL, is_control
+from npo.algo.controls import is_control
 from npo.cli.main import main
 from npo.guides.bank import Guidance
 from npo.rundir.layout import read_jsonl
@@ -19,7 +19,7 @@ NPO = ["method=npo", "npo.interventions=[{kind: bootstrap, lookahead: 2}]"]
 # The whole run one window guided by the task's reference answers, half the guided prompts controls
 # (npo.loops.npo._guide_whole_run)
 CONTROLLED = ["method=npo", "npo.source=teacher:reference", "npo.inject_when=always", "npo.interventions=[]",
-              "npo.controls=0.5", "train.steps=20", "train.checkpoint_every=5", "eval.every=20", "eval.n=100",
+              "npo.controls=0.5", "train.steps=15", "train.checkpoint_every=5", "eval.every=15", "eval.n=100",
               "eval.samples=0"]
 
 
@@ -41,14 +41,13 @@ def test_controls_receive_no_guide_rows_in_the_loss(tmp_path):
 
     trainer._compute_loss = spy
     trainer.train()
-    arms = {a.arm for a in g.assigned.values()}
-    assert arms == {CONTROL, "near_future"}  # both drawn among this step's gated prompts
-    controls = {trainer.items[i].question for i, a in g.assigned.items() if a.arm == CONTROL}
-    treated = {trainer.items[i].question for i, a in g.assigned.items() if a.arm != CONTROL}
+    assert {a.treated for a in g.assigned.values()} == {True, False}  # both drawn among this step's gated prompts
+    controls = {trainer.items[i].question for i, a in g.assigned.items() if not a.treated}
+    treated = {trainer.items[i].question for i, a in g.assigned.items() if a.treated}
     seen = {p for p in guided_prompts}
     assert seen and not any(c in p for p in seen for c in controls)  # no control's row was a guide
     assert all(any(t in p for p in seen) for t in treated)  # every treated prompt's was
-    assert all((a.arm == CONTROL) == is_control(0.5, cfg.seed, 0, trainer.items[i].key) for i, a in g.assigned.items())
+    assert all((not a.treated) == is_control(0.5, cfg.seed, 0, trainer.items[i].key) for i, a in g.assigned.items())
     logged = [x for x in trainer.state.log_history if "npo/control_groups" in x]
     assert sum(x["npo/control_groups"] for x in logged) == len(controls)
 
@@ -72,13 +71,13 @@ def effect_line(run):
 
 def test_a_controlled_window_writes_its_effect(controlled):
     line = effect_line(controlled)
-    arms = line["arms"]
-    assert set(arms) == {"teacher", CONTROL} and line["window"] == [0, 20] and line["k"] == 8
+    (arm,) = line["arms"]
+    t = line["arms"][arm]
+    assert arm == "teacher:reference" and line["window"] == [0, 15] and line["k"] == 8
     assigned = json.loads((controlled / "guides" / "0-always.controls.json").read_text())["assigned"]
-    assert arms["teacher"]["n"] + arms[CONTROL]["n"] == len(assigned) > 50
-    assert abs(arms["teacher"]["n"] - arms[CONTROL]["n"]) < 4 * (len(assigned) * 0.25) ** 0.5  # the coin, 4 sigma
+    assert t["n"] + t["control"]["n"] == len(assigned) > 50
+    assert abs(t["n"] - t["control"]["n"]) < 4 * (len(assigned) * 0.25) ** 0.5  # the coin, 4 sigma
     assert all(0 <= a["after"] <= 1 and a["p_hat"] < 0.6 for a in assigned)  # gated when assigned
-    t = arms["teacher"]
     assert t["ci"][0] <= t["effect"] <= t["ci"][1]
     assert line["heldout_accuracy"] == read_jsonl(controlled / "eval.jsonl")[-1]["accuracy"]
 
@@ -89,20 +88,60 @@ def test_a_controlled_run_killed_in_its_window_or_its_measurement_resumes_to_the
     assert resume(out) == 0
     assert effect_line(out) == effect_line(controlled)
     rewards = [[r["reward/mean"] for r in read_jsonl(run / "metrics.jsonl")] for run in (out, controlled)]
-    assert rewards[0] == rewards[1] and len(rewards[0]) == 20
+    assert rewards[0] == rewards[1] and len(rewards[0]) == 15
 
 
 def test_npo_effect_prints_the_table_and_writes_the_plot(controlled, tmp_path, capsys):
     png = tmp_path / "effect.png"
     assert main(["effect", str(controlled), "--out", str(png)]) == 0
     printed = capsys.readouterr().out
-    assert "| run | window | arm |" in printed and "| 0-20 | teacher |" in printed
+    assert "| run | window | arm |" in printed and "| 0-15 | teacher:reference |" in printed
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["effect", str(controlled), "--json", "--out", str(png)]) == 0
     (row,) = json.loads(capsys.readouterr().out)
-    assert row["effect"] == effect_line(controlled)["arms"]["teacher"]["effect"] and row["S"] is None
+    assert row["effect"] == effect_line(controlled)["arms"]["teacher:reference"]["effect"] and row["S"] is None
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "config.yaml").write_text("seed: 0\n")
     assert main(["effect", str(controlled), str(plain), "--out", str(tmp_path / "two.png")]) == 2  # no effect lines
     assert not (tmp_path / "two.png").exists()
+
+
+# Arms: two look-ahead Deltas of one bootstrap (a look-ahead to 10 holds checkpoint 5), and two identical
+# `self` arms, whose difference is chance only
+NEAR_ARMS = ["npo.interventions=[{kind: bootstrap, lookahead: 10, window: 10}]", "npo.controls=0.5",
+             "npo.arms=[near_future:5, near_future]", "train.steps=10", "train.checkpoint_every=5", "eval.every=0",
+             "eval.n=50", "eval.samples=0"]
+SELF_ARMS = ["method=npo", "npo.source=self", "npo.inject_when=always", "npo.interventions=[]", "npo.controls=0.5",
+             "npo.arms=[self, self]", "train.steps=10", "train.checkpoint_every=10", "eval.every=0", "eval.n=50",
+             "eval.samples=0"]
+
+
+def test_near_future_arms_at_two_deltas_come_from_their_own_look_ahead_checkpoints(tmp_path, tiny_model_path):
+    from npo.config.run import load_config
+    from npo.loops.run import prepare, train
+
+    run = tmp_path / "run"
+    train(prepare(load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", NEAR_ARMS), run), show_progress=False)
+    (iv,) = [e for e in read_jsonl(run / "events.jsonl") if e["event"] == "intervention"]
+    assert iv["arms"] == ["near_future:5", "near_future"]
+    banks = [json.loads((run / "guides" / f"0-bootstrap.arm{j}.json").read_text()) for j in (0, 1)]
+    steps = [{g["source_step"] for gs in b["guides"].values() for g in gs} for b in banks]
+    assert steps == [{5}, {10}]  # pi_5 and pi_10 of the one look-ahead
+    assert not set(banks[0]["tried"]) & set(banks[1]["tried"])  # each prompt asked of one arm only
+    arms = effect_line(run)["arms"]
+    assert set(arms) == {"near_future:5", "near_future"} and "versus_first" in arms["near_future"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["guide_samples"] == sum(b["stats"]["samples"] for b in banks) > 0  # every arm's cost booked
+
+
+def test_two_identical_arms_differ_by_chance_only(tmp_path, tiny_model_path):
+    from npo.config.run import load_config
+    from npo.loops.run import prepare, train
+
+    run = tmp_path / "run"
+    train(prepare(load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", SELF_ARMS), run), show_progress=False)
+    arms = effect_line(run)["arms"]
+    assert set(arms) == {"self", "self#2"}
+    lo, hi = arms["self#2"]["versus_first"]["ci"]
+    assert lo < 0 < hi

@@ -30,25 +30,29 @@ def effect_rows(root: Path) -> list[dict]:
     rows = []
     for e in (e for e in events if e.get("event") == "effect"):
         start, end = e["window"]
-        control = e["arms"].get("control", {})
         for arm, a in e["arms"].items():
-            if arm == "control":
-                continue
+            control = a["control"]
             rows.append({"run": str(root), "index": e["index"], "window": [start, end], "arm": arm, "n": a["n"],
-                         "p_hat": a["p_hat"], "after": a["after"], "control_n": control.get("n", 0),
-                         "control_p_hat": control.get("p_hat"), "control_after": control.get("after"),
-                         "effect": a["effect"], "ci": a["ci"], "heldout_accuracy": e.get("heldout_accuracy"),
+                         "p_hat": a["p_hat"], "after": a["after"], "control_n": control["n"],
+                         "control_p_hat": control["p_hat"], "control_after": control["after"],
+                         "effect": a["effect"], "ci": a["ci"], "versus_first": a.get("versus_first"),
+                         "heldout_accuracy": e.get("heldout_accuracy"),
                          "S": signal_at(run, start, arm, deltas.get(e["index"]))})
     return rows
 
 
 def signal_at(run: RunDir, step: int, arm: str, delta: int | None) -> float | None:
-    """S of `arm` (near_future: at the intervention's Delta) in `npo signal`'s result at `step`, if any."""
+    """S of `arm` (near_future[:DELTA]: at its Delta, else the intervention's) in `npo signal`'s result at
+    `step`, if any. An arm label is its source spec (`npo.arms`; a repeated one ends in #2, #3...)."""
     path = run.signal(step, False).with_suffix(".json")
     if not path.is_file():
         return None
+    spec = arm.split("#")[0]
+    kind, _, d = spec.partition(":")
+    want = int(d) if kind == "near_future" and d else delta
     for r in json.loads(path.read_text())["rows"]:
-        if r["source"] == arm and (arm != "near_future" or r["delta"] == delta):
+        if (kind == "near_future" and r["source"] == kind and r["delta"] == want) or (
+                kind != "near_future" and r["source"] in (kind, spec)):
             return r["S"]
     return None
 

@@ -97,6 +97,22 @@ class SourceSpec:
                 f"(teacher:reference: the task's reference answers), got {value!r}")
 
 
+class ArmSpecs:
+    """npo.arms: a list of guide sources, `near_future` at a Delta of its own as near_future:DELTA."""
+
+    def error(self, value) -> str | None:
+        if not isinstance(value, list):
+            return f"expected a list of guide sources, got {value!r}"
+        for i, spec in enumerate(value):
+            kind, sep, arg = str(spec).partition(":")
+            if kind == "near_future":
+                if sep and not (arg.isdigit() and int(arg) > 0):
+                    return f"[{i}]: expected near_future or near_future:DELTA (an integer >= 1), got {spec!r}"
+            elif why := SourceSpec().error(spec):
+                return f"[{i}]: {why}"
+        return None
+
+
 POSITIVE, NON_NEGATIVE = Range(0, lo_open=True), Range(0)
 MAX_INT = 2**32 - 1  # every integer field: seeds are numpy's (< 2^32), counts are far below
 SEED = Range(0, MAX_INT)

@@ -294,6 +294,8 @@ def _check_injection(cfg: RunConfig, n: int) -> None:
              "replayed groups exist only with npo.source replay and replay.share > 0")
     _require(p.controls == 0 or cfg.method != "grpo", "npo.controls",
              "controls are guided prompts whose guide is withheld: method grpo has no guides")
+    if why := p.arms_error(cfg.method, cfg.train.checkpoint_every):
+        _require(False, *why)
     _require(cfg.replay.share == 0 or kind == "replay", "replay.share",
              "questions are drawn from the replay buffer only with npo.source replay")
     _require(not (GUIDE_LOSSES[p.guide_loss].needs_logps and not SOURCE_KINDS[kind].logps),

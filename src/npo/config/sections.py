@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from npo.algo.injection import GUIDE_LOSSES as LOSSES
-from npo.config.checks import NON_NEGATIVE, POSITIVE, OneOf, PositiveInts, Range, SourceSpec, doc
+from npo.config.checks import NON_NEGATIVE, POSITIVE, ArmSpecs, OneOf, PositiveInts, Range, SourceSpec, doc
 
 GUIDE_MODES = ("ahead", "on_demand")
 GUIDE_LOSSES = tuple(LOSSES)  # npo.algo.injection.GUIDE_LOSSES
@@ -81,8 +81,37 @@ class NPOSection:
                           "prompt); after the window every assigned prompt is sampled effect_k times, and events.jsonl "
                           "gets the guide's effect on the prompts it was given to (`npo effect`). 0: none, the run is "
                           "unchanged. docs/methods.md \"Controls\". [ours]", default=0.0, check=Range(0, 1, hi_open=True))
+    arms: list = doc("Several guide sources in one window, with npo.controls: each gated prompt's guide is asked "
+                     "from one arm, drawn by a coin of the prompt, and each arm has its own controls (its effect "
+                     "in events.jsonl, `npo effect`). Sources as npo.source; near_future:DELTA is the run's own "
+                     "look-ahead checkpoint DELTA steps ahead (at most the intervention's lookahead, on a "
+                     "checkpoint; near_future alone: the lookahead). Empty: the one arm is npo.source. "
+                     "docs/methods.md \"Controls\". [ours]", default_factory=list, check=ArmSpecs())
     effect_k: int = doc("Samples per assigned prompt when the effect of a window's guides is measured (npo.controls). "
                         "[ours]", default=8, check=POSITIVE)
+
+
+    def arms_error(self, method: str, checkpoint_every: int) -> tuple[str, str] | None:
+        """(field, why) when npo.arms does not fit the rest of the config."""
+        if not self.arms:
+            return None
+        ahead = [a for a in self.arms if a.partition(":")[0] == "near_future"]
+        if self.controls == 0:
+            return "npo.arms", "arms are compared through their controls: set npo.controls > 0"
+        if method != "npo":
+            return "npo.arms", f"only method npo's windows have arms (method is {method})"
+        if ahead and (self.source != "near_future" or self.inject_when != "windows"):
+            return "npo.arms", "near_future arms read the run's look-aheads: they need npo.source near_future"
+        for i, iv in enumerate(x for x in self.interventions if isinstance(x, dict)):  # (their shape: checked after)
+            at, delta = iv.get("at_step", 0), iv.get("lookahead")
+            for a in ahead:
+                d = int(a.partition(":")[2] or delta or 0)
+                if not (isinstance(at, int) and isinstance(delta, int) and d <= delta
+                        and (d == delta or (at + d) % checkpoint_every == 0)):
+                    return (f"npo.arms ({a})", f"Delta {d} must be at most npo.interventions[{i}].lookahead "
+                            f"({delta}), at a fixed step, and below it land on a look-ahead checkpoint (at_step + "
+                            f"Delta a multiple of train.checkpoint_every, {checkpoint_every})")
+        return None
 
 
 @dataclass

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from npo.algo.controls import CONTROL, Assignment, is_control
+from npo.algo.controls import Assignment, is_control
 from npo.algo.injection import Trajectory
 from npo.guides.sources import GuideSource, propose
 from npo.models.generation import Policy, prompt_seeds
@@ -79,24 +79,34 @@ class Guidance:
 
     def __init__(self, source: GuideSource, scorer, bank: GuideBank, start: int, end: int, *, seed: int,
                  bank_path: Path | None = None, slots: int = 1, share: Share = ALONE, controls: float = 0.0,
-                 index: int = 0):
+                 index: int = 0, label: str | None = None):
         self.source, self.scorer, self.bank, self.start, self.end = source, scorer, bank, start, end
         self.seed, self.bank_path, self.slots = seed, bank_path, slots
         self.share = share  # the processes, which split the verification of what the source proposes
         self.closed = False  # a bank made ahead is complete: its source (a past policy) is never asked again
         self.stats = GuideStats()
         self.controls, self.index = controls, index  # npo.controls, and the intervention its coin is drawn for
+        self.label = label or source.kind  # the arm its prompts' records name (npo.arms: the arm's spec)
+        self.labels = [self.label]  # the window's arms (npo.guides.arms.ArmedGuidance: several)
         self.assigned: dict[int, Assignment] = {}  # prompt -> its arm, from its first gated step with a guide
 
     def given(self, indices: list[int], keys: list[str], p_hats: list[float], step: int) -> tuple[list, int]:
         """The guides each gated prompt gets (`indices`, their items' `keys`, their groups' p_hat at
         `step`), and how many of the prompts that have one are controls and get none (npo.controls)."""
         out, controls = [], 0
-        for index, key, p, found in zip(indices, keys, p_hats, self.lookup(indices)):
+        for index, key, p in zip(indices, keys, p_hats):
+            found = self.guides_of(index, key)
             if found and not self.assign(index, key, p, step):
                 found, controls = [], controls + 1  # a control keeps its on-policy group
             out.append(found)
         return out, controls
+
+    def guides_of(self, index: int, key: str) -> list[Trajectory]:
+        return self.bank.get(index)
+
+    def arm_of(self, key: str) -> str:
+        """The arm a prompt's guide comes from (npo.guides.arms.ArmedGuidance draws one per prompt)."""
+        return self.label
 
     def assign(self, index: int, key: str, p_hat: float, step: int) -> bool:
         """Whether the gated prompt `index` (training item key `key`), which has a guide, gets it: False
@@ -104,9 +114,13 @@ class Guidance:
         if self.controls == 0:
             return True
         if index not in self.assigned:
-            arm = CONTROL if is_control(self.controls, self.seed, self.index, key) else self.source.kind
-            self.assigned[index] = Assignment(index, arm, p_hat, step)
-        return self.assigned[index].arm != CONTROL
+            treated = not is_control(self.controls, self.seed, self.index, key)
+            self.assigned[index] = Assignment(index, self.arm_of(key), treated, p_hat, step)
+        return self.assigned[index].treated
+
+    def book_injected(self, rows: int) -> None:
+        """Group rows overwritten with this window's guides (a guide can be injected at several steps)."""
+        self.stats.injected += rows
 
     def active(self, step: int) -> bool:
         return self.start <= step < self.end

@@ -14,6 +14,9 @@ Where npo departs from the paper, and where each departure lives:
     5. Every NPO result has its control: `npo.source: self`, the same windows guided by the live
        policy's own k tries, Delta = 0 (`on_demand_guidance`).
     6. Every stage commits once, so a killed run resumes exactly (`npo.loops.segment.Context.once`).
+    7. A window can be an experiment: `npo.controls` withholds the guides of a random share of its
+       prompts and measures what the guides did (`npo.loops.steps.measure_effect`); `npo.arms` draws
+       each prompt's guide from one of several sources (`armed_guidance`).
 
 One intervention (docs/METHOD.md section 3), with Delta = lookahead and W = window, is `_intervene`:
 reach t (t = 0 for bootstrap; a fixed step, or the first plateau for `auto-plateau`), look ahead to
@@ -30,7 +33,9 @@ from __future__ import annotations
 import time
 
 from npo.algo.accounting import Cost
+from npo.algo.controls import draw_arm
 from npo.algo.interventions import Intervention, parse_interventions
+from npo.guides.arms import ArmedGuidance
 from npo.guides.bank import Guidance
 from npo.guides.sources import guide_sampling, make_source
 from npo.loops.segment import Context, record_intervention, run_segment
@@ -73,15 +78,16 @@ def train_npo(ctx: Context) -> None:
 def _guide_whole_run(ctx: Context) -> int:
     """Every step guided by an on-demand source, under the injection rules (no look-ahead, no rollback)."""
     t0, steps = time.perf_counter(), ctx.cfg.train.steps
-    guidance = on_demand_guidance(ctx, (0, steps))
+    guidance = armed_guidance(ctx, 0, "always", (0, steps)) if ctx.cfg.npo.arms else on_demand_guidance(ctx, (0, steps))
     measure_effect(ctx, guidance, retrain_window(ctx, guidance), "always")
     record_intervention(ctx, guidance, index=0, kind="always", trigger="always", delta=None, guide_mode="on_demand",
-                        lookahead=Cost(), seconds=time.perf_counter() - t0)
+                        lookahead=Cost(), seconds=time.perf_counter() - t0,
+                        **({"arms": guidance.labels} if ctx.cfg.npo.arms else {}))
     return steps
 
 
-def on_demand_source(ctx: Context):
-    """The run's guide source when it is not its own near future (npo.guides.sources.make_source)."""
+def on_demand_source(ctx: Context, spec: str | None = None):
+    """The run's guide source (or arm `spec`'s) when it is not its own near future (npo.guides.sources.make_source)."""
     cfg, trainer = ctx.cfg, ctx.trainer
 
     def load(path: str, _kind: str):  # another run's policy or a teacher model, beside the live one
@@ -90,7 +96,7 @@ def on_demand_source(ctx: Context):
         return Policy(model.to(trainer.accelerator.device), tok, prompt_style(tok), Sampling.of(trainer.args),
                       trainer.score_budget)
 
-    return make_source(cfg.npo.source, sampling=guide_sampling(cfg), task=ctx.scorer.task, style=ctx.style,
+    return make_source(spec or cfg.npo.source, sampling=guide_sampling(cfg), task=ctx.scorer.task, style=ctx.style,
                        load=load, buffer=trainer.replay, train_items=ctx.train_items)
 
 
@@ -124,18 +130,51 @@ def _intervene(ctx: Context, i: int, iv: Intervention, pos: int, t: int) -> int:
                 load_weights(ctx.trainer, guide)
             return ctx.trainer.data_order().prompts_between(t, end)
 
-        guidance = near_future_guidance(ctx, i, iv.kind, guide, ahead, (t, end), window_prompts)
+        if not ctx.cfg.npo.arms:
+            guidance = near_future_guidance(ctx, i, iv.kind, guide, ahead, (t, end), window_prompts)
         cost = look_ahead_cost(ctx, folder, t)
-    else:  # self, a teacher, replay, another run: asked as gated prompts come
+    elif not ctx.cfg.npo.arms:  # self, a teacher, replay, another run: asked as gated prompts come
         guidance, cost = on_demand_guidance(ctx, (t, end), ctx.run.guide_bank(i, iv.kind), i), Cost()
+    else:
+        folder, cost = None, Cost()
+    if ctx.cfg.npo.arms:  # several sources, each prompt's drawn by a coin (the window is an experiment)
+        guidance = armed_guidance(ctx, i, iv.kind, (t, end), folder, iv.lookahead)
     measure_effect(ctx, guidance, retrain_window(ctx, guidance), iv.kind)
     trigger = "auto-plateau" if iv.auto else ("start" if iv.kind == "bootstrap" else "at_step")
     mode = "ahead" if ctx.cfg.npo.source == "near_future" else "on_demand"
     record_intervention(ctx, guidance, index=i, kind=iv.kind, trigger=trigger, delta=iv.lookahead,
-                        guide_mode=mode, lookahead=cost, seconds=time.perf_counter() - started)
+                        guide_mode=mode, lookahead=cost, seconds=time.perf_counter() - started,
+                        **({"arms": guidance.labels} if ctx.cfg.npo.arms else {}))
     return guidance.end
+
+
+def armed_guidance(ctx: Context, i: int, kind: str, window: tuple[int, int], folder=None,
+                   lookahead: int | None = None) -> ArmedGuidance:
+    """npo.arms: one Guidance per arm, each with its bank file; a near_future:DELTA arm's bank is written
+    by the look-ahead's checkpoint t + DELTA, loaded into the engine (the one look-ahead to t + lookahead
+    holds every smaller Delta's checkpoint), for the window's prompts the coin draws to it."""
+    t, end = window
+    specs, base = ctx.cfg.npo.arms, ctx.run.guide_bank(i, kind)
+    labels = [spec if specs[:j].count(spec) == 0 else f"{spec}#{specs[:j].count(spec) + 1}" for j, spec in enumerate(specs)]
+    arms = []
+    for j, (spec, label) in enumerate(zip(specs, labels)):
+        path = base.with_name(f"{base.stem}.arm{j}.json")
+        source, _, delta = spec.partition(":")
+        if source != "near_future":
+            arms.append(window_guidance(ctx, on_demand_source(ctx, spec), window, path, i, label))
+            continue
+        step = t + int(delta or lookahead)
+        guide = checkpoint_folder(folder, step)
+
+        def drawn_here(guide=guide, label=label) -> list[int]:
+            load_weights(ctx.trainer, guide)  # this arm's policy, pi_{t+Delta}, into the engine
+            return [x for x in ctx.trainer.data_order().prompts_between(t, end)
+                    if draw_arm(labels, ctx.cfg.seed, i, ctx.train_items[x].key) == label]
+
+        arms.append(near_future_guidance(ctx, i, kind, guide, step, window, drawn_here, path, label))
+    return ArmedGuidance(arms, controls=ctx.cfg.npo.controls, index=i)
 
 
 def on_demand_guidance(ctx: Context, window: tuple[int, int], bank_path=None, index: int = 0) -> Guidance:
     """The guidance of a window whose source is asked as its gated prompts come (not the near future)."""
-    return window_guidance(ctx, on_demand_source(ctx), window, bank_path, index)
+    return window_guidance(ctx, on_demand_source(ctx), window, bank_path, index, label=ctx.cfg.npo.source)

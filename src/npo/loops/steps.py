@@ -50,7 +50,8 @@ def look_ahead_cost(ctx: Context, folder: Path, t: int) -> Cost:
 
 
 def near_future_guidance(ctx: Context, index: int, kind: str, guide: Path, guide_step: int, window: tuple[int, int],
-                         ready: Callable[[], list[int]]) -> Guidance:
+                         ready: Callable[[], list[int]], bank_path: Path | None = None, label: str | None = None
+                         ) -> Guidance:
     """The guidance of the window [t, end) from the policy of checkpoint `guide` (step `guide_step`,
     ahead of t): the live policy, which holds that policy, writes the bank before the rollback replaces
     it (no second model). `ready()` makes sure the engine holds it (a run resumed after its look-ahead,
@@ -58,7 +59,7 @@ def near_future_guidance(ctx: Context, index: int, kind: str, guide: Path, guide
     A resumed run whose bank was saved reads it instead, and never makes it twice."""
     run = ctx.run
     source = PolicySource(ctx.trainer.live_policy(), name=run.relative(guide), step=guide_step, **guide_sampling(ctx.cfg))
-    guidance = window_guidance(ctx, source, window, bank_path=run.guide_bank(index, kind), index=index)
+    guidance = window_guidance(ctx, source, window, bank_path or run.guide_bank(index, kind), index, label)
     if not guidance.load_saved():
         prompts = ready()
         guidance.prefill(prompts, [ctx.train_items[x] for x in prompts], step=window[0],
@@ -67,11 +68,12 @@ def near_future_guidance(ctx: Context, index: int, kind: str, guide: Path, guide
 
 
 def window_guidance(ctx: Context, source, window: tuple[int, int], bank_path: Path | None = None,
-                    index: int = 0) -> Guidance:
+                    index: int = 0, label: str | None = None) -> Guidance:
     """The guidance of intervention `index`'s window [t, end) from `source`, with the run's seed, slots,
-    processes and controls; its bank saved at `bank_path` (none for a whole guided run)."""
+    processes and controls; its bank saved at `bank_path` (none for a whole guided run); `label`: its arm's
+    name in records (npo.arms)."""
     return Guidance(source, ctx.scorer, GuideBank(), *window, seed=ctx.cfg.seed, bank_path=bank_path,
-                    slots=ctx.cfg.npo.slots, share=ctx.share, controls=ctx.cfg.npo.controls, index=index)
+                    slots=ctx.cfg.npo.slots, share=ctx.share, controls=ctx.cfg.npo.controls, index=index, label=label)
 
 
 def retrain_window(ctx: Context, guidance: Guidance, watch=None) -> Segment:
@@ -108,7 +110,7 @@ def measure_effect(ctx: Context, guidance: Guidance, window: Segment, kind: str)
     heldout = [r["accuracy"] for r in read_jsonl(ctx.run.root / EVALS) if r["step"] == end]
     ctx.event({"event": "effect", "index": guidance.index, "window": [guidance.start, end], "k": k,
                "share": guidance.controls, "arms": arm_summary(list(guidance.assigned.values()), after,
-                                                                seed=ctx.cfg.seed),
+                                                                first=guidance.labels[0], seed=ctx.cfg.seed),
                "heldout_accuracy": heldout[-1] if heldout else None})
     if ctx.is_main:
         atomic_write_json(ctx.run.controls(guidance.index, kind),

@@ -325,7 +325,7 @@ class GuidedGRPOTrainer(GRPOTrainer):
         for r, g in zip(mine, guides):
             self._guide_logps[r] = g.logps
         self._guide_flags = flags
-        self.guidance.stats.injected += written
+        self.guidance.book_injected(written)
         metrics = self._metrics["train"]
         metrics["npo/gated_groups"].append(float(len(chosen)))
         metrics["npo/replaced_groups"].append(float(replaced))
