@@ -145,3 +145,12 @@ def test_two_identical_arms_differ_by_chance_only(tmp_path, tiny_model_path):
     assert set(arms) == {"self", "self#2"}
     lo, hi = arms["self#2"]["versus_first"]["ci"]
     assert lo < 0 < hi
+
+
+def test_a_compare_report_of_a_controlled_run_carries_its_effect(controlled, tmp_path):
+    from npo.cli.report import write_report
+
+    write_report({"controlled": [controlled]}, tmp_path, ["npo train ..."])
+    report = (tmp_path / "report.md").read_text()
+    assert "## What the guides did to the prompts they were given to" in report and "| teacher:reference |" in report
+    assert (tmp_path / "effect.png").read_bytes()[:4] == b"\x89PNG"

@@ -44,8 +44,12 @@ def test_two_processes_one_engine_each(two_processes):
     run = tmp_path / "npo" / "run"
     assert [m["step"] for m in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3, 4]
     assert [e["step"] for e in read_jsonl(run / "eval.jsonl")] == [0, 2, 4]
-    (event,) = read_jsonl(run / "events.jsonl")
+    event, effect = read_jsonl(run / "events.jsonl")
     assert event["event"] == "intervention" and event["window"] == [0, 2]
+    # npo.controls under 2 processes: the window's assignments, and their resampling through the engine
+    assigned = json.loads((run / "guides" / "0-bootstrap.controls.json").read_text())["assigned"]
+    arm = effect["arms"]["near_future"]
+    assert effect["event"] == "effect" and arm["n"] + arm["control"]["n"] == len(assigned) > 0
     # the bank on disk holds every process's prompts: all of the window's, from the data order
     bank = json.loads((run / "guides" / "0-bootstrap.json").read_text())
     cfg = load_config(run / "config.yaml")

@@ -103,7 +103,8 @@ def test_each_npo_default_gives_way_to_the_users_value(tmp_path):
               "lr_scheduler_type": "linear", "max_grad_norm": 0.5}
     assert set(others) == set(GRPO_DEFAULTS) and all(v != GRPO_DEFAULTS[k][0] for k, v in others.items())
     sets = [f"train.grpo.{k}={v}" for k, v in others.items()] + [
-        "train.grpo.gradient_accumulation_steps=4", "train.steps=1", "eval.n=4", "eval.samples=0", "eval.every=0"]
+        "train.grpo.gradient_accumulation_steps=4", "train.steps=1", "eval.n=4", "eval.samples=0", "eval.every=0",
+        "model.warmup.steps=0"]  # no warm start to wait for: the fast tier trains nothing that needs one
     cfg = load_config(ROOT / "configs" / "tiny-grpo.yaml", sets)
     ctx = open_run(prepare(cfg, tmp_path / "run"), show_progress=False)
     trl = json.loads((tmp_path / "run" / "trl_args.json").read_text())

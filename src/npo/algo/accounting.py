@@ -25,7 +25,7 @@ class Ledger:
     lookahead_steps: int = 0  # optimizer steps later discarded (look-aheads, AutoNPO's rolled-back steps)
     on_policy_tokens: int = 0  # final trajectory and look-aheads
     guide_tokens: int = 0
-    estimation_tokens: int = 0  # AutoNPO's Q/V/S measurements
+    estimation_tokens: int = 0  # AutoNPO's Q/V/S measurements, npo.controls' resampling after a window
     guide_samples: int = 0
     interventions: int = 0
 

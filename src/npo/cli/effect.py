@@ -23,10 +23,8 @@ def effect_rows(root: Path) -> list[dict]:
     """One row per (window, arm) of the run at `root`, with S = Q/V of that arm at the window's start
     when `npo signal` measured it there."""
     run = RunDir(root)
-    if not (root / "config.yaml").is_file():
-        raise UserError(f"{root}: not a run folder (no config.yaml)")
     events = read_jsonl(run.events) if run.events.is_file() else []
-    deltas = {e["index"]: e.get("lookahead") for e in events if e.get("event") == "intervention"}
+    deltas = {e.get("index"): e.get("lookahead") for e in events if e.get("event") == "intervention"}
     rows = []
     for e in (e for e in events if e.get("event") == "effect"):
         start, end = e["window"]
@@ -74,23 +72,33 @@ def table(rows: list[dict]) -> str:
 
 
 def plot_effect(rows: list[dict], path: Path) -> None:
+    """Left: each arm's effect with its CI, grouped by (run, window); right: each arm's S there."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"{Path(r['run']).name}\n{r['arm']} {r['window'][0]}-{r['window'][1]}" for r in rows]
-    measured = [(i, r) for i, r in enumerate(rows) if r["effect"] is not None]
-    left.errorbar([i for i, _ in measured], [r["effect"] for _, r in measured], fmt="o", capsize=4,
-                  yerr=[[r["effect"] - r["ci"][0] for _, r in measured], [r["ci"][1] - r["effect"] for _, r in measured]])
+    groups = list(dict.fromkeys((Path(r["run"]).name, *r["window"]) for r in rows))
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    width = 0.8 / len(arms)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(10, 1.2 * len(groups) + 4), 4.5))
+    for j, arm in enumerate(arms):
+        mine = [r for r in rows if r["arm"] == arm]
+        x = [groups.index((Path(r["run"]).name, *r["window"])) + (j - (len(arms) - 1) / 2) * width for r in mine]
+        shown = [(xi, r) for xi, r in zip(x, mine) if r["effect"] is not None]
+        left.errorbar([xi for xi, _ in shown], [r["effect"] for _, r in shown], fmt="o", capsize=3, color=f"C{j}",
+                      label=arm, yerr=[[r["effect"] - r["ci"][0] for _, r in shown],
+                                       [r["ci"][1] - r["effect"] for _, r in shown]])
+        with_s = [(xi, r["S"]) for xi, r in zip(x, mine) if r["S"] is not None]
+        right.bar([xi for xi, _ in with_s], [v for _, v in with_s], width=width, color=f"C{j}", label=arm)
     left.axhline(0, color="grey", linewidth=1)
-    left.set_xticks(range(len(rows)), labels, fontsize=7)
-    left.set(title="effect on the guided prompts, 95% CI", ylabel="gain treated - gain controls")
-    with_s = [(i, r) for i, r in enumerate(rows) if r["S"] is not None]
-    right.bar([i for i, _ in with_s], [r["S"] for _, r in with_s])
-    right.set_xticks(range(len(rows)), labels, fontsize=7)
-    right.set(title="S = Q/V at the window's start (npo signal)" + ("" if with_s else ": not measured"))
+    for ax in (left, right):
+        ax.set_xticks(range(len(groups)), [f"{g[0]}\n{g[1]}-{g[2]}" for g in groups], fontsize=7,
+                      rotation=45 if len(groups) > 6 else 0)
+    left.set(title="effect on the prompts given a guide (95% CI)", ylabel="gain treated - gain controls")
+    right.set(title="S = Q/V at the window's start (npo signal)" + ("" if any(r["S"] for r in rows) else
+                                                                    ": not measured"))
+    left.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -102,6 +110,8 @@ def run_effect(runs: list[str], out: str | None = None) -> tuple[list[dict], Pat
     """The rows of every run (checked, all of them, before anything is written) and the PNG's path."""
     rows = []
     for root in runs:
+        if not (Path(root) / "config.yaml").is_file():
+            raise UserError(f"{root}: not a run folder (no config.yaml)")
         found = effect_rows(Path(root))
         if not found:
             raise UserError(f"{root}: no effect events in events.jsonl (train with npo.controls > 0)")

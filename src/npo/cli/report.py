@@ -16,6 +16,8 @@ import json
 import math
 from pathlib import Path
 
+from npo.cli.effect import effect_rows, plot_effect
+from npo.cli.effect import table as effect_table
 from npo.rundir.layout import RunDir, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 
 FIELDS = ("initial_accuracy", "final_accuracy", "best_accuracy", "steps_to_target", "final_steps", "total_steps",
@@ -246,7 +248,17 @@ def write_report(folders: dict[str, list[Path]], out: Path, commands: list[str],
     result = build(runs)
     result["metric"] = metric
     atomic_write_json(out / "summary.json", result)
-    text = markdown(result, metric, commands, title)
+    text = markdown(result, metric, commands, title) + effects(folders, out)
     atomic_write_text(out / "report.md", text + ("\n" + appendix(result) if appendix else ""))
     plot(runs, result, metric, out / "curves.png")
     return result
+
+
+def effects(folders: dict[str, list[Path]], out: Path) -> str:
+    """The runs trained with npo.controls: `npo effect`'s table for report.md, and out/effect.png."""
+    rows = [r for fs in folders.values() for f in fs for r in effect_rows(f)]
+    if not rows:
+        return ""
+    plot_effect(rows, out / "effect.png")
+    return ("\n## What the guides did to the prompts they were given to (npo.controls, effect.png)\n\n"
+            + effect_table(rows) + "\n")

@@ -108,10 +108,10 @@ def _intervene(ctx: Context, index: int, decision: Decision) -> int:
 
     guidance = near_future_guidance(ctx, index, "auto", guide, T, (t0, end), pool_and_window_prompts)
     window = retrain_window(ctx, guidance, watch=AutoWatch(ctrl))  # back to what it had seen at t0; no trigger before the end
-    measure_effect(ctx, guidance, window, "auto")
     record_intervention(ctx, guidance, index=index, kind=f"auto-{decision.trigger.kind}", trigger="autonpo",
                         delta=T - t0, guide_mode="ahead", lookahead=cost, seconds=time.perf_counter() - started,
                         trigger_step=T)
+    measure_effect(ctx, guidance, window, "auto")  # npo.controls: what the window's guides did
     return end
 
 

@@ -79,10 +79,11 @@ def _guide_whole_run(ctx: Context) -> int:
     """Every step guided by an on-demand source, under the injection rules (no look-ahead, no rollback)."""
     t0, steps = time.perf_counter(), ctx.cfg.train.steps
     guidance = armed_guidance(ctx, 0, "always", (0, steps)) if ctx.cfg.npo.arms else on_demand_guidance(ctx, (0, steps))
-    measure_effect(ctx, guidance, retrain_window(ctx, guidance), "always")
+    window = retrain_window(ctx, guidance)
     record_intervention(ctx, guidance, index=0, kind="always", trigger="always", delta=None, guide_mode="on_demand",
                         lookahead=Cost(), seconds=time.perf_counter() - t0,
                         **({"arms": guidance.labels} if ctx.cfg.npo.arms else {}))
+    measure_effect(ctx, guidance, window, "always")
     return steps
 
 
@@ -139,12 +140,13 @@ def _intervene(ctx: Context, i: int, iv: Intervention, pos: int, t: int) -> int:
         folder, cost = None, Cost()
     if ctx.cfg.npo.arms:  # several sources, each prompt's drawn by a coin (the window is an experiment)
         guidance = armed_guidance(ctx, i, iv.kind, (t, end), folder, iv.lookahead)
-    measure_effect(ctx, guidance, retrain_window(ctx, guidance), iv.kind)
+    window = retrain_window(ctx, guidance)
     trigger = "auto-plateau" if iv.auto else ("start" if iv.kind == "bootstrap" else "at_step")
     mode = "ahead" if ctx.cfg.npo.source == "near_future" else "on_demand"
     record_intervention(ctx, guidance, index=i, kind=iv.kind, trigger=trigger, delta=iv.lookahead,
                         guide_mode=mode, lookahead=cost, seconds=time.perf_counter() - started,
                         **({"arms": guidance.labels} if ctx.cfg.npo.arms else {}))
+    measure_effect(ctx, guidance, window, iv.kind)  # npo.controls: what the window's guides did
     return guidance.end
 
 

@@ -204,7 +204,7 @@ def segment_cost(ctx: Context, start: int, records: list[dict]) -> Cost:
 def record_intervention(ctx: Context, guidance: Guidance, *, index: int, kind: str, trigger: str, delta: int,
                         guide_mode: str, lookahead: Cost, seconds: float, **extra) -> None:
     """The `intervention` line of events.jsonl (docs/run-directory.md "The run directory"), and its look-ahead and
-    guides booked: the last thing a stage does (its books are committed with it)."""
+    guides booked: the end of a stage, but for npo.controls' measurement (its books are committed with it)."""
     s = guidance.stats
     ctx.ledger.book_guides(s)
     ctx.ledger.lookahead_steps += lookahead.steps

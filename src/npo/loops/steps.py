@@ -5,8 +5,8 @@ handles its own resume: resumed after it ended, it returns what it made without 
     look_ahead(t, t + Delta)  train on, unguided, into a look-ahead folder: steps that are discarded
     near_future_guidance      the live policy, now pi_{t+Delta}, writes the window's bank
     retrain_window            roll back to t in place and retrain [t, t + W) with guides injected
-    measure_effect            npo.controls: the guides' effect on the prompts they were given to
     record_intervention       the events.jsonl line and what it cost (npo.loops.segment)
+    measure_effect            npo.controls: the guides' effect on the prompts they were given to
 
 Guides are injected by the trainer during exactly the segment that `retrain_window` runs: it hands the
 window's `Guidance` to `run_segment`, which gives it to the trainer for that segment only
@@ -106,9 +106,11 @@ def measure_effect(ctx: Context, guidance: Guidance, window: Segment, kind: str)
         return [sum(ctx.scorer.reward(x.text, item) == 1.0 for x in group) / k for item, group in part]
 
     after = dict(zip(indices, ctx.share.run(list(zip(items, groups)), accuracies, pad=False)))
+    tokens = sum(len(x.token_ids) for group in groups for x in group)
+    ctx.ledger.estimation_tokens += tokens  # a measurement's samples, beside AutoNPO's (summary.json)
     crash_point("effect")
     heldout = [r["accuracy"] for r in read_jsonl(ctx.run.root / EVALS) if r["step"] == end]
-    ctx.event({"event": "effect", "index": guidance.index, "window": [guidance.start, end], "k": k,
+    ctx.event({"event": "effect", "index": guidance.index, "window": [guidance.start, end], "k": k, "tokens": tokens,
                "share": guidance.controls, "arms": arm_summary(list(guidance.assigned.values()), after,
                                                                 first=guidance.labels[0], seed=ctx.cfg.seed),
                "heldout_accuracy": heldout[-1] if heldout else None})
