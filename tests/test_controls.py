@@ -99,3 +99,32 @@ def test_a_window_withholds_the_guide_of_its_controls_and_keeps_each_prompts_fir
     plain = Guidance(Named(), None, bank, 0, 10, seed=0)
     assert plain.given([0, 1], keys[:2], [0.0, 0.0], 2) == ([bank.get(0), bank.get(1)], 0)
     assert "assigned" not in plain.snapshot() and plain.assigned == {}  # without controls: today's run
+
+
+@pytest.mark.parametrize("sets, where", [
+    (["npo.arms=[self]"], "npo.arms"),  # no controls
+    (["npo.controls=0.5", "npo.arms=[near_future:7]"], "npo.arms (near_future:7)"),  # not on a look-ahead checkpoint
+    (["npo.controls=0.5", "npo.arms=[near_future:200]"], "npo.arms (near_future:200)"),  # past the look-ahead
+    (["npo.controls=0.5", "npo.arms=[replay]"], "npo.arms"),  # no replay buffer with npo.source near_future
+    (["npo.controls=0.5", "npo.arms=[near_future:x]"], "npo.arms"),
+    (["method=grpo", "npo.interventions=[]", "npo.controls=0.5"], "npo.controls"),
+])
+def test_arms_and_controls_that_do_not_fit_the_run_are_refused_in_one_line(sets, where):
+    from npo.config.run import load_config
+    from npo.errors import UserError
+
+    from conftest import ROOT
+
+    with pytest.raises(UserError) as err:
+        load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", sets)
+    assert f"tiny-npo-bootstrap.yaml: {where}: " in str(err.value) and "\n" not in str(err.value)
+
+
+def test_arms_that_fit_are_taken():
+    from npo.config.run import load_config
+
+    from conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml",
+                      ["npo.controls=0.5", "npo.arms=[near_future:25, near_future:50, self, teacher:reference]"])
+    assert cfg.npo.arms == ["near_future:25", "near_future:50", "self", "teacher:reference"]

@@ -102,6 +102,8 @@ class NPOSection:
             return "npo.arms", f"only method npo's windows have arms (method is {method})"
         if ahead and (self.source != "near_future" or self.inject_when != "windows"):
             return "npo.arms", "near_future arms read the run's look-aheads: they need npo.source near_future"
+        if "replay" in self.arms and self.source != "replay":
+            return "npo.arms", "a replay arm draws on the run's replay buffer: it needs npo.source replay"
         for i, iv in enumerate(x for x in self.interventions if isinstance(x, dict)):  # (their shape: checked after)
             at, delta = iv.get("at_step", 0), iv.get("lookahead")
             for a in ahead:

@@ -79,7 +79,8 @@ def prepare(cfg: RunConfig, out: str | Path, resume: bool = False, split: tuple 
     continues) or finished (nothing to do); without it the folder must be new. `split`: (task, training
     items, held-out items) given from Python instead of the config's task; `model`: a loaded model."""
     if cfg.method != "grpo":
-        check_source(cfg.npo.source)  # its files first: cheaper than the task's split
+        for spec in [cfg.npo.source, *(a for a in cfg.npo.arms if not a.startswith("near_future"))]:
+            check_source(spec)  # its files first: cheaper than the task's split
     task, train_items, eval_items = split or build_split(cfg)
     if split:
         check_split_sizes(cfg, train_items, eval_items)
