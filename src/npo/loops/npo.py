@@ -121,9 +121,14 @@ def _intervene(ctx: Context, i: int, iv: Intervention, pos: int, t: int) -> int:
     """Intervention i at step t, the paper's steps by name. Returns the window's end."""
     reach(ctx, pos, t)
     started, end = time.perf_counter(), min(t + iv.window, ctx.cfg.train.steps)  # the intervention's own time
+    folder, cost = None, Cost()
     if ctx.cfg.npo.source == "near_future":
         folder, ahead = ctx.run.lookahead(i, iv.kind), t + iv.lookahead
         scout = look_ahead(ctx, folder, t, ahead)
+        cost = look_ahead_cost(ctx, folder, t)
+    if ctx.cfg.npo.arms:  # several sources, each prompt's drawn by a coin: the window is an experiment
+        guidance = armed_guidance(ctx, i, iv.kind, (t, end), folder, iv.lookahead)
+    elif folder is not None:
         guide = checkpoint_folder(folder, ahead)
 
         def window_prompts() -> list[int]:
@@ -131,15 +136,9 @@ def _intervene(ctx: Context, i: int, iv: Intervention, pos: int, t: int) -> int:
                 load_weights(ctx.trainer, guide)
             return ctx.trainer.data_order().prompts_between(t, end)
 
-        if not ctx.cfg.npo.arms:
-            guidance = near_future_guidance(ctx, i, iv.kind, guide, ahead, (t, end), window_prompts)
-        cost = look_ahead_cost(ctx, folder, t)
-    elif not ctx.cfg.npo.arms:  # self, a teacher, replay, another run: asked as gated prompts come
-        guidance, cost = on_demand_guidance(ctx, (t, end), ctx.run.guide_bank(i, iv.kind), i), Cost()
-    else:
-        folder, cost = None, Cost()
-    if ctx.cfg.npo.arms:  # several sources, each prompt's drawn by a coin (the window is an experiment)
-        guidance = armed_guidance(ctx, i, iv.kind, (t, end), folder, iv.lookahead)
+        guidance = near_future_guidance(ctx, i, iv.kind, guide, ahead, (t, end), window_prompts)
+    else:  # self, a teacher, replay, another run: asked as gated prompts come
+        guidance = on_demand_guidance(ctx, (t, end), ctx.run.guide_bank(i, iv.kind), i)
     window = retrain_window(ctx, guidance)
     trigger = "auto-plateau" if iv.auto else ("start" if iv.kind == "bootstrap" else "at_step")
     mode = "ahead" if ctx.cfg.npo.source == "near_future" else "on_demand"
