@@ -28,6 +28,7 @@ def effect_rows(root: Path) -> list[dict]:
     rows = []
     for e in (e for e in events if e.get("event") == "effect"):
         start, end = e["window"]
+        signal = signal_rows(run, start)
         for arm, a in e["arms"].items():
             control = a["control"]
             rows.append({"run": str(root), "index": e["index"], "window": [start, end], "arm": arm, "n": a["n"],
@@ -35,20 +36,23 @@ def effect_rows(root: Path) -> list[dict]:
                          "control_p_hat": control["p_hat"], "control_after": control["after"],
                          "effect": a["effect"], "ci": a["ci"], "versus_first": a.get("versus_first"),
                          "heldout_accuracy": e.get("heldout_accuracy"),
-                         "S": signal_at(run, start, arm, deltas.get(e["index"]))})
+                         "S": signal_at(signal, arm, deltas.get(e["index"]))})
     return rows
 
 
-def signal_at(run: RunDir, step: int, arm: str, delta: int | None) -> float | None:
-    """S of `arm` (near_future[:DELTA]: at its Delta, else the intervention's) in `npo signal`'s result at
-    `step`, if any. An arm label is its source spec (`npo.arms`; a repeated one ends in #2, #3...)."""
+def signal_rows(run: RunDir, step: int) -> list[dict]:
+    """The rows of `npo signal`'s result at `step` (none if it was not measured there)."""
     path = run.signal(step, False).with_suffix(".json")
-    if not path.is_file():
-        return None
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
+def signal_at(rows: list[dict], arm: str, delta: int | None) -> float | None:
+    """S of `arm` (near_future[:DELTA]: at its Delta, else the intervention's) among `npo signal`'s `rows`,
+    if measured. An arm label is its source spec (`npo.arms`; a repeated one ends in #2, #3...)."""
     spec = arm.split("#")[0]
     kind, _, d = spec.partition(":")
     want = int(d) if kind == "near_future" and d else delta
-    for r in json.loads(path.read_text())["rows"]:
+    for r in rows:
         if (kind == "near_future" and r["source"] == kind and r["delta"] == want) or (
                 kind != "near_future" and r["source"] in (kind, spec)):
             return r["S"]

@@ -90,7 +90,6 @@ class NPOSection:
     effect_k: int = doc("Samples per assigned prompt when the effect of a window's guides is measured (npo.controls). "
                         "[ours]", default=8, check=POSITIVE)
 
-
     def arms_error(self, method: str, checkpoint_every: int) -> tuple[str, str] | None:
         """(field, why) when npo.arms does not fit the rest of the config."""
         if not self.arms:

@@ -210,8 +210,8 @@ def resolve(cfg) -> Resolved:
     from trl import GRPOConfig
 
     kw = dict(cfg.resolved_grpo)  # a copy: the batch fields are popped and replaced below
-    if cfg.npo.fill == "add" and cfg.method != "grpo":  # RLEP's G + M: TRL's group holds the added guides too
-        kw["num_generations"] += cfg.npo.slots
+    added = cfg.npo.slots if cfg.npo.fill == "add" and cfg.method != "grpo" else 0  # RLEP's G + M: TRL's group
+    kw["num_generations"] += added  # holds the added guides too
     world = processes()
     micro, accumulation = micro_batches(cfg.train.prompts_per_step, kw["num_generations"], world,
                                         kw.pop("per_device_train_batch_size", None),
@@ -252,9 +252,8 @@ def resolve(cfg) -> Resolved:
         raise UserError(f"train.grpo: {str(exc).splitlines()[0]}") from None
     check_runnable(args)
     n = kw["num_generations"]
-    return Resolved(trl=kw, n=n, G=n - cfg.npo.slots if cfg.npo.fill == "add" and cfg.method != "grpo" else n,
-                    processes=world, micro=micro, accumulation=accumulation, chunk_steps=chunk_steps(kw),
-                    precision=p)
+    return Resolved(trl=kw, n=n, G=n - added, processes=world, micro=micro, accumulation=accumulation,
+                    chunk_steps=chunk_steps(kw), precision=p)
 
 
 def chunk_steps(g: dict) -> int:

@@ -45,9 +45,9 @@ class ArmedGuidance(Guidance):
 
     def fill(self, indices: list[int], items: list, step: int, live=None) -> int:
         """Each prompt asked of its own arm (every process passes the same prompts to every arm)."""
-        asked = 0
+        drawn, asked = [self.arm_of(it.key) for it in items], 0
         for label, arm in self.arms.items():
-            mine = [(i, it) for i, it in zip(indices, items) if self.arm_of(it.key) == label]
+            mine = [(i, it) for i, it, d in zip(indices, items, drawn) if d == label]
             asked += arm.fill([i for i, _ in mine], [it for _, it in mine], step, live)
         return asked
 

@@ -25,7 +25,7 @@ from npo.guides.sources import PolicySource, guide_sampling
 from npo.loops.segment import Context, Segment, run_segment, segment_cost
 from npo.models.generation import prompt_seeds
 from npo.rundir.faults import crash_point
-from npo.rundir.layout import EVALS, METRICS, atomic_write_json, read_jsonl
+from npo.rundir.layout import METRICS, atomic_write_json, read_jsonl
 from npo.trl_seam.engine import load_weights
 
 
@@ -98,7 +98,8 @@ def measure_effect(ctx: Context, guidance: Guidance, window: Segment, kind: str)
         load_weights(ctx.trainer, ctx.run.checkpoint(end))
     indices = sorted(guidance.assigned)
     items = [ctx.train_items[i] for i in indices]
-    sampling = guide_sampling(ctx.cfg) | {"k": k, "temperature": ctx.cfg.resolved_grpo["temperature"]}
+    g = ctx.cfg.resolved_grpo  # sampled as the run samples its groups
+    sampling = {"k": k, "temperature": g["temperature"], "max_new_tokens": g["max_completion_length"]}
     groups = ctx.trainer.live_policy().sample(items, seeds=prompt_seeds(ctx.cfg.seed * EFFECT_SEEDS + end, indices),
                                              **sampling)
 
@@ -109,7 +110,7 @@ def measure_effect(ctx: Context, guidance: Guidance, window: Segment, kind: str)
     tokens = sum(len(x.token_ids) for group in groups for x in group)
     ctx.ledger.estimation_tokens += tokens  # a measurement's samples, beside AutoNPO's (summary.json)
     crash_point("effect")
-    heldout = [r["accuracy"] for r in read_jsonl(ctx.run.root / EVALS) if r["step"] == end]
+    heldout = [r["accuracy"] for r in read_jsonl(ctx.run.evals) if r["step"] == end]
     ctx.event({"event": "effect", "index": guidance.index, "window": [guidance.start, end], "k": k, "tokens": tokens,
                "share": guidance.controls, "arms": arm_summary(list(guidance.assigned.values()), after,
                                                                 first=guidance.labels[0], seed=ctx.cfg.seed),
