@@ -29,20 +29,16 @@ $(STAMP): pyproject.toml requirements/lock.txt
 demo: $(STAMP)
 	$(BIN)/npo demo
 
-# First the embedded default's warm start (2 minutes on a fresh clone; its two threads keep about 1.5 of
-# the two cores busy) beside the fast tier at the lowest priority (one thread: nothing it trains needs
-# that warm start; it runs in the cycles the warm start leaves, about 20 s sooner in all), so that the
-# workers do not both build it. Then the rest: two pytest workers, one torch thread each (two threads
-# per process on two cores only spin), tests dealt one by one; one torchrun launch at a time, and the
-# runs several tests read (two-process launches included) trained once, by whichever worker asks first
-# (tests/conftest.py). Single-threaded training numerics are what tests/data/golden.json was recorded with.
+# Two pytest workers, one torch thread each (two threads per process on two cores only spin), tests
+# dealt one by one. One worker first trains the embedded default's warm start (about 3 minutes on a
+# fresh clone) while the other runs the tests that need none of it (tests/conftest.py:
+# first_the_warm_start); one torchrun launch at a time, and the runs several tests read (two-process
+# launches included) trained once, by whichever worker asks first. Single-threaded training numerics are
+# what tests/data/golden.json was recorded with.
 TEST_ENV := OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu NPO_CACHE=$(CURDIR)/.npo-cache
 test: $(STAMP)
 	mkdir -p .npo-cache
-	NPO_CACHE=$(CURDIR)/.npo-cache $(BIN)/npo warmup configs/tiny-grpo.yaml > /dev/null 2> .npo-cache/warmup.log & \
-	warm=$$!; $(TEST_ENV) nice -n 19 $(BIN)/python -m pytest -q -m fast -p no:xdist; fast=$$?; \
-	wait $$warm || { tail -5 .npo-cache/warmup.log; exit 1; }; [ $$fast -eq 0 ] || exit $$fast
-	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2 --dist load -m "not fast"
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2 --dist load
 
 # The tier a developer runs in a minute: pure modules, config checks, the seam's pins, the docs' pointers.
 test-fast: $(STAMP)

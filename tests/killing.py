@@ -1,9 +1,10 @@
 """Kill a run with SIGKILL at a chosen moment, then resume it: the resume tests' tool.
 
 Each run is a real process, killed for real (`npo.rundir.faults`: `NPO_KILL_AT=POINT[:N]`), forked from a
-forkserver that imported npo, torch and TRL once, so a kill costs the run's work, not ~6 s of
-imports. `kill_chain` starts a run, kills it at the first point, resumes and kills it at the next,
-and so on, then resumes it to the end in this process.
+forkserver that imported npo, torch, TRL and DeepSpeed once (accelerate imports DeepSpeed at a run's
+first model unwrap: 1 s), so a kill costs the run's work, not ~7 s of imports. `kill_chain` starts a
+run, kills it at the first point, resumes and kills it at the next, and so on, then resumes it to the
+end in this process.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def _forkserver():
     global _context
     if _context is None:
         _context = mp.get_context("forkserver")
-        _context.set_forkserver_preload(["npo.loops.run", "npo.cli.main", "npo.cli.compare", "npo.cli.demo"])
+        _context.set_forkserver_preload(["npo.loops.run", "npo.cli.main", "npo.cli.compare", "npo.cli.demo", "deepspeed"])
     return _context
 
 

@@ -77,6 +77,34 @@ def test_warm_start_is_cached(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("warmup/.building-*"))  # no half-built folder left behind
 
 
+def test_a_warm_start_asked_twice_at_once_is_trained_once(tmp_path, monkeypatch, capsys):
+    """Two askers of one new warm start (two runs, two test workers): the second waits for the first's
+    folder (a file lock per key) instead of training it again beside it."""
+    import threading
+    import time
+
+    monkeypatch.setenv("NPO_CACHE", str(tmp_path))
+    items, task, warm = _items(), TaskConfig(), WarmupConfig(steps=2, batch_size=8)
+    trained, train_warmup = [], tiny.train_warmup
+
+    def slow(*a, **k):
+        trained.append(1)
+        time.sleep(1.0)  # long enough for the second asker to find the lock taken
+        return train_warmup(*a, **k)
+
+    monkeypatch.setattr(tiny, "train_warmup", slow)
+    paths = []
+    askers = [threading.Thread(target=lambda: paths.append(tiny.warmed_up_path(SMALL, warm, task, items)))
+              for _ in range(2)]
+    for asker in askers:
+        asker.start()
+        time.sleep(0.2)
+    for asker in askers:
+        asker.join()
+    assert len(trained) == 1 and len(paths) == 2 and paths[0] == paths[1]
+    assert "waiting for another process building the warm start" in capsys.readouterr().err
+
+
 def test_the_tiny_tokenizer_maps_text_outside_its_vocabulary_and_says_so(tmp_path, capsys):
     """Accents dropped, other non-ASCII as '?', newlines kept (never <pad>), and one warning line
     before a run on such a file."""

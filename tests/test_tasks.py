@@ -29,12 +29,15 @@ def test_train_and_eval_never_share_a_prompt(spec, options):
 def test_arith_items_and_verifier():
     task = build_task("arith", {"terms": 3, "digits": 2, "ops": "+-*"})
     train, evals = task.splits(100, 300, seed=1)
-    assert len(evals) == 300 and len({i.question for i in evals}) == 300
+    assert len(train) == 100 and len(evals) == 300 and len({i.question for i in evals}) == 300
     for it in evals[:50]:
         assert it.question.endswith("=")
-        assert eval(it.question[:-1]) == int(it.answer)
         assert task.score(it.answer, it) == 1.0
         assert task.score(str(int(it.answer) + 1), it) == 0.0
+    # the reference is what Python makes of the expression (`*` first), which arith computes without eval
+    longer = build_task("arith", {"terms": 6, "digits": 3, "ops": "+-*"}).splits(2000, 500, seed=2)
+    for it in [*train, *evals, *longer[0], *longer[1]]:
+        assert eval(it.question[:-1]) == int(it.answer), it.question
 
 
 def test_reasoning_gym_scores_its_own_answers():

@@ -9,6 +9,7 @@ task's training split, to a *weak* base that leaves RL room to climb; the result
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -195,14 +196,31 @@ def warmed_up_path(arch: TinyModelConfig, warm: WarmupConfig, task_cfg: TaskConf
     """The cached warm-started model folder (`recipe`: tiny by default), built (atomically) on first use."""
     recipe = recipe or text_recipe(arch)
     root = cache_root() / "warmup"
-    path = root / warmup_key(arch, warm, task_cfg, recipe.key)
+    key = warmup_key(arch, warm, task_cfg, recipe.key)
+    path = root / key
     if (path / "config.json").exists():
         return path
+    root.mkdir(parents=True, exist_ok=True)
+    # One builder per key: another process asking for the same warm start (a second run, a test worker)
+    # waits for the first one's folder instead of spending the same minutes again.
+    with open(root / f".{key}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"npo: waiting for another process building the warm start {path}", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path / "config.json").exists():
+            build_warm_start(arch, warm, task_cfg, train_items, progress, demonstrate, recipe, path)
+    return path
+
+
+def build_warm_start(arch, warm, task_cfg, train_items, progress, demonstrate, recipe: Recipe, path: Path) -> None:
+    """Train the warm start and write its folder at `path` atomically (a folder renamed into place)."""
+    root = path.parent
     # a new cache entry is minutes of work: say so, and why (any of these differing from a cached one)
     print(f"npo: building the warm start ({warm.steps} steps) for task {task_cfg.spec} {task_cfg.options or ''} "
           f"(train_size {task_cfg.train_size}, eval_size {task_cfg.eval_size}, split_seed {task_cfg.split_seed}): "
           f"no cached one for this model, warmup and split in {root}", file=sys.stderr)
-    root.mkdir(parents=True, exist_ok=True)
     model, tokenizer = train_warmup(arch, warm, train_items, progress, demonstrate, recipe)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".building-"))
     try:
@@ -210,10 +228,6 @@ def warmed_up_path(arch: TinyModelConfig, warm: WarmupConfig, task_cfg: TaskConf
         (tmp / "npo_warmup.json").write_text(json.dumps(
             {"arch": vars(arch), "warmup": vars(warm), "task": task_cfg.spec, "options": task_cfg.options,
              **recipe.key}, indent=2))
-        os.replace(tmp, path)  # atomic; a concurrent builder of the same key loses harmlessly
-    except OSError:
-        if not (path / "config.json").exists():
-            raise
+        os.replace(tmp, path)  # atomic
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return path

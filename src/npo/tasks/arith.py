@@ -23,8 +23,19 @@ class ArithTask(SampledTask):
         nums = [rng.randint(0, 10 ** rng.randint(1, self.digits) - 1) for _ in range(self.terms)]
         ops = [rng.choice(self.ops) for _ in range(self.terms - 1)]
         expr = str(nums[0]) + "".join(o + str(n) for o, n in zip(ops, nums[1:]))
-        value = eval(expr)  # noqa: S307 - digits and + - * only, built above
-        return Item(question=f"{expr}=", answer=str(value), meta={"expression": expr})
+        return Item(question=f"{expr}=", answer=str(value(nums, ops)), meta={"expression": expr})
+
+
+def value(nums: list[int], ops: list[str]) -> int:
+    """The expression's value as Python's `eval` gives it (`*` before `+` and `-`), without parsing it:
+    drawing a run's 20,000 items took 0.5 s with `eval`."""
+    total, term, sign = 0, nums[0], 1
+    for op, n in zip(ops, nums[1:]):
+        if op == "*":
+            term *= n
+        else:
+            total, term, sign = total + sign * term, n, 1 if op == "+" else -1
+    return total + sign * term
 
 
 @register("arith")

@@ -82,9 +82,17 @@ class SampledTask:
 
     def splits(self, train_size: int, eval_size: int, seed: int):
         eval_items = draw_items(self.sample, eval_size, seed, unique=True)
-        # Draw a little extra so that removing eval questions still leaves train_size items.
-        train, eval_items = disjoint_split(eval_items, draw_items(self.sample, train_size * 2, seed + 1))
-        return train[:train_size], eval_items
+        held_out = {it.key for it in eval_items}
+        # The training rows: draws of seed + 1 that are not held-out questions, stopped at train_size (at
+        # most twice that many draws, so that removing the held-out questions still leaves train_size).
+        rng, train = random.Random(seed + 1), []
+        for _ in range(2 * train_size):
+            it = self.sample(rng)
+            if it.key not in held_out:
+                train.append(it)
+                if len(train) == train_size:
+                    break
+        return train, eval_items
 
     def score(self, answer_text: str, item: Item) -> float:
         return 1.0 if answer_text.strip() == item.answer else 0.0
