@@ -31,6 +31,24 @@ def torchrun(processes: int, script: str, *args: str, timeout: int) -> subproces
         return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+def launch_engine_worker(processes: int, out: Path, *args: str) -> dict:
+    """tests/engine_worker.py under torchrun (MODES OUT [extra...]): the main process's result.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    proc = torchrun(processes, "engine_worker.py", *args[:1], str(out), *args[1:], timeout=400)  # a hang fails here
+    assert proc.returncode == 0, what_failed(proc.stderr)
+    return json.loads((out / "result.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def two_processes(tmp_path_factory):
+    """One launch of two processes for every two-process check (test_engine.py, test_distributed.py),
+    whichever pytest worker runs them (a launch's start-up is ~10 s per process): the gate on constructed
+    groups, DDP (`npo train`), then ZeRO-3, then LoRA under ZeRO-2, then the vLLM stand-in."""
+    out = built_once(tmp_path_factory, "two-processes",
+                     lambda folder: launch_engine_worker(2, folder, "gate,run,replay-zero3,sharded,replay-lora,vllm_tp"))
+    return out, json.loads((out / "result.json").read_text())
+
+
 def what_failed(stderr: str) -> str:
     """A failed launch's story: every process's own error lines (the first to fail is not the last to
     write: torchrun's teardown and its peers' "connection closed" bury it), then the tail."""

@@ -1,4 +1,5 @@
-"""Worker of tests/test_distributed.py: NPO's gate on constructed groups, then two real guided steps.
+"""NPO's gate on constructed groups, then two real guided steps: `gate()`, which tests/engine_worker.py
+runs in the session's two-process launch (mode `gate`) and tests/test_distributed.py in one process.
 
     torchrun --nproc_per_node P tests/dist_gate_worker.py OUT_JSON
 
@@ -26,13 +27,12 @@ from npo.algo.injection import Trajectory
 from npo.guides.bank import Guidance, GuideBank  # noqa: E402
 from npo.guides.sources import SelfSource, TraceSource  # noqa: E402
 
-from engine_worker import end_processes  # noqa: E402
-
 RIGHT = [[0, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0]]
 original_generate = GRPOTrainer._generate
 
 
-def main(out: str) -> None:
+def gate() -> dict:
+    """The gate's flags and counts at both replace slots, then two trained steps' banks (every process)."""
     tmp = Path(tempfile.mkdtemp())
     sets = ["method=npo", "npo.interventions=[{kind: bootstrap, lookahead: 2}]", "train.steps=2",
             "train.prompts_per_step=3", "train.grpo.num_generations=4"]
@@ -77,7 +77,14 @@ def main(out: str) -> None:
     result["trained_steps"] = trainer.state.global_step
     result["bank_sizes"] = gather_object([len(trainer.guidance.bank.tried)])
     result["processes"] = acc.num_processes
-    if acc.is_main_process:
+    return result
+
+
+def main(out: str) -> None:
+    from engine_worker import end_processes  # engine_worker imports this module: not at its top
+
+    result = gate()
+    if int(os.environ.get("RANK", "0")) == 0:
         Path(out).write_text(json.dumps(result))
     end_processes()
 

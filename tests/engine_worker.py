@@ -2,15 +2,16 @@
 
     torchrun --nproc_per_node P tests/engine_worker.py MODES OUT_DIR [big] [deepspeed=zero2|zero3] [bf16] [lora]
 
-MODES, comma-separated, run in that order: `replay`, `run`, `replay-zero3` (replay under ZeRO-3 in bf16),
-`sharded`, `replay-lora` (replay of LoRA adapters under ZeRO-2), `vllm_tp`. `replay`: a first pass 0 -> 4 with
-checkpoints every 2 (0 -> 2, every step, for `big`), then three in-place rollbacks to 2 (1), each
-replayed to the end into its own folder; host memory (RSS) is read after the first rollback and after
-the third. `deepspeed=zero2|zero3` in extra arguments selects a DeepSpeed ZeRO stage (DS_ACCELERATOR=cpu);
-`big` uses a ~8M-parameter model built from a config; `bf16`, model.dtype bf16 (with DeepSpeed: its bf16
-mode, fp32 masters in its optimizer); `lora`, LoRA adapters. MODE `run`: `npo train` of an NPO bootstrap
-config with controls into OUT_DIR/run, and the bank the untrained policy writes for steps 0-3 (through the engine,
-each process sampling its share) into OUT_DIR/bank.json. `sharded` and `vllm_tp`: their functions say.
+MODES, comma-separated, run in that order: `gate` (tests/dist_gate_worker.py), `replay`, `run`,
+`replay-zero3` (replay under ZeRO-3 in bf16), `sharded`, `replay-lora` (replay of LoRA adapters under
+ZeRO-2), `vllm_tp`. `replay`: a first pass 0 -> 4 with checkpoints every 2 (0 -> 2, every step, for
+`big`), then three in-place rollbacks to 2 (1), each replayed to the end into its own folder; host
+memory (RSS) is read after the first rollback and after the third. `deepspeed=zero2|zero3` in extra
+arguments selects a DeepSpeed ZeRO stage (DS_ACCELERATOR=cpu); `big` uses a ~8M-parameter model built
+from a config; `bf16`, model.dtype bf16 (with DeepSpeed: its bf16 mode, fp32 masters in its optimizer);
+`lora`, LoRA adapters. MODE `run`: `npo train` of an NPO bootstrap config with controls into
+OUT_DIR/run, and the bank the untrained policy writes for steps 0-3 (through the engine, each process
+sampling its share) into OUT_DIR/bank.json. `sharded` and `vllm_tp`: their functions say.
 The main process writes OUT_DIR/result.json.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import dist_gate_worker  # noqa: E402
 import psutil  # noqa: E402
 import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
@@ -191,7 +193,7 @@ def main(modes: str, out: str, extra: list[str]) -> None:
             "replay-zero3": lambda: replay(out / "replay-zero3", ["deepspeed=zero3", "bf16"]),
             "sharded": lambda: sharded(out / "sharded"),
             "replay-lora": lambda: replay(out / "replay-lora", ["deepspeed=zero2", "lora"]),
-            "vllm_tp": lambda: vllm_tp(out / "vllm_tp")}
+            "vllm_tp": lambda: vllm_tp(out / "vllm_tp"), "gate": dist_gate_worker.gate}
     for mode in modes.split(","):  # in the order given (vllm_tp installs the vLLM stand-in for good: last)
         result[mode] = jobs[mode]()
     if int(os.environ.get("RANK", "0")) == 0:

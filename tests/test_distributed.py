@@ -2,9 +2,6 @@
 group's rewards, and the decisions equal a single-process run's (tests/dist_gate_worker.py)."""
 
 import json
-from pathlib import Path
-
-from conftest import torchrun, what_failed
 
 EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 has p_hat 0.75)
     "0": [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
@@ -12,16 +9,11 @@ EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 ha
 }
 
 
-def launch(processes: int, out: Path) -> dict:
-    proc = torchrun(processes, "dist_gate_worker.py", str(out), timeout=300)
-    assert proc.returncode == 0, what_failed(proc.stderr)  # what a failing process said
-    return json.loads(out.read_text())
-
-
-def test_gate_decisions_match_across_process_counts(tmp_path):
+def test_gate_decisions_match_across_process_counts(tmp_path, two_processes):
+    """Two processes: the session's two-process launch (tests/engine_worker.py, mode `gate`); one: here."""
     import dist_gate_worker
 
-    two = launch(2, tmp_path / "two.json")
+    two = two_processes[1]["gate"]
     dist_gate_worker.main(str(tmp_path / "one.json"))  # one process: this one
     one = json.loads((tmp_path / "one.json").read_text())
     assert two["processes"] == 2 and one["processes"] == 1

@@ -6,7 +6,6 @@ NPO's own collectives under 2-process ZeRO-3 (guides on one process, an evaluati
 process count, an AutoNPO decision) and a tensor-parallel vLLM group finish."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -14,27 +13,10 @@ from npo.config.run import load_config
 from npo.loops.run import open_run, prepare
 from npo.rundir.layout import read_jsonl
 
-from conftest import ROOT, built_once, torchrun, what_failed
+from conftest import ROOT, launch_engine_worker
 from engine_worker import bank_of_untrained_policy
 
 MEMORY_MB = 50  # the issue's bound on host-memory growth over 3 rollbacks
-
-
-def launch(processes: int, out: Path, *args: str) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    proc = torchrun(processes, "engine_worker.py", *args[:1], str(out), *args[1:], timeout=400)  # a hang fails here
-    assert proc.returncode == 0, what_failed(proc.stderr)
-    return json.loads((out / "result.json").read_text())
-
-
-@pytest.fixture(scope="session")
-def two_processes(tmp_path_factory):
-    """One launch of two processes for every two-process check below, whichever pytest worker runs them
-    (a launch's start-up is ~10 s): DDP (`npo train`), then ZeRO-3, then LoRA under ZeRO-2, then the vLLM
-    stand-in."""
-    out = built_once(tmp_path_factory, "two-processes",
-                     lambda folder: launch(2, folder, "run,replay-zero3,sharded,replay-lora,vllm_tp"))
-    return out, json.loads((out / "result.json").read_text())
 
 
 def test_two_processes_one_engine_each(two_processes):
@@ -63,7 +45,7 @@ def test_two_processes_one_engine_each(two_processes):
 def test_deepspeed_zero2_on_an_8m_model_rolls_back_in_place(tmp_path):
     """(Issue 12 measured this at 31.5M parameters, BENCHMARKS.md; 8M keeps a leaked engine copy, ~130 MB,
     well above the bound, in a quarter of the time.)"""
-    rep = launch(1, tmp_path, "replay", "big", "deepspeed=zero2")["replay"]
+    rep = launch_engine_worker(1, tmp_path, "replay", "big", "deepspeed=zero2")["replay"]
     assert rep["deepspeed"] and 6e6 < rep["parameters"] < 10e6
     assert rep["replays_equal"] == [True, True, True] and rep["rss_growth_mb"] < MEMORY_MB
 
