@@ -93,11 +93,12 @@ def pytest_collection_modifyitems(config, items):
 
 
 def first_the_warm_start(items: list) -> list:
-    """The order `make test`'s two workers are dealt the tests in (pytest-xdist's `load`: round robin, then
-    each worker's next ones as it finishes): one test that needs the embedded default's warm start, so
-    that one worker trains it (single-threaded, about 3 minutes on a fresh clone; under the warm start's
-    file lock the other would only wait), then the tests that need none of it, which keep the other
-    worker busy meanwhile, then the rest, each group in its files' order."""
+    """The order `make test`'s two workers are dealt the tests in (pytest-xdist's `loadgroup` in collection
+    order: each worker is given the next test, or the next file marked `xdist_group`, as it finishes): one
+    test that needs the embedded default's warm start, so that one worker trains it (single-threaded,
+    about 3 minutes on a fresh clone; under the warm start's file lock the other would only wait), then
+    the tests that need none of it, which keep the other worker busy meanwhile, then the rest, each group
+    in its files' order."""
     free = [item for item in items if item.path.stem in WARM_FREE]
     needing = [item for item in items if item.path.stem not in WARM_FREE]
     trigger = next((item for item in needing if "tiny_model_path" in getattr(item, "fixturenames", ())), None)
