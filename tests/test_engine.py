@@ -9,9 +9,11 @@ import json
 
 import pytest
 
+from npo.algo.controls import is_control
 from npo.config.run import load_config
 from npo.loops.run import open_run, prepare
 from npo.rundir.layout import read_jsonl
+from npo.tasks import build_split
 
 from conftest import ROOT, launch_engine_worker
 from engine_worker import bank_of_untrained_policy
@@ -35,9 +37,12 @@ def test_two_processes_one_engine_each(two_processes):
     assigned = json.loads((run / "guides" / "0-bootstrap.controls.json").read_text())["assigned"]
     arm = effect["arms"]["near_future"]
     assert effect["event"] == "effect" and arm["n"] + arm["control"]["n"] == len(assigned) > 0
+    cfg = load_config(run / "config.yaml")
+    # each assignment is the coin one process draws for (seed, intervention, prompt): 2 processes, 1 coin
+    _, train_items, _ = build_split(cfg)
+    assert all(a["treated"] == (not is_control(0.5, cfg.seed, 0, train_items[a["index"]].key)) for a in assigned)
     # the bank on disk holds every process's prompts: all of the window's, from the data order
     bank = json.loads((run / "guides" / "0-bootstrap.json").read_text())
-    cfg = load_config(run / "config.yaml")
     assert len(bank["tried"]) == event["guides"]["requested"] == 2 * cfg.train.prompts_per_step
     assert len(bank["guides"]) == event["guides"]["found"] > 0
     # the same policy writes the same bank whether 1 or 2 processes share the sampling
