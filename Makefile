@@ -33,16 +33,16 @@ demo: $(STAMP)
 	$(BIN)/npo demo
 
 # Two pytest workers, one torch thread each (two threads per process on two cores only spin), tests
-# dealt one by one in collection order (a file marked `xdist_group` as one, so that its shared runs are
-# built once). One worker first trains the embedded default's warm start (about 3 minutes on a fresh
-# clone) while the other runs the tests that need none of it (tests/conftest.py: first_the_warm_start);
-# one torchrun launch at a time, and the runs several tests read (two-process launches included) trained
-# once, by whichever worker asks first. Single-threaded training numerics are what
-# tests/data/golden.json was recorded with.
+# dealt one by one in collection order (the files of tests/conftest.py's TOGETHER as one set each, so
+# that what their tests share is built once). One worker first trains the embedded default's warm start
+# (about 3 minutes on a fresh clone) while the other runs the tests that need none of it
+# (tests/conftest.py: first_the_warm_start); one torchrun launch at a time, and the runs several tests
+# read (two-process launches included) trained once, by whichever worker asks first. Single-threaded
+# training numerics are what tests/data/golden.json was recorded with.
 TEST_ENV := OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu NPO_CACHE=$(CURDIR)/.npo-cache
 test: $(STAMP)
 	mkdir -p .npo-cache
-	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
+	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2
 
 # The tier a developer runs in a minute: pure modules, config checks, the seam's pins, the docs' pointers.
 test-fast: $(STAMP)

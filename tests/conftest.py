@@ -92,9 +92,32 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# Files whose tests one `make test` worker runs in turn, each set as one unit of work: their tests share
+# a run or a launch that the first of them builds (the other worker would wait for it, or build its
+# module fixtures again), or they load the machine on purpose (beside each other, test_verify's
+# 1-second verification ran past its limit).
+TOGETHER = {"test_engine": "launches", "test_distributed": "launches", "test_verify": "test_verify",
+            "test_effect": "test_effect", "test_baselines": "test_baselines", "test_npo_trainer": "test_npo_trainer",
+            "test_signal_cli": "test_signal_cli", "test_vllm_engine": "test_vllm_engine"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist's scheduling with TOGETHER's units (its own `loadgroup` marks no test under pytest 9:
+    it renames `item._nodeid`, which pytest 9 no longer reads): every other test a unit of its own, the
+    units dealt in collection order (not largest first), the next one to a worker as it finishes."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Together(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return TOGETHER.get(Path(nodeid.split("::")[0]).stem, nodeid)
+
+    config.option.loadscopereorder = False
+    return Together(config, log)
+
+
 def first_the_warm_start(items: list) -> list:
-    """The order `make test`'s two workers are dealt the tests in (pytest-xdist's `loadgroup` in collection
-    order: each worker is given the next test, or the next file marked `xdist_group`, as it finishes): one
+    """The order `make test`'s two workers are dealt the tests in (`pytest_xdist_make_scheduler`: each
+    worker is given the next test, or the next of TOGETHER's sets, as it finishes): one
     test that needs the embedded default's warm start, so that one worker trains it (single-threaded,
     about 3 minutes on a fresh clone; under the warm start's file lock the other would only wait), then
     the tests that need none of it, which keep the other worker busy meanwhile, then the rest, each group

@@ -16,9 +16,6 @@ from npo.trl_seam.trainer import GuidedGRPOTrainer
 
 from conftest import ROOT
 
-# make test's workers: one runs this file's tests, so that its shared runs are trained once and never waited for
-pytestmark = pytest.mark.xdist_group("test_baselines")
-
 SMALL = ["train.steps=4", "train.prompts_per_step=4", "train.checkpoint_every=2", "eval.every=0", "eval.n=20",
          "eval.samples=0"]
 PRESET_SETS = {

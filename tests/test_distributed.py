@@ -3,12 +3,6 @@ group's rewards, and the decisions equal a single-process run's (tests/dist_gate
 
 import json
 
-import pytest
-
-# make test's workers: one runs every two-process check (test_engine.py, test_distributed.py), so that none waits for the launch
-pytestmark = pytest.mark.xdist_group("launches")
-
-
 EXPECTED_FLAGS = {  # rows of the guide slot in gated groups 0 and 1 (group 2 has p_hat 0.75)
     "0": [1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0],
     "-1": [0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0],

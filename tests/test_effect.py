@@ -15,9 +15,6 @@ from npo.rundir.layout import read_jsonl
 from conftest import ROOT, built_once
 from killing import kill_chain, resume
 
-# make test's workers: one runs this file's tests, so that its shared runs are trained once and never waited for
-pytestmark = pytest.mark.xdist_group("test_effect")
-
 NPO = ["method=npo", "npo.interventions=[{kind: bootstrap, lookahead: 2}]"]
 # The whole run one window guided by the task's reference answers, half the guided prompts controls
 # (npo.loops.npo._guide_whole_run)

@@ -18,9 +18,6 @@ from npo.tasks import build_split
 from conftest import ROOT, launch_engine_worker
 from engine_worker import bank_of_untrained_policy
 
-# make test's workers: one runs every two-process check (test_engine.py, test_distributed.py), so that none waits for the launch
-pytestmark = pytest.mark.xdist_group("launches")
-
 MEMORY_MB = 50  # the bound on host-memory growth over 3 rollbacks
 
 

@@ -12,9 +12,6 @@ from npo.models.load import load_policy
 from npo.tasks import build_split
 from npo.tasks.rewards import TaskScorer
 
-# make test's workers: one runs this file's tests, so that its shared runs are trained once and never waited for
-pytestmark = pytest.mark.xdist_group("test_npo_trainer")
-
 NPO = ["method=npo", "npo.interventions=[{kind: bootstrap, lookahead: 2}]"]
 
 

@@ -13,9 +13,6 @@ from npo.tasks import build_split
 
 from conftest import ROOT
 
-# make test's workers: one runs this file's tests, so that its shared runs are trained once and never waited for
-pytestmark = pytest.mark.xdist_group("test_signal_cli")
-
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):

@@ -17,10 +17,6 @@ from npo.tasks.verify import GuardedScorer, VerifyStats
 
 from conftest import ROOT
 
-# make test's workers: one runs this file's tests in turn. Two of them load the machine on purpose
-# (burning processes, killed verifier workers): beside each other, a 1-second verification ran past its limit.
-pytestmark = pytest.mark.xdist_group("test_verify")
-
 
 def test_a_raising_verifier_scores_zero_inline():
     g = GuardedScorer(Flaky(), timeout=1.0, isolate=False)

@@ -17,9 +17,6 @@ from npo.models.generation import prompt_seeds
 
 from conftest import ROOT
 
-# make test's workers: one runs this file's tests, so that its shared runs are trained once and never waited for
-pytestmark = pytest.mark.xdist_group("test_vllm_engine")
-
 SETS = ["train.steps=4", "train.checkpoint_every=2", "train.prompts_per_step=4", "eval.every=0", "eval.n=20",
         "eval.samples=0", "npo.interventions=[{kind: bootstrap, lookahead: 2, window: 2}]", "npo.k=2",
         "train.grpo.use_vllm=true", "train.grpo.vllm_mode=colocate"]
