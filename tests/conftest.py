@@ -101,6 +101,7 @@ TOGETHER = {"test_engine": "launches", "test_distributed": "launches", "test_ver
             "test_signal_cli": "test_signal_cli", "test_vllm_engine": "test_vllm_engine"}
 
 
+@pytest.hookimpl(optionalhook=True)  # without xdist (`make test-fast`: -p no:xdist) the hook is unknown
 def pytest_xdist_make_scheduler(config, log):
     """pytest-xdist's scheduling with TOGETHER's units (its own `loadgroup` marks no test under pytest 9:
     it renames `item._nodeid`, which pytest 9 no longer reads): every other test a unit of its own, the
