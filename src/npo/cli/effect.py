@@ -100,7 +100,7 @@ def plot_effect(rows: list[dict], path: Path) -> None:
         ax.set_xticks(range(len(groups)), [f"{g[0]}\n{g[1]}-{g[2]}" for g in groups], fontsize=7,
                       rotation=45 if len(groups) > 6 else 0)
     left.set(title="effect on the prompts given a guide (95% CI)", ylabel="gain treated - gain controls")
-    right.set(title="S = Q/V at the window's start (npo signal)" + ("" if any(r["S"] for r in rows) else
+    right.set(title="S = Q/V at the window's start (npo signal)" + ("" if any(r["S"] is not None for r in rows) else
                                                                     ": not measured"))
     left.legend(fontsize=7)
     fig.tight_layout()
