@@ -39,7 +39,10 @@ demo: $(STAMP)
 # (tests/conftest.py: first_the_warm_start); one torchrun launch at a time, and the runs several tests
 # read (two-process launches included) trained once, by whichever worker asks first. Single-threaded
 # training numerics are what tests/data/golden.json was recorded with.
-TEST_ENV := OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu NPO_CACHE=$(CURDIR)/.npo-cache
+# PYTHONDONTWRITEBYTECODE is emptied: uv (unlike pip) installs no bytecode, so where a machine sets it,
+# every process the suite starts (workers, torchrun ranks, spawned verifiers, CLI runs) would compile
+# torch, transformers and trl from source again: 14.7 s instead of 7.2 s to import the stack here.
+TEST_ENV := OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu NPO_CACHE=$(CURDIR)/.npo-cache PYTHONDONTWRITEBYTECODE=
 test: $(STAMP)
 	mkdir -p .npo-cache
 	$(TEST_ENV) $(BIN)/python -m pytest -q -n 2
