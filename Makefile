@@ -35,7 +35,7 @@ demo: $(STAMP)
 # Two pytest workers, one torch thread each (two threads per process on two cores only spin), tests
 # dealt one by one in collection order (the files of tests/conftest.py's TOGETHER as one set each, so
 # that what their tests share is built once). One worker first trains the embedded default's warm start
-# (about 3 minutes on a fresh clone) while the other runs the tests that need none of it
+# (about 2.5 minutes on a fresh clone) while the other runs the tests that need none of it
 # (tests/conftest.py: first_the_warm_start); one torchrun launch at a time, and the runs several tests
 # read (two-process launches included) trained once, by whichever worker asks first. Single-threaded
 # training numerics are what tests/data/golden.json was recorded with.

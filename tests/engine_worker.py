@@ -9,8 +9,8 @@ ZeRO-2), `vllm_tp`. `replay`: a first pass 0 -> 4 with checkpoints every 2 (0 ->
 memory (RSS) is read after the first rollback and after the third. `deepspeed=zero2|zero3` in extra
 arguments selects a DeepSpeed ZeRO stage (DS_ACCELERATOR=cpu); `big` uses a ~8M-parameter model built
 from a config; `bf16`, model.dtype bf16 (with DeepSpeed: its bf16 mode, fp32 masters in its optimizer);
-`lora`, LoRA adapters. MODE `run`: `npo train` of an NPO bootstrap config with controls into
-OUT_DIR/run, and the bank the untrained policy writes for steps 0-3 (through the engine, each process
+`lora`, LoRA adapters. MODE `run`: `npo train` of an NPO bootstrap config with controls (measured
+again at the end) into OUT_DIR/run, and the bank the untrained policy writes for steps 0-3 (through the engine, each process
 sampling its share) into OUT_DIR/bank.json. `sharded` and `vllm_tp`: their functions say.
 The main process writes OUT_DIR/result.json.
 """
@@ -119,7 +119,7 @@ def loads_in_place(ctx, checkpoint: Path) -> bool:
 def run_and_bank(out: Path) -> dict:
     cfg = load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", SMALL + [
         "train.steps=4", "train.checkpoint_every=2", "eval.every=2",
-        "npo.interventions=[{kind: bootstrap, lookahead: 2, window: 2}]", "npo.controls=0.5"])
+        "npo.interventions=[{kind: bootstrap, lookahead: 2, window: 2}]", "npo.controls=0.5", "npo.effect_at_end=true"])
     summary = train(prepare(cfg, out / "run"), show_progress=False)
     ctx = open_run(prepare(cfg, out / "bank-run"), show_progress=False)  # the untrained policy, in the engine
     bank = bank_of_untrained_policy(ctx)

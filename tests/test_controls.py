@@ -108,6 +108,7 @@ def test_a_window_withholds_the_guide_of_its_controls_and_keeps_each_prompts_fir
     (["npo.controls=0.5", "npo.arms=[replay]"], "npo.arms"),  # no replay buffer with npo.source near_future
     (["npo.controls=0.5", "npo.arms=[near_future:x]"], "npo.arms"),
     (["method=grpo", "npo.interventions=[]", "npo.controls=0.5"], "npo.controls"),
+    (["npo.effect_at_end=true"], "npo.effect_at_end"),  # no controls to measure again
 ])
 def test_arms_and_controls_that_do_not_fit_the_run_are_refused_in_one_line(sets, where):
     from npo.config.run import load_config

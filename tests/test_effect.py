@@ -1,6 +1,7 @@
 """npo.controls end to end on the embedded default: controls receive no guide rows (a spy on what
-reaches TRL's loss), a guided run writes its `effect` line, a kill anywhere in the window or its
-measurement resumes to the same line, and `npo effect` tables and plots it."""
+reaches TRL's loss), a guided run writes its `effect` line (and with npo.effect_at_end a second one at
+the run's end), a kill anywhere in the window or its measurements resumes to the same lines, and
+`npo effect` tables and plots them."""
 
 import json
 
@@ -52,41 +53,67 @@ def test_controls_receive_no_guide_rows_in_the_loss(tmp_path):
     assert sum(x["npo/control_groups"] for x in logged) == len(controls)
 
 
+# The session's controlled run: the reference answers guide a window of the first 10 of 15 steps, whose
+# prompts are measured at its end and again at the run's end
+WINDOW = ["npo.inject_when=windows", "npo.interventions=[{kind: bootstrap, lookahead: 10, window: 10}]",
+          "npo.effect_at_end=true", "eval.every=10"]
+
+
 @pytest.fixture(scope="module")
 def controlled(tmp_path_factory, tiny_model_path):
     from npo.config.run import load_config
     from npo.loops.run import prepare, train
 
     def build(folder):
-        train(prepare(load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", CONTROLLED), folder / "run"),
-              show_progress=False)
+        train(prepare(load_config(ROOT / "configs" / "tiny-npo-bootstrap.yaml", [*CONTROLLED, *WINDOW]),
+                      folder / "run"), show_progress=False)
 
     return built_once(tmp_path_factory, "controlled", build) / "run"
 
 
+def effect_lines(run):
+    return [e for e in read_jsonl(run / "events.jsonl") if e["event"] == "effect"]
+
+
 def effect_line(run):
-    (line,) = [e for e in read_jsonl(run / "events.jsonl") if e["event"] == "effect"]
+    """The one effect line of a run measured at its window's end only."""
+    (line,) = effect_lines(run)
     return line
 
 
 def test_a_controlled_window_writes_its_effect(controlled):
-    line = effect_line(controlled)
+    line, _ = effect_lines(controlled)
     (arm,) = line["arms"]
     t = line["arms"][arm]
-    assert arm == "teacher:reference" and line["window"] == [0, 15] and line["k"] == 8
-    assigned = json.loads((controlled / "guides" / "0-always.controls.json").read_text())["assigned"]
+    assert arm == "teacher:reference" and line["window"] == [0, 10] and line["at"] == 10 and line["k"] == 8
+    assigned = json.loads((controlled / "guides" / "0-bootstrap.controls.json").read_text())["assigned"]
     assert t["n"] + t["control"]["n"] == len(assigned) > 50
     assert abs(t["n"] - t["control"]["n"]) < 4 * (len(assigned) * 0.25) ** 0.5  # the coin, 4 sigma
     assert all(0 <= a["after"] <= 1 and a["p_hat"] < 0.6 for a in assigned)  # gated when assigned
     assert t["ci"][0] <= t["effect"] <= t["ci"][1]
-    assert line["heldout_accuracy"] == read_jsonl(controlled / "eval.jsonl")[-1]["accuracy"]
+    assert line["heldout_accuracy"] == [e for e in read_jsonl(controlled / "eval.jsonl") if e["step"] == 10][0]["accuracy"]
+
+
+def test_the_window_is_measured_again_by_the_final_policy(controlled):
+    """npo.effect_at_end: the same prompts, with the same p_hat at assignment, sampled again at step 15."""
+    window, end = effect_lines(controlled)
+    assert end["index"] == 0 and end["window"] == [0, 10] and end["at"] == 15
+    t, e = window["arms"]["teacher:reference"], end["arms"]["teacher:reference"]
+    for side_w, side_e in ((t, e), (t["control"], e["control"])):
+        assert (side_e["n"], side_e["p_hat"]) == (side_w["n"], side_w["p_hat"])
+    assert (e["after"], e["control"]["after"]) != (t["after"], t["control"]["after"])  # 5 more steps trained
+    assert e["ci"][0] <= e["effect"] <= e["ci"][1]
+    assert end["heldout_accuracy"] == read_jsonl(controlled / "eval.jsonl")[-1]["accuracy"]
+    assert read_jsonl(controlled / "eval.jsonl")[-1]["step"] == 15
 
 
 def test_a_controlled_run_killed_in_its_window_or_its_measurement_resumes_to_the_same_effect(tmp_path, controlled):
+    """Killed in the window, in its measurement, and in the measurement at the run's end (which the
+    resumed process makes with the final checkpoint loaded into its engine)."""
     out = tmp_path / "run"
-    kill_chain(["train", str(controlled / "config.yaml")], out, ["step:7", "effect:1"])
+    kill_chain(["train", str(controlled / "config.yaml")], out, ["step:7", "effect:1", "effect_at_end:1"])
     assert resume(out) == 0
-    assert effect_line(out) == effect_line(controlled)
+    assert effect_lines(out) == effect_lines(controlled)
     rewards = [[r["reward/mean"] for r in read_jsonl(run / "metrics.jsonl")] for run in (out, controlled)]
     assert rewards[0] == rewards[1] and len(rewards[0]) == 15
 
@@ -95,11 +122,13 @@ def test_npo_effect_prints_the_table_and_writes_the_plot(controlled, tmp_path, c
     png = tmp_path / "effect.png"
     assert main(["effect", str(controlled), "--out", str(png)]) == 0
     printed = capsys.readouterr().out
-    assert "| run | window | arm |" in printed and "| 0-15 | teacher:reference |" in printed
+    assert "| run | window | at | arm |" in printed
+    assert "| 0-10 | 10 | teacher:reference |" in printed and "| 0-10 | 15 | teacher:reference |" in printed
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["effect", str(controlled), "--json", "--out", str(png)]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
-    assert row["effect"] == effect_line(controlled)["arms"]["teacher:reference"]["effect"] and row["S"] is None
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["effect"] for r in rows] == [e["arms"]["teacher:reference"]["effect"] for e in effect_lines(controlled)]
+    assert [r["at"] for r in rows] == [10, 15] and all(r["S"] is None for r in rows)
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "config.yaml").write_text("seed: 0\n")

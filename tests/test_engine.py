@@ -28,12 +28,14 @@ def test_two_processes_one_engine_each(two_processes):
     run = tmp_path / "npo" / "run"
     assert [m["step"] for m in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3, 4]
     assert [e["step"] for e in read_jsonl(run / "eval.jsonl")] == [0, 2, 4]
-    event, effect = read_jsonl(run / "events.jsonl")
+    event, effect, at_end = read_jsonl(run / "events.jsonl")
     assert event["event"] == "intervention" and event["window"] == [0, 2]
     # npo.controls under 2 processes: the window's assignments, and their resampling through the engine
+    # after the window and again at the run's end (every process in both)
     assigned = json.loads((run / "guides" / "0-bootstrap.controls.json").read_text())["assigned"]
     arm = effect["arms"]["near_future"]
     assert effect["event"] == "effect" and arm["n"] + arm["control"]["n"] == len(assigned) > 0
+    assert (at_end["event"], at_end["at"], at_end["arms"]["near_future"]["n"]) == ("effect", 4, arm["n"])
     cfg = load_config(run / "config.yaml")
     # each assignment is the coin one process draws for (seed, intervention, prompt): 2 processes, 1 coin
     _, train_items, _ = build_split(cfg)

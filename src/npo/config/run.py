@@ -294,6 +294,8 @@ def _check_injection(cfg: RunConfig, n: int) -> None:
              "replayed groups exist only with npo.source replay and replay.share > 0")
     _require(p.controls == 0 or cfg.method != "grpo", "npo.controls",
              "controls are guided prompts whose guide is withheld: method grpo has no guides")
+    _require(not p.effect_at_end or p.controls > 0, "npo.effect_at_end",
+             "measures the windows' controls again at the end: set npo.controls > 0")
     if why := p.arms_error(cfg.method, cfg.train.checkpoint_every):
         _require(False, *why)
     _require(cfg.replay.share == 0 or kind == "replay", "replay.share",

@@ -89,6 +89,9 @@ class NPOSection:
                      "docs/methods.md \"Controls\". [ours]", default_factory=list, check=ArmSpecs())
     effect_k: int = doc("Samples per assigned prompt when the effect of a window's guides is measured (npo.controls). "
                         "[ours]", default=8, check=POSITIVE)
+    effect_at_end: bool = doc("npo.controls: also measure every window's effect again at the run's end, with the "
+                              "final policy (one more effect line per window that ended before the run did): whether "
+                              "what a guide did to its prompt lasts. [ours]", default=False)
 
     def arms_error(self, method: str, checkpoint_every: int) -> tuple[str, str] | None:
         """(field, why) when npo.arms does not fit the rest of the config."""

@@ -32,6 +32,7 @@ from npo.guides.sources import check_source
 from npo.loops.autonpo import train_autonpo
 from npo.loops.npo import train_npo
 from npo.loops.segment import Context, retain
+from npo.loops.steps import measure_effect_at_end
 from npo.models.check import check_chat, check_model
 from npo.models.evaluate import eval_plan
 from npo.models.load import load_policy, lora_config, resolve_model_path
@@ -243,10 +244,14 @@ def close_run(ctx: Context, out: Path, stopped: int | None = None) -> dict:
     last = cfg.train.steps if stopped is None else stopped
     if ctx.stage_events:  # an event outside a stage would never reach events.jsonl
         raise RuntimeError(f"events outside a committed stage: {ctx.stage_events}")
-    if evaluator.last_step != last:
+    at_end = cfg.npo.effect_at_end and "effect/end" not in ctx.journal.done
+    if evaluator.last_step != last or at_end:
         if not (ctx.trainer.engine_built and ctx.trainer.state.global_step == last):
             load_weights(ctx.trainer, ctx.run.checkpoint(last))  # resumed after the last step
+    if evaluator.last_step != last:
         evaluator.evaluate(last)
+    if at_end:  # the windows' prompts sampled again by the final policy (npo.effect_at_end)
+        ctx.once("effect/end", measure_effect_at_end, ctx, last)
     ctx.progress.close()
     ctx.scorer.close()
     if ctx.report is not None:

@@ -15,11 +15,12 @@ window's `Guidance` to `run_segment`, which gives it to the trainer for that seg
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
 from npo.algo.accounting import Cost
-from npo.algo.controls import arm_summary
+from npo.algo.controls import Assignment, arm_summary
 from npo.guides.bank import Guidance, GuideBank
 from npo.guides.sources import PolicySource, guide_sampling
 from npo.loops.segment import Context, Segment, run_segment, segment_cost
@@ -90,32 +91,58 @@ def measure_effect(ctx: Context, guidance: Guidance, window: Segment, kind: str)
     `npo.effect_k` times by the live policy through the engine (one seed per prompt) and verified; the
     `effect` line of events.jsonl compares the arms with the controls (`npo.algo.controls`), beside the
     held-out accuracy at the same step. The assignments go beside the bank (`RunDir.controls`; `kind`:
-    the intervention's)."""
+    the intervention's), where `measure_effect_at_end` reads them again."""
     if not guidance.controls:
         return
-    end, k = guidance.end, ctx.cfg.npo.effect_k
+    end = guidance.end
     if not window.trained:  # resumed after the window ended: its last policy back into the engine
         load_weights(ctx.trainer, ctx.run.checkpoint(end))
-    indices = sorted(guidance.assigned)
-    items = [ctx.train_items[i] for i in indices]
-    g = ctx.cfg.resolved_grpo  # sampled as the run samples its groups
-    sampling = {"k": k, "temperature": g["temperature"], "max_new_tokens": g["max_completion_length"]}
-    groups = ctx.trainer.live_policy().sample(items, seeds=prompt_seeds(ctx.cfg.seed * EFFECT_SEEDS + end, indices),
-                                             **sampling)
-
-    def accuracies(part: list) -> list[float]:
-        return [sum(ctx.scorer.reward(x.text, item) == 1.0 for x in group) / k for item, group in part]
-
-    after = dict(zip(indices, ctx.share.run(list(zip(items, groups)), accuracies, pad=False)))
-    tokens = sum(len(x.token_ids) for group in groups for x in group)
-    ctx.ledger.estimation_tokens += tokens  # a measurement's samples, beside AutoNPO's (summary.json)
+    assigned = list(guidance.assigned.values())
+    after, tokens = accuracies_after(ctx, sorted(guidance.assigned), end)
     crash_point("effect")
-    heldout = [r["accuracy"] for r in read_jsonl(ctx.run.evals) if r["step"] == end]
-    ctx.event({"event": "effect", "index": guidance.index, "window": [guidance.start, end], "k": k, "tokens": tokens,
-               "share": guidance.controls, "arms": arm_summary(list(guidance.assigned.values()), after,
-                                                                first=guidance.labels[0], seed=ctx.cfg.seed),
-               "heldout_accuracy": heldout[-1] if heldout else None})
+    effect_event(ctx, guidance.index, [guidance.start, end], end, assigned, after, tokens, guidance.labels)
     if ctx.is_main:
         atomic_write_json(ctx.run.controls(guidance.index, kind),
-                          {"window": [guidance.start, end], "share": guidance.controls,
-                           "assigned": [{**vars(a), "after": after[a.index]} for a in guidance.assigned.values()]})
+                          {"window": [guidance.start, end], "share": guidance.controls, "arms": guidance.labels,
+                           "assigned": [{**vars(a), "after": after[a.index]} for a in assigned]})
+
+
+def measure_effect_at_end(ctx: Context, last: int) -> None:
+    """npo.effect_at_end: the prompts of every window that ended before the run did, sampled again by
+    the final policy (in the engine) as `measure_effect` sampled them after their window: whether what
+    a guide did to its prompt lasts. One `effect` line per window, `at` the run's last step."""
+    ctx.trainer.accelerator.wait_for_everyone()  # the main process has written every window's assignments
+    windows = [json.loads(path.read_text()) | {"index": index} for index, path in ctx.run.controls_files()]
+    windows = [w for w in windows if w["window"][1] < last]
+    after, tokens = accuracies_after(ctx, sorted({a["index"] for w in windows for a in w["assigned"]}), last)
+    crash_point("effect_at_end")
+    for w in windows:  # the tokens of the one batch of samples on the first window's line
+        assigned = [Assignment(**{f: a[f] for f in ("index", "arm", "treated", "p_hat", "step")}) for a in w["assigned"]]
+        effect_event(ctx, w["index"], w["window"], last, assigned, after, tokens if w is windows[0] else 0, w["arms"])
+
+
+def accuracies_after(ctx: Context, indices: list[int], step: int) -> tuple[dict[int, float], int]:
+    """Each training item's accuracy in `npo.effect_k` samples of the live policy at `step`, sampled as
+    the run samples its groups, with a seed per prompt (so batching and process count change nothing),
+    and the samples' tokens, booked as estimation (summary.json)."""
+    k, g = ctx.cfg.npo.effect_k, ctx.cfg.resolved_grpo
+    items = [ctx.train_items[i] for i in indices]
+    groups = ctx.trainer.live_policy().sample(items, seeds=prompt_seeds(ctx.cfg.seed * EFFECT_SEEDS + step, indices),
+                                             k=k, temperature=g["temperature"], max_new_tokens=g["max_completion_length"])
+
+    def accuracy(part: list) -> list[float]:
+        return [sum(ctx.scorer.reward(x.text, item) == 1.0 for x in group) / k for item, group in part]
+
+    tokens = sum(len(x.token_ids) for group in groups for x in group)
+    ctx.ledger.estimation_tokens += tokens
+    return dict(zip(indices, ctx.share.run(list(zip(items, groups)), accuracy, pad=False))), tokens
+
+
+def effect_event(ctx: Context, index: int, window: list[int], at: int, assigned: list[Assignment],
+                 after: dict[int, float], tokens: int, arms: list[str]) -> None:
+    """The `effect` line of window `index` measured at step `at`, beside the held-out accuracy there."""
+    heldout = [r["accuracy"] for r in read_jsonl(ctx.run.evals) if r["step"] == at]
+    ctx.event({"event": "effect", "index": index, "window": window, "at": at, "k": ctx.cfg.npo.effect_k,
+               "tokens": tokens,
+               "share": ctx.cfg.npo.controls, "arms": arm_summary(assigned, after, first=arms[0], seed=ctx.cfg.seed),
+               "heldout_accuracy": heldout[-1] if heldout else None})

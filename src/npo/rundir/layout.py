@@ -133,6 +133,11 @@ class RunDir:
         """npo.controls: the assignments of intervention `index`'s window, and each prompt's accuracy after it."""
         return self.root / "guides" / f"{index}-{kind}.controls.json"
 
+    def controls_files(self) -> list[tuple[int, Path]]:
+        """(intervention index, path) of every window's `controls` file, in the order of the index."""
+        found = [(int(p.name.partition("-")[0]), p) for p in (self.root / "guides").glob("*.controls.json")]
+        return sorted(found)
+
     def signal(self, step: int, backward: bool) -> Path:
         """`npo signal`'s output, without its suffix (.json and .png)."""
         return self.root / "signal" / f"step-{step}{'-backward' if backward else ''}"
