@@ -38,7 +38,7 @@ demo: $(STAMP)
 # (about 2.5 minutes on a fresh clone) while the other runs the tests that need none of it
 # (tests/conftest.py: first_the_warm_start); one torchrun launch at a time, and the runs several tests
 # read (two-process launches included) trained once, by whichever worker asks first. Single-threaded
-# training numerics are what tests/data/golden.json was recorded with.
+# training numerics are what tests/data/golden/ was recorded with.
 # PYTHONDONTWRITEBYTECODE is emptied: uv (unlike pip) installs no bytecode, so where a machine sets it,
 # every process the suite starts (workers, torchrun ranks, spawned verifiers, CLI runs) would compile
 # torch, transformers and trl from source again: 14.7 s instead of 7.2 s to import the stack here.

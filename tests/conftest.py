@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the processes the tests start: sums depend on the thread count
-torch.set_num_threads(1)  # the suite trains single-threaded wherever it runs: tests/data/golden.json was recorded so
+torch.set_num_threads(1)  # the suite trains single-threaded wherever it runs: tests/data/golden/ was recorded so
 
 
 def torchrun(processes: int, script: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
